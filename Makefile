@@ -1,0 +1,41 @@
+# Airside. Two commands get you going on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: demo test test-fast bench lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/airside demo
+
+test: $(TSTAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# Skips the data-heavy checks (LFW and friends) for a quick local loop.
+test-fast: $(TSTAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
+
+bench: $(TSTAMP)
+	$(BIN)/python -m airside.bench
+
+lint: $(TSTAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,1 @@
+"""Templates, embedding contracts, scores, thresholds and gallery indexes."""

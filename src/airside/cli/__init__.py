@@ -1,0 +1,1 @@
+"""Command-line adapter: parse, call a service, render. No biometric logic lives here."""

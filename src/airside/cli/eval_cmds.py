@@ -1,0 +1,187 @@
+"""``airside eval ...``: accuracy on labelled data, and (re)building calibration tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from airside.cli.render import emit_json, fail, out, progress
+from airside.config import Settings
+
+FaceOpt = Annotated[
+    str,
+    typer.Option(
+        "--face",
+        help="Which face to use when an image has several: central (LFW-style), largest, "
+        "or single (refuse).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="Worker processes (default: all cores).")
+]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    st = ctx.obj
+    return st.settings  # type: ignore[no-any-return]
+
+
+def _policy(face: str) -> Any:
+    if face not in ("central", "largest", "single"):
+        raise ValueError("--face must be central, largest or single")
+    return face
+
+
+def _contract(settings: Settings) -> Any:
+    from airside.vision.factory import build_embedder
+
+    return build_embedder(settings).contract
+
+
+def register(eval_app: typer.Typer) -> None:
+    @eval_app.command("verify")
+    def eval_verify(
+        ctx: typer.Context,
+        pairs: Annotated[
+            Path | None, typer.Option(help="CSV img_a,img_b,same[,fold] (paths relative to it).")
+        ] = None,
+        identities: Annotated[
+            Path | None,
+            typer.Option(help="CSV image,identity: score every pair (for --calibrate)."),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+        scores_out: Annotated[
+            Path | None, typer.Option(help="Write every pair back with its score.")
+        ] = None,
+        do_calibrate: Annotated[
+            bool,
+            typer.Option("--calibrate", help="Fit the model's FMR->threshold table."),
+        ] = False,
+        calibration_out: Annotated[
+            Path | None,
+            typer.Option(help="Where to write the table (default: the data directory)."),
+        ] = None,
+        face: FaceOpt = "central",
+        workers: WorkersOpt = None,
+    ) -> None:
+        """Verification accuracy on labelled pairs: accuracy, EER, TAR at FAR."""
+        from airside.biometrics.calibration import save_calibration
+        from airside.evaluation.datasets import read_identities, read_pairs
+        from airside.evaluation.report import render_verification_report
+        from airside.evaluation.verification import (
+            all_pairs_scores,
+            calibrate,
+            evaluate_pairs,
+        )
+
+        settings = _settings(ctx)
+        try:
+            policy = _policy(face)
+            if (pairs is None) == (identities is None):
+                raise ValueError("give exactly one of --pairs or --identities")
+            contract = _contract(settings)
+            if pairs is not None:
+                ps = read_pairs(pairs)
+                n_images = len(set(ps.img_a + ps.img_b))
+                with progress("embedding", n_images) as tick:
+                    run = evaluate_pairs(
+                        ps, settings, contract, policy=policy, workers=workers, progress=tick
+                    )
+                summary, genuine, impostor = run.summary, run.genuine, run.impostor
+                source = str(pairs)
+                if scores_out is not None:
+                    _write_scores(scores_out, ps.rows, run.scores)
+            else:
+                assert identities is not None
+                ids = read_identities(identities)
+                with progress("embedding", len(set(ids.images))) as tick:
+                    genuine, impostor, failed = all_pairs_scores(
+                        ids, settings, contract, policy=policy, workers=workers, progress=tick
+                    )
+                from airside.evaluation import metrics
+
+                summary = {
+                    "images": len(set(ids.images)),
+                    "failures_to_enrol": failed,
+                    "genuine_pairs": int(genuine.size),
+                    "impostor_pairs": int(impostor.size),
+                    "eer": round(metrics.eer(genuine, impostor), 6),
+                    "model": contract.fingerprint,
+                }
+                source = str(identities)
+            if do_calibrate:
+                table = calibrate(genuine, impostor, contract, source)
+                if calibration_out is not None:
+                    calibration_out.parent.mkdir(parents=True, exist_ok=True)
+                    calibration_out.write_text(json.dumps(table.to_json(), indent=1) + "\n")
+                    written = calibration_out
+                else:
+                    written = save_calibration(table, contract, settings.data_dir)
+                summary["calibration"] = {
+                    "path": str(written),
+                    "impostors": table.impostors,
+                    "finest_fmr": table.finest_fmr,
+                }
+            if html is not None:
+                html.write_text(
+                    render_verification_report(genuine, impostor, summary, f"Verification: {source}")
+                )
+        except (ValueError, OSError) as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(summary)
+        else:
+            for k, v in summary.items():
+                out.print(f"{k:>20}: {v}", highlight=False)
+
+    @eval_app.command("identify")
+    def eval_identify(
+        ctx: typer.Context,
+        identities: Annotated[Path, typer.Option(help="CSV image,identity.")],
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+        face: FaceOpt = "central",
+        workers: WorkersOpt = None,
+    ) -> None:
+        """Identification accuracy: rank-1 and FNIR at FPIR 0.01 / 0.003."""
+        from airside.evaluation.datasets import read_identities
+        from airside.evaluation.identification import evaluate_identification
+        from airside.evaluation.report import render_identification_report
+
+        settings = _settings(ctx)
+        try:
+            policy = _policy(face)
+            ids = read_identities(identities)
+            contract = _contract(settings)
+            with progress("embedding", len(set(ids.images))) as tick:
+                summary = evaluate_identification(
+                    ids, settings, contract, policy=policy, workers=workers, progress=tick
+                )
+            if html is not None:
+                html.write_text(
+                    render_identification_report(summary, f"Identification: {identities}")
+                )
+        except (ValueError, OSError) as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(summary)
+        else:
+            for k, v in summary.items():
+                out.print(f"{k:>20}: {v}", highlight=False)
+
+
+def _write_scores(path: Path, rows: list[dict[str, str]], scores: list[float | None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0].keys()) + ["score"]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r, s in zip(rows, scores, strict=True):
+            w.writerow({**r, "score": "" if s is None else f"{s:.6f}"})
+    tmp.replace(path)

@@ -1,0 +1,363 @@
+"""``airside`` command line."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from airside.cli.render import emit_json, err, fail, out, progress
+from airside.config import Settings
+from airside.errors import AirsideError
+from airside.governance.consent import BasisInput
+from airside.governance.principals import local_principal
+from airside.services.app import Airside
+
+app = typer.Typer(
+    help="Airside: consent-first face enrolment, verification and identification.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+gallery_app = typer.Typer(help="Manage purpose-bound galleries.", no_args_is_help=True)
+audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure accuracy on labelled data.", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+app.add_typer(audit_app, name="audit")
+app.add_typer(eval_app, name="eval")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+class State:
+    def __init__(self, data_dir: Path | None) -> None:
+        self.data_dir = data_dir
+        self._app: Airside | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(data_dir=self.data_dir) if self.data_dir else Settings()
+
+    @property
+    def airside(self) -> Airside:
+        if self._app is None:
+            self._app = Airside(self.settings)
+        return self._app
+
+
+def _state(ctx: typer.Context) -> State:
+    st = ctx.obj
+    assert isinstance(st, State)
+    return st
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="AIRSIDE_DATA_DIR",
+            help="Where the database, caches and keys live.",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    ctx.obj = State(data_dir)
+
+
+@gallery_app.command("create")
+def gallery_create(
+    ctx: typer.Context,
+    name: str,
+    purpose: Annotated[str, typer.Option(help="The one purpose this gallery serves.")],
+    quality_bar: Annotated[
+        float | None, typer.Option(help="Minimum capture quality (0-100) to enrol.")
+    ] = None,
+    fmr: Annotated[
+        float | None, typer.Option(help="Target false-match rate, e.g. 1e-3.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a gallery bound to a purpose and the current embedding model."""
+    from airside.services.galleries import create_gallery
+
+    try:
+        info = create_gallery(
+            _state(ctx).airside,
+            local_principal(),
+            name,
+            purpose,
+            quality_bar=quality_bar,
+            fmr_target=fmr,
+        )
+    except (AirsideError, ValueError) as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(info.as_dict())
+    else:
+        out.print(f"created gallery [bold]{info.name}[/] for purpose '{info.purpose}'")
+
+
+@app.command("galleries")
+def galleries(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List galleries with their purpose, model and size."""
+    from airside.services.galleries import list_galleries
+
+    rows = list_galleries(_state(ctx).airside, local_principal())
+    if as_json:
+        emit_json([r.as_dict() for r in rows])
+        return
+    t = Table("gallery", "purpose", "subjects", "templates", "quality bar", "FMR", "model")
+    for r in rows:
+        t.add_row(
+            r.name, r.purpose, str(r.subjects), str(r.templates), f"{r.quality_bar:g}",
+            f"{r.fmr_target:g}", r.contract,
+        )
+    out.print(t)
+
+
+@app.command("subjects")
+def subjects(
+    ctx: typer.Context,
+    gallery: Annotated[str | None, typer.Option(help="Only this gallery.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List enrolled subjects and the legal bases recorded for them."""
+    from airside.services.subjects import list_subjects
+
+    try:
+        rows = list_subjects(_state(ctx).airside, local_principal(), gallery)
+    except AirsideError as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json([r.as_dict() for r in rows])
+        return
+    t = Table("subject", "galleries (templates)", "legal bases")
+    for r in rows:
+        t.add_row(
+            r.subject,
+            ", ".join(f"{g} ({n})" for g, n in r.galleries.items()),
+            ", ".join(f"{b['kind']}:{b['purpose']}" for b in r.bases),
+        )
+    out.print(t)
+
+
+def _basis(
+    kind: str | None, ref: str | None, evidence: Path | None, expires: datetime | None
+) -> BasisInput | None:
+    if kind is None:
+        return None
+    digest = None
+    if evidence is not None:
+        digest = hashlib.sha256(evidence.read_bytes()).hexdigest()
+    return BasisInput(kind=kind, reference=ref, evidence_sha256=digest, expires_at=expires)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return t.astimezone() if t is not None else None
+
+
+@app.command("enrol")
+def enrol(
+    ctx: typer.Context,
+    images: Annotated[list[Path] | None, typer.Argument(help="Photos of the subject.")] = None,
+    gallery: Annotated[str, typer.Option(help="Gallery to enrol into.")] = ...,  # type: ignore[assignment]
+    subject: Annotated[
+        str | None, typer.Option(help="The subject's reference (not needed with --csv).")
+    ] = None,
+    basis: Annotated[
+        str | None,
+        typer.Option(
+            help="Legal basis recorded for the gallery's purpose: consent, contract, "
+            "legal_obligation, vital_interests or public_task."
+        ),
+    ] = None,
+    basis_ref: Annotated[
+        str | None, typer.Option(help="Reference of the law, mandate or form.")
+    ] = None,
+    evidence: Annotated[
+        Path | None, typer.Option(help="File proving the basis (its SHA-256 is recorded).")
+    ] = None,
+    expires: Annotated[
+        datetime | None, typer.Option(help="When the basis expires (ISO date/time).")
+    ] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Batch: CSV with columns subject,image[,basis,basis_ref]."),
+    ] = None,
+    skip_refused: Annotated[
+        bool,
+        typer.Option(help="Batch: enrol the good rows and list refused ones (default: none)."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Enrol a subject (or a CSV batch) with a recorded consent or legal basis."""
+    from airside.services.enrolment import EnrolRow, enrol as do_enrol, enrol_batch
+
+    try:
+        b = _basis(basis, basis_ref, evidence, _aware(expires))
+        if csv_file is not None:
+            rows = _read_enrol_csv(csv_file, b, basis_ref)
+            with progress("enrolling", len(rows), enabled=True) as tick:
+                res = enrol_batch(
+                    _state(ctx).airside,
+                    local_principal(),
+                    gallery,
+                    rows,
+                    skip_refused=skip_refused,
+                    progress=tick,
+                )
+            if as_json:
+                emit_json(res.as_dict())
+            else:
+                out.print(f"enrolled {len(res.enrolled)} subjects; refused {len(res.refused)} rows")
+                for n, s, r in res.refused:
+                    out.print(f"  row {n} ({s}): {r.message}", highlight=False)
+            return
+        if subject is None or not images:
+            raise ValueError("give --subject and at least one IMAGE (or --csv FILE)")
+        if b is None:
+            raise AirsideError(
+                "enrolment needs a recorded legal basis: add --basis consent (or another basis)",
+                code="no_legal_basis",
+            )
+        result = do_enrol(_state(ctx).airside, local_principal(), gallery, subject, images, b)
+    except (AirsideError, ValueError, OSError) as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        out.print(
+            f"enrolled [bold]{result.subject}[/] in {result.gallery}: {result.added} new, "
+            f"{result.already_enrolled} already enrolled, {result.templates} templates in all"
+        )
+
+
+def _read_enrol_csv(path: Path, default: BasisInput | None, default_ref: str | None) -> list[Any]:
+    from airside.services.enrolment import EnrolRow
+
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        if not {"subject", "image"} <= cols:
+            raise ValueError(f"{path}: needs columns subject,image (found {sorted(cols)})")
+        rows = []
+        for rec in reader:
+            kind = (rec.get("basis") or "").strip()
+            b = (
+                BasisInput(kind=kind, reference=(rec.get("basis_ref") or default_ref or None))
+                if kind
+                else default
+            )
+            img = Path(rec["image"] or "")
+            rows.append(EnrolRow(rec["subject"] or "", img if img.is_absolute() else path.parent / img, b))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="Two photos, or one with --subject.")],
+    gallery: Annotated[str | None, typer.Option(help="Gallery of --subject.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Compare with this enrolled subject.")] = None,
+    fmr: Annotated[float | None, typer.Option(help="Target false-match rate.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify 1:1: two photos of the same person? (or a photo against an enrolled subject)"""
+    from airside.services.matching import verify_images, verify_subject
+
+    try:
+        if subject is not None:
+            if gallery is None or len(images) != 1:
+                raise ValueError("with --subject give --gallery and exactly one image")
+            res = verify_subject(
+                _state(ctx).airside, local_principal(), gallery, subject, images[0], fmr=fmr
+            )
+        else:
+            if len(images) != 2:
+                raise ValueError("give exactly two images (or one with --gallery/--subject)")
+            res = verify_images(_state(ctx).airside, local_principal(), images[0], images[1], fmr=fmr)
+    except (AirsideError, ValueError) as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(res.as_dict())
+    else:
+        verdict = "[bold green]MATCH[/]" if res.match else "[bold red]NO MATCH[/]"
+        out.print(
+            f"{verdict}  score {res.score:.4f}  threshold {res.threshold:.4f} "
+            f"(FMR {res.fmr_target:g})"
+        )
+
+
+@app.command("identify")
+def identify(
+    ctx: typer.Context,
+    image: Path,
+    gallery: Annotated[str, typer.Option(help="Gallery to search.")] = ...,  # type: ignore[assignment]
+    k: Annotated[int, typer.Option("--k", "--top", help="Candidates to return.")] = 5,
+    fpir: Annotated[
+        float | None, typer.Option(help="Target false-positive identification rate.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Identify 1:N: who in the gallery is this, if anyone?"""
+    from airside.services.matching import identify as do_identify
+
+    try:
+        res = do_identify(_state(ctx).airside, local_principal(), gallery, image, k=k, fpir=fpir)
+    except (AirsideError, ValueError) as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(res.as_dict())
+        return
+    if res.match:
+        out.print(f"[bold green]MATCH[/] {res.candidates[0].subject}")
+    else:
+        out.print("[bold red]NO MATCH[/]")
+    t = Table("rank", "subject", "score")
+    for i, c in enumerate(res.candidates, 1):
+        t.add_row(str(i), c.subject, f"{c.score:.4f}")
+    out.print(t)
+    out.print(f"threshold {res.threshold:.4f} for FPIR {res.fpir_target:g}")
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Check the audit chain; names every altered, deleted, inserted or reordered record."""
+    from airside.services.subjects import audit_verify as do_verify
+
+    rep = do_verify(_state(ctx).airside, local_principal())
+    if as_json:
+        emit_json(rep.as_dict())
+    elif rep.ok:
+        out.print(f"[bold green]audit chain intact[/]: {rep.records} records")
+    else:
+        err.print(f"[bold red]audit chain broken[/]: {len(rep.problems)} problems")
+        for p in rep.problems:
+            err.print(f"  record {p['seq']}: {p['problem']} — {p['detail']}", highlight=False)
+    if not rep.ok:
+        raise typer.Exit(3)
+
+
+@app.command("demo")
+def demo(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Run the end-to-end demonstration on images shipped by registry packages."""
+    from airside.demo import run_demo
+
+    code = run_demo(as_json=as_json)
+    raise typer.Exit(code)
+
+
+from airside.cli import eval_cmds  # noqa: E402  (registers the eval sub-commands)
+
+eval_cmds.register(eval_app)

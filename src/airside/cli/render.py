@@ -1,0 +1,66 @@
+"""Output helpers shared by the CLI commands: JSON for scripts, Rich for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from airside.errors import AirsideError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(error: Exception, as_json: bool, exit_code: int = 1) -> NoReturn:
+    code = error.code if isinstance(error, AirsideError) else "bad_input"
+    details: dict[str, Any] = {"error": code, "message": str(error)}
+    refusals = getattr(error, "refusals", None)
+    if refusals:
+        details["refused"] = [r.as_dict() for r in refusals]
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        details["reasons"] = reasons
+    if as_json:
+        emit_json(details)
+    err.print(f"[bold red]error[/] ({code}): {error}", highlight=False)
+    for r in refusals or []:
+        err.print(f"  - {r.message}", highlight=False)
+    raise typer.Exit(exit_code)
+
+
+@contextmanager
+def progress(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on stderr (so --json output on stdout stays clean)."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,65 @@
+"""One typed settings object, read from the environment (prefix ``AIRSIDE_``).
+
+Every component takes its settings from here so that a deployment is described in one
+place and a test can build an isolated instance by passing a data directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "airside"
+
+
+class DetectorSettings(BaseSettings):
+    """Face detector knobs; the HOG detector is the default, the CNN one is opt-in."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRSIDE_DETECTOR_", extra="ignore")
+
+    kind: Literal["hog", "cnn"] = "hog"
+    upsample: int = Field(1, ge=0, le=4)
+    # dlib HOG scores below ~0.3 are mostly false positives (e.g. the mission patch in
+    # scikit-image's astronaut scores ~0.12).
+    score_threshold: float = 0.3
+    # Large photos are detected on a downscaled copy: HOG cost grows with pixels, faces in
+    # enrolment photos are large, and landmarks are then fitted on the full-resolution image.
+    max_detect_side: int = Field(1280, ge=160)
+
+
+class Settings(BaseSettings):
+    """Airside configuration. ``AIRSIDE_DATA_DIR`` or ``--data-dir`` moves all state."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRSIDE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    index_dtype: Literal["float32", "float16"] = "float32"
+    max_image_pixels: int = Field(40_000_000, ge=10_000)
+    default_fmr: float = Field(1e-3, gt=0, lt=1)
+    default_quality_bar: float = Field(40.0, ge=0, le=100)
+    # "onnx": dlib's ResNet weights run by ONNX Runtime (same descriptors to ~1e-7, ~12x
+    # faster); "dlib": dlib's own forward pass, the reference.
+    embedder: Literal["onnx", "dlib"] = "onnx"
+    embed_threads: int = Field(0, ge=0)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return Path(v).expanduser() if isinstance(v, str | Path) else v
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'airside.db'}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"

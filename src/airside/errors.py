@@ -1,0 +1,50 @@
+"""Errors a caller can act on. Each carries a short machine ``code`` and a human message."""
+
+from __future__ import annotations
+
+
+class AirsideError(Exception):
+    """Base class: ``code`` is stable for scripts, ``str(e)`` is for people."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class NotFoundError(AirsideError):
+    code = "not_found"
+
+
+class ConflictError(AirsideError):
+    code = "conflict"
+
+
+class ConsentError(AirsideError):
+    """No recorded consent or legal basis covers the purpose at this moment."""
+
+    code = "no_legal_basis"
+
+
+class FaceError(AirsideError):
+    """The image holds no usable face, or more than one where one was required."""
+
+    code = "face"
+
+
+class QualityError(AirsideError):
+    """A capture is below the gallery's quality bar; ``reasons`` says why."""
+
+    code = "quality"
+
+    def __init__(self, message: str, reasons: list[str]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class ContractMismatchError(AirsideError):
+    """Templates from different embedding contracts must never be compared."""
+
+    code = "contract_mismatch"

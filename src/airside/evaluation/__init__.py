@@ -1,0 +1,1 @@
+"""Metrics and reports; reads datasets, calls services and vision, never the store."""

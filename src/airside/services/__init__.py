@@ -1,0 +1,1 @@
+"""Use-cases. Every biometric operation goes through here: purpose, consent, audit."""

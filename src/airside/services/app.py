@@ -1,0 +1,123 @@
+"""The service context: settings, database, models and per-gallery indexes, loaded once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from airside.biometrics.calibration import CalibrationTable, load_calibration
+from airside.biometrics.contract import EmbeddingContract
+from airside.biometrics.index import GalleryIndex
+from airside.config import Settings
+from airside.errors import AirsideError
+from airside.governance import audit
+from airside.governance.principals import Principal
+from airside.store.db import Database
+from airside.store.models import Template
+from airside.vision.analyzer import FaceAnalyzer
+
+if TYPE_CHECKING:
+    from airside.services.galleries import GalleryView
+
+log = logging.getLogger(__name__)
+
+
+class Airside:
+    """Owns the long-lived parts; services are functions that take it and a principal."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        analyzer_factory: Callable[[Settings], FaceAnalyzer] | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(self.settings.db_url)
+        self._analyzer_factory = analyzer_factory
+        self._analyzer: FaceAnalyzer | None = None
+        self._indexes: dict[int, GalleryIndex] = {}
+        self._calibrations: dict[str, CalibrationTable] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        with self._lock:
+            if self._analyzer is None:
+                if self._analyzer_factory is not None:
+                    self._analyzer = self._analyzer_factory(self.settings)
+                else:
+                    from airside.vision.factory import default_analyzer
+
+                    self._analyzer = default_analyzer(self.settings)
+            return self._analyzer
+
+    def calibration(self, contract: EmbeddingContract) -> CalibrationTable:
+        with self._lock:
+            cal = self._calibrations.get(contract.fingerprint)
+            if cal is None:
+                cal = load_calibration(contract, self.settings.data_dir)
+                self._calibrations[contract.fingerprint] = cal
+            return cal
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.db.session() as s:
+            yield s
+
+    def index(self, session: Session, gallery: GalleryView) -> GalleryIndex:
+        """The gallery's in-memory matrix, loaded from the store on first use."""
+        with self._lock:
+            ix = self._indexes.get(gallery.id)
+            if ix is not None:
+                return ix
+            contract = EmbeddingContract.from_json(gallery.contract_json)
+            ix = GalleryIndex(contract.dim, self.settings.index_dtype)
+            rows = session.execute(
+                select(Template.id, Template.vector).where(Template.gallery_id == gallery.id)
+            ).all()
+            if rows:
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
+                    len(rows), contract.dim
+                )
+                ix.add(ids, vecs)
+            self._indexes[gallery.id] = ix
+            return ix
+
+    def forget_index(self, gallery_id: int) -> None:
+        with self._lock:
+            self._indexes.pop(gallery_id, None)
+
+    def audit_refusal(
+        self,
+        principal: Principal,
+        action: str,
+        error: AirsideError,
+        *,
+        purpose: str | None = None,
+        gallery: str | None = None,
+        input_digest: str | list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Refusals are logged in their own transaction, since the refused effect rolls back."""
+        with self.session() as s:
+            audit.append(
+                s,
+                principal,
+                action,
+                decision=f"refused:{error.code}",
+                purpose=purpose,
+                gallery=gallery,
+                input_digest=input_digest,
+                result={"error": str(error), **(extra or {})},
+            )
+
+    def close(self) -> None:
+        self.db.dispose()

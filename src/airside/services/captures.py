@@ -1,0 +1,104 @@
+"""Turning untrusted image inputs into assessed faces, with a reason for every refusal."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from airside.errors import AirsideError
+from airside.vision.analyzer import FaceAnalyzer, FaceObservation, FacePolicy
+from airside.vision.imageio import ImageError, load_image
+
+ImageSource = str | os.PathLike[str] | bytes
+
+
+@dataclass(frozen=True)
+class Capture:
+    source: str
+    sha256: str
+    face: FaceObservation
+
+
+@dataclass(frozen=True)
+class Refusal:
+    source: str
+    code: str
+    message: str
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "code": self.code,
+            "message": self.message,
+            "reasons": self.reasons,
+        }
+
+
+def source_name(src: ImageSource) -> str:
+    return "<bytes>" if isinstance(src, bytes) else os.fspath(src)
+
+
+def capture(
+    analyzer: FaceAnalyzer,
+    src: ImageSource,
+    *,
+    max_pixels: int,
+    policy: FacePolicy = "single",
+    quality_bar: float | None = None,
+) -> Capture | Refusal:
+    name = source_name(src)
+    try:
+        img = load_image(src, max_pixels=max_pixels)
+    except ImageError as e:
+        return Refusal(name, f"image_{e.reason}", str(e))
+    try:
+        faces = analyzer.observe(img.pixels)
+        face = analyzer.select(faces, policy, img.pixels.shape, source=name)
+    except AirsideError as e:
+        return Refusal(name, e.code, str(e))
+    if quality_bar is not None and face.quality.score < quality_bar:
+        reasons = face.quality.reasons or ["overall quality too low"]
+        return Refusal(
+            name,
+            "quality",
+            f"{name}: face quality {face.quality.score:.0f} is below the gallery's bar of "
+            f"{quality_bar:.0f}: {'; '.join(reasons)}",
+            reasons,
+        )
+    return Capture(name, img.sha256, face)
+
+
+def capture_many(
+    analyzer: FaceAnalyzer,
+    sources: Sequence[ImageSource],
+    *,
+    max_pixels: int,
+    policy: FacePolicy = "single",
+    quality_bar: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Capture | Refusal]:
+    out: list[Capture | Refusal] = []
+    for src in sources:
+        out.append(
+            capture(analyzer, src, max_pixels=max_pixels, policy=policy, quality_bar=quality_bar)
+        )
+        if progress:
+            progress(1)
+    return out
+
+
+def embed_captures(
+    analyzer: FaceAnalyzer, captures: Sequence[Capture], batch: int = 32
+) -> np.ndarray:
+    """Embeddings for the captures, computed in batches."""
+    if not captures:
+        return np.zeros((0, analyzer.contract.dim), dtype=np.float32)
+    parts = [
+        analyzer.embed([c.face for c in captures[i : i + batch]])
+        for i in range(0, len(captures), batch)
+    ]
+    return np.concatenate(parts, axis=0)

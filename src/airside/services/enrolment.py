@@ -1,0 +1,352 @@
+"""Enrolment: a template is stored only with a legal basis covering the gallery's purpose."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from airside.biometrics.contract import EmbeddingContract, Template, require_same
+from airside.errors import AirsideError, ConflictError
+from airside.governance import audit, consent
+from airside.governance.consent import BasisInput
+from airside.governance.principals import Principal
+from airside.services.app import Airside
+from airside.services.captures import (
+    Capture,
+    ImageSource,
+    Refusal,
+    capture_many,
+    embed_captures,
+)
+from airside.services.galleries import GalleryView, get_gallery
+from airside.store.models import Subject
+from airside.store.models import Template as TemplateRow
+
+
+class EnrolmentRefused(AirsideError):
+    """One or more captures were refused; nothing was written."""
+
+    code = "enrolment_refused"
+
+    def __init__(self, message: str, refusals: list[Refusal]) -> None:
+        super().__init__(message)
+        self.refusals = refusals
+
+
+@dataclass
+class EnrolResult:
+    subject: str
+    gallery: str
+    templates: int
+    added: int
+    already_enrolled: int
+    qualities: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "subject": self.subject,
+            "gallery": self.gallery,
+            "templates": self.templates,
+            "added": self.added,
+            "already_enrolled": self.already_enrolled,
+            "qualities": [round(q, 1) for q in self.qualities],
+        }
+
+
+@dataclass(frozen=True)
+class EnrolRow:
+    subject: str
+    image: ImageSource
+    basis: BasisInput | None = None
+
+
+@dataclass
+class BatchResult:
+    enrolled: list[EnrolResult]
+    refused: list[tuple[int, str, Refusal]]  # (row number, subject, refusal)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "enrolled": [r.as_dict() for r in self.enrolled],
+            "refused": [
+                {"row": n, "subject": s, **r.as_dict()} for n, s, r in self.refused
+            ],
+        }
+
+
+def _subject(session: Session, reference: str) -> Subject:
+    subj = session.scalar(select(Subject).where(Subject.reference == reference))
+    if subj is None:
+        subj = Subject(reference=reference)
+        session.add(subj)
+        session.flush()
+    return subj
+
+
+def _validate_reference(reference: str) -> str:
+    ref = reference.strip()
+    if not ref or len(ref) > 200:
+        raise ValueError("a subject reference must be 1-200 characters")
+    return ref
+
+
+def _write(
+    session: Session,
+    principal: Principal,
+    gallery: GalleryView,
+    contract: EmbeddingContract,
+    subject_ref: str,
+    basis: BasisInput | None,
+    captures: Sequence[Capture],
+    vectors: np.ndarray,
+) -> tuple[EnrolResult, list[tuple[int, np.ndarray]]]:
+    """Store one subject's templates; returns the result and (template id, vector) to index."""
+    subj = _subject(session, subject_ref)
+    if basis is not None:
+        consent.record_basis(session, subj, gallery.purpose, basis, principal.name)
+    legal = consent.require_basis(session, subj, gallery.purpose)
+    added: list[tuple[int, np.ndarray]] = []
+    existing = 0
+    for cap, vec in zip(captures, vectors, strict=True):
+        row = session.scalar(
+            select(TemplateRow).where(
+                TemplateRow.gallery_id == gallery.id, TemplateRow.source_sha256 == cap.sha256
+            )
+        )
+        if row is not None:
+            if row.subject_id != subj.id:
+                raise ConflictError(
+                    f"{cap.source}: this image is already enrolled in {gallery.name!r} "
+                    "for another subject"
+                )
+            existing += 1
+            continue
+        tpl = Template.from_embedding(vec, contract)
+        row = TemplateRow(
+            gallery_id=gallery.id,
+            subject_id=subj.id,
+            legal_basis_id=legal.id,
+            contract_fingerprint=contract.fingerprint,
+            dim=contract.dim,
+            vector=tpl.to_bytes(),
+            quality=cap.face.quality.score,
+            source_sha256=cap.sha256,
+        )
+        session.add(row)
+        session.flush()
+        added.append((row.id, tpl.vector))
+    total = int(
+        session.scalar(
+            select(func.count())
+            .select_from(TemplateRow)
+            .where(TemplateRow.gallery_id == gallery.id, TemplateRow.subject_id == subj.id)
+        )
+        or 0
+    )
+    audit.append(
+        session,
+        principal,
+        "enrol",
+        decision="enrolled" if added else "already_enrolled",
+        purpose=gallery.purpose,
+        gallery=gallery.name,
+        input_digest=[c.sha256 for c in captures],
+        result={
+            "subject": subj.reference,
+            "added": [tid for tid, _ in added],
+            "existing": existing,
+            "basis": legal.kind,
+        },
+    )
+    result = EnrolResult(
+        subject=subj.reference,
+        gallery=gallery.name,
+        templates=total,
+        added=len(added),
+        already_enrolled=existing,
+        qualities=[c.face.quality.score for c in captures],
+    )
+    return result, added
+
+
+def _index_added(app: Airside, gallery: GalleryView, added: list[tuple[int, np.ndarray]]) -> None:
+    if not added:
+        return
+    with app.session() as s:
+        ix = app.index(s, gallery)
+    # The index was loaded before or after our commit; only add what it does not hold yet.
+    ids = np.array([t for t, _ in added], dtype=np.int64)
+    ix.remove(ids)
+    ix.add(ids, np.stack([v for _, v in added]))
+
+
+def enrol(
+    app: Airside,
+    principal: Principal,
+    gallery_name: str,
+    subject_ref: str,
+    images: Sequence[ImageSource],
+    basis: BasisInput | None = None,
+) -> EnrolResult:
+    """Enrol one subject from one or more photos, all or nothing."""
+    subject_ref = _validate_reference(subject_ref)
+    if not images:
+        raise ValueError("give at least one image")
+    if basis is not None:
+        basis.validate()
+    with app.session() as s:
+        gallery = get_gallery(s, gallery_name)
+    contract = app.analyzer.contract
+    try:
+        require_same(contract, gallery.contract_fingerprint)
+        results = capture_many(
+            app.analyzer,
+            images,
+            max_pixels=app.settings.max_image_pixels,
+            quality_bar=gallery.quality_bar,
+        )
+        refusals = [r for r in results if isinstance(r, Refusal)]
+        if refusals:
+            raise EnrolmentRefused(
+                "; ".join(r.message for r in refusals), refusals
+            )
+        captures = [r for r in results if isinstance(r, Capture)]
+        vectors = embed_captures(app.analyzer, captures)
+        with app.session() as s:
+            gallery = get_gallery(s, gallery_name)
+            result, added = _write(
+                s, principal, gallery, contract, subject_ref, basis, captures, vectors
+            )
+    except AirsideError as e:
+        app.audit_refusal(
+            principal,
+            "enrol",
+            e,
+            purpose=gallery.purpose,
+            gallery=gallery.name,
+            extra={"subject": subject_ref},
+        )
+        raise
+    _index_added(app, gallery, added)
+    return result
+
+
+def enrol_batch(
+    app: Airside,
+    principal: Principal,
+    gallery_name: str,
+    rows: Sequence[EnrolRow],
+    *,
+    skip_refused: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """Enrol many subjects. By default all or nothing; with ``skip_refused`` the good rows
+    are enrolled and the refused ones listed."""
+    with app.session() as s:
+        gallery = get_gallery(s, gallery_name)
+    contract = app.analyzer.contract
+    require_same(contract, gallery.contract_fingerprint)
+    refused: list[tuple[int, str, Refusal]] = []
+    good: list[tuple[int, EnrolRow, Capture]] = []
+    seen: dict[str, str] = {}
+    for n, row in enumerate(rows, start=1):
+        try:
+            ref = _validate_reference(row.subject)
+            if row.basis is not None:
+                row.basis.validate()
+        except (ValueError, AirsideError) as e:
+            refused.append((n, row.subject, Refusal(str(row.image), "bad_row", str(e))))
+            if progress:
+                progress(1)
+            continue
+        res = capture_many(
+            app.analyzer,
+            [row.image],
+            max_pixels=app.settings.max_image_pixels,
+            quality_bar=gallery.quality_bar,
+            progress=progress,
+        )[0]
+        if isinstance(res, Refusal):
+            refused.append((n, ref, res))
+            continue
+        other = seen.get(res.sha256)
+        if other is not None and other != ref:
+            refused.append(
+                (n, ref, Refusal(res.source, "conflict", f"{res.source}: same image as {other}"))
+            )
+            continue
+        seen[res.sha256] = ref
+        good.append((n, EnrolRow(ref, row.image, row.basis), res))
+
+    if refused and not skip_refused:
+        err = EnrolmentRefused(
+            f"{len(refused)} of {len(rows)} rows refused; nothing was enrolled "
+            "(use --skip-refused to enrol the good rows)",
+            [r for _, _, r in refused],
+        )
+        app.audit_refusal(
+            principal, "enrol.batch", err, purpose=gallery.purpose, gallery=gallery.name
+        )
+        raise err
+
+    vectors = embed_captures(app.analyzer, [c for _, _, c in good])
+    by_subject: dict[str, list[int]] = {}
+    for i, (_, row, _) in enumerate(good):
+        by_subject.setdefault(row.subject, []).append(i)
+    enrolled: list[EnrolResult] = []
+    all_added: list[tuple[int, np.ndarray]] = []
+    try:
+        _write_batch(app, principal, gallery_name, contract, good, vectors, by_subject,
+                     skip_refused, enrolled, all_added, refused)
+    except AirsideError as e:
+        app.audit_refusal(
+            principal, "enrol.batch", e, purpose=gallery.purpose, gallery=gallery.name
+        )
+        raise
+    _index_added(app, gallery, all_added)
+    refused.sort(key=lambda t: t[0])
+    return BatchResult(enrolled=enrolled, refused=refused)
+
+
+def _write_batch(
+    app: Airside,
+    principal: Principal,
+    gallery_name: str,
+    contract: EmbeddingContract,
+    good: list[tuple[int, EnrolRow, Capture]],
+    vectors: np.ndarray,
+    by_subject: dict[str, list[int]],
+    skip_refused: bool,
+    enrolled: list[EnrolResult],
+    all_added: list[tuple[int, np.ndarray]],
+    refused: list[tuple[int, str, Refusal]],
+) -> None:
+    with app.session() as s:
+        gallery = get_gallery(s, gallery_name)
+        for subject_ref, idxs in by_subject.items():
+            basis = next((good[i][1].basis for i in idxs if good[i][1].basis), None)
+            try:
+                with s.begin_nested():
+                    res, added = _write(
+                        s,
+                        principal,
+                        gallery,
+                        contract,
+                        subject_ref,
+                        basis,
+                        [good[i][2] for i in idxs],
+                        vectors[idxs],
+                    )
+            except AirsideError as e:
+                if not skip_refused:
+                    raise
+                for i in idxs:
+                    ref = Refusal(good[i][2].source, e.code, str(e))
+                    refused.append((good[i][0], subject_ref, ref))
+                continue
+            enrolled.append(res)
+            all_added.extend(added)

@@ -1,0 +1,132 @@
+"""Create and list purpose-bound galleries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from airside.errors import ConflictError, NotFoundError
+from airside.governance import audit
+from airside.governance.principals import Principal
+from airside.services.app import Airside
+from airside.store.models import Gallery, Template
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class GalleryInfo:
+    name: str
+    purpose: str
+    contract: str
+    quality_bar: float
+    fmr_target: float
+    subjects: int
+    templates: int
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class GalleryView:
+    """A detached snapshot of a gallery row, safe to use across transactions."""
+
+    id: int
+    name: str
+    purpose: str
+    contract_fingerprint: str
+    contract_json: str
+    quality_bar: float
+    fmr_target: float
+
+
+def get_gallery(session: Session, name: str) -> GalleryView:
+    g = session.scalar(select(Gallery).where(Gallery.name == name))
+    if g is None:
+        raise NotFoundError(f"no gallery named {name!r}; create it with 'airside gallery create'")
+    return GalleryView(
+        g.id, g.name, g.purpose, g.contract_fingerprint, g.contract_json, g.quality_bar,
+        g.fmr_target,
+    )
+
+
+def create_gallery(
+    app: Airside,
+    principal: Principal,
+    name: str,
+    purpose: str,
+    *,
+    quality_bar: float | None = None,
+    fmr_target: float | None = None,
+) -> GalleryInfo:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"gallery name {name!r} must start with a letter or digit and use only "
+            "letters, digits and : . _ -"
+        )
+    if not purpose.strip():
+        raise ValueError("a gallery needs a purpose")
+    bar = app.settings.default_quality_bar if quality_bar is None else quality_bar
+    fmr = app.settings.default_fmr if fmr_target is None else fmr_target
+    if not 0 <= bar <= 100:
+        raise ValueError("quality bar must be between 0 and 100")
+    if not 0 < fmr < 1:
+        raise ValueError("target false-match rate must be between 0 and 1")
+    contract = app.analyzer.contract
+    app.calibration(contract).threshold_for(fmr)  # refuse an FMR the calibration cannot set
+    with app.session() as s:
+        if s.scalar(select(Gallery.id).where(Gallery.name == name)) is not None:
+            raise ConflictError(f"gallery {name!r} already exists")
+        g = Gallery(
+            name=name,
+            purpose=purpose.strip(),
+            contract_fingerprint=contract.fingerprint,
+            contract_json=contract.to_json(),
+            quality_bar=bar,
+            fmr_target=fmr,
+        )
+        s.add(g)
+        s.flush()
+        audit.append(
+            s,
+            principal,
+            "gallery.create",
+            decision="created",
+            purpose=g.purpose,
+            gallery=name,
+            result={"contract": contract.fingerprint, "quality_bar": bar, "fmr_target": fmr},
+        )
+    return GalleryInfo(name, g.purpose, contract.fingerprint, bar, fmr, 0, 0)
+
+
+def list_galleries(app: Airside, principal: Principal) -> list[GalleryInfo]:
+    with app.session() as s:
+        counts = dict(
+            s.execute(
+                select(
+                    Template.gallery_id,
+                    func.count(func.distinct(Template.subject_id)),
+                ).group_by(Template.gallery_id)
+            ).all()
+        )
+        tcounts = dict(
+            s.execute(select(Template.gallery_id, func.count()).group_by(Template.gallery_id)).all()
+        )
+        out = [
+            GalleryInfo(
+                g.name,
+                g.purpose,
+                g.contract_fingerprint,
+                g.quality_bar,
+                g.fmr_target,
+                int(counts.get(g.id, 0)),
+                int(tcounts.get(g.id, 0)),
+            )
+            for g in s.scalars(select(Gallery).order_by(Gallery.name))
+        ]
+        audit.append(s, principal, "gallery.list", decision="listed", result={"n": len(out)})
+    return out

@@ -1,0 +1,234 @@
+"""Verification (1:1) and identification (1:N) with thresholds set as false-match rates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import select
+
+from airside.biometrics.contract import Template, require_same, similarity
+from airside.errors import AirsideError, NotFoundError
+from airside.governance import audit, consent
+from airside.governance.principals import Principal
+from airside.services.app import Airside
+from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
+from airside.services.galleries import get_gallery
+from airside.store.models import Subject
+from airside.store.models import Template as TemplateRow
+from airside.vision.analyzer import FacePolicy
+
+
+class CaptureRefused(AirsideError):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message, code=refusal.code)
+        self.refusal = refusal
+
+
+@dataclass
+class VerifyResult:
+    score: float
+    match: bool
+    threshold: float
+    fmr_target: float
+    qualities: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "score": round(self.score, 6),
+            "match": self.match,
+            "threshold": round(self.threshold, 6),
+            "fmr_target": self.fmr_target,
+            "qualities": [round(q, 1) for q in self.qualities],
+        }
+
+
+@dataclass
+class Candidate:
+    subject: str
+    score: float
+
+
+@dataclass
+class IdentifyResult:
+    match: bool
+    candidates: list[Candidate]
+    threshold: float
+    fpir_target: float
+    comparison_fmr: float
+    gallery_size: int
+    quality: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "match": self.match,
+            "subject": self.candidates[0].subject if self.match else None,
+            "candidates": [
+                {"subject": c.subject, "score": round(c.score, 6)} for c in self.candidates
+            ],
+            "threshold": round(self.threshold, 6),
+            "fpir_target": self.fpir_target,
+            "comparison_fmr": self.comparison_fmr,
+            "gallery_size": self.gallery_size,
+            "quality": round(self.quality, 1),
+        }
+
+
+def _capture(app: Airside, src: ImageSource, policy: FacePolicy) -> Capture:
+    res = capture(app.analyzer, src, max_pixels=app.settings.max_image_pixels, policy=policy)
+    if isinstance(res, Refusal):
+        raise CaptureRefused(res)
+    return res
+
+
+def verify_images(
+    app: Airside,
+    principal: Principal,
+    a: ImageSource,
+    b: ImageSource,
+    *,
+    fmr: float | None = None,
+    policy: FacePolicy = "single",
+) -> VerifyResult:
+    """Compare two photos (e.g. live capture vs document photo); nothing is stored."""
+    fmr_target = app.settings.default_fmr if fmr is None else fmr
+    try:
+        threshold = app.calibration(app.analyzer.contract).threshold_for(fmr_target)
+        caps = [_capture(app, a, policy), _capture(app, b, policy)]
+    except (AirsideError, ValueError) as e:
+        err = e if isinstance(e, AirsideError) else AirsideError(str(e), code="bad_request")
+        app.audit_refusal(principal, "verify", err)
+        raise
+    va, vb = embed_captures(app.analyzer, caps)
+    contract = app.analyzer.contract
+    score = similarity(Template.from_embedding(va, contract), Template.from_embedding(vb, contract))
+    result = VerifyResult(
+        score, score >= threshold, threshold, fmr_target, [c.face.quality.score for c in caps]
+    )
+    with app.session() as s:
+        audit.append(
+            s,
+            principal,
+            "verify",
+            decision="match" if result.match else "no_match",
+            input_digest=[c.sha256 for c in caps],
+            result={"score": round(score, 6), "threshold": round(threshold, 6)},
+        )
+    return result
+
+
+def verify_subject(
+    app: Airside,
+    principal: Principal,
+    gallery_name: str,
+    subject_ref: str,
+    probe: ImageSource,
+    *,
+    fmr: float | None = None,
+) -> VerifyResult:
+    """Compare a photo with one enrolled subject (best of their templates in the gallery)."""
+    with app.session() as s:
+        gallery = get_gallery(s, gallery_name)
+    fmr_target = gallery.fmr_target if fmr is None else fmr
+    try:
+        require_same(app.analyzer.contract, gallery.contract_fingerprint)
+        threshold = app.calibration(app.analyzer.contract).threshold_for(fmr_target)
+        with app.session() as s:
+            subj = s.scalar(select(Subject).where(Subject.reference == subject_ref))
+            if subj is None:
+                raise NotFoundError(f"no subject {subject_ref!r}")
+            consent.require_basis(s, subj, gallery.purpose)
+            blobs = s.scalars(
+                select(TemplateRow.vector).where(
+                    TemplateRow.gallery_id == gallery.id, TemplateRow.subject_id == subj.id
+                )
+            ).all()
+        if not blobs:
+            raise NotFoundError(f"subject {subject_ref!r} is not enrolled in {gallery_name!r}")
+        cap = _capture(app, probe, "single")
+    except AirsideError as e:
+        app.audit_refusal(
+            principal, "verify.subject", e, purpose=gallery.purpose, gallery=gallery.name
+        )
+        raise
+    q = embed_captures(app.analyzer, [cap])[0]
+    refs = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+    score = float((refs @ q).max())
+    result = VerifyResult(score, score >= threshold, threshold, fmr_target, [cap.face.quality.score])
+    with app.session() as s:
+        audit.append(
+            s,
+            principal,
+            "verify.subject",
+            decision="match" if result.match else "no_match",
+            purpose=gallery.purpose,
+            gallery=gallery.name,
+            input_digest=cap.sha256,
+            result={"subject": subject_ref, "score": round(score, 6)},
+        )
+    return result
+
+
+def identify(
+    app: Airside,
+    principal: Principal,
+    gallery_name: str,
+    probe: ImageSource,
+    *,
+    k: int = 5,
+    fpir: float | None = None,
+    policy: FacePolicy = "single",
+) -> IdentifyResult:
+    """Search one gallery. Open-set: the best candidate is a match only above a threshold
+    chosen so that a person who is not enrolled is wrongly matched at most at rate ``fpir``
+    (per-comparison FMR = FPIR / gallery size, the usual independence approximation)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    with app.session() as s:
+        gallery = get_gallery(s, gallery_name)
+        ix = app.index(s, gallery)
+    fpir_target = gallery.fmr_target if fpir is None else fpir
+    try:
+        require_same(app.analyzer.contract, gallery.contract_fingerprint)
+        cal = app.calibration(app.analyzer.contract)
+        cap = _capture(app, probe, policy)
+    except AirsideError as e:
+        app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
+        raise
+    q = embed_captures(app.analyzer, [cap])[0]
+    hits = ix.search(q[None, :], k * 4)[0]
+    with app.session() as s:
+        n_subjects = len(ix)  # upper bound on subjects; exact count below when small
+        subject_of = dict(
+            s.execute(
+                select(TemplateRow.id, Subject.reference)
+                .join(Subject, Subject.id == TemplateRow.subject_id)
+                .where(TemplateRow.id.in_([h.template_id for h in hits]))
+            ).all()
+        )
+        best: dict[str, float] = {}
+        for h in hits:
+            ref = subject_of.get(h.template_id)
+            if ref is not None and ref not in best:
+                best[ref] = h.score
+        candidates = [Candidate(r, sc) for r, sc in list(best.items())[:k]]
+        comparison_fmr = max(fpir_target / max(1, n_subjects), cal.finest_fmr)
+        threshold = cal.threshold_for(comparison_fmr)
+        match = bool(candidates) and candidates[0].score >= threshold
+        audit.append(
+            s,
+            principal,
+            "identify",
+            decision="match" if match else "no_match",
+            purpose=gallery.purpose,
+            gallery=gallery.name,
+            input_digest=cap.sha256,
+            result={
+                "candidates": [[c.subject, round(c.score, 6)] for c in candidates],
+                "threshold": round(threshold, 6),
+            },
+        )
+    return IdentifyResult(
+        match, candidates, threshold, fpir_target, comparison_fmr, n_subjects,
+        cap.face.quality.score,
+    )

@@ -1,0 +1,143 @@
+"""SQLAlchemy models. Schema changes go through Alembic migrations in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Subject(Base):
+    """A person known to the system by an operator-chosen reference (never a name required)."""
+
+    __tablename__ = "subjects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    legal_bases: Mapped[list[LegalBasis]] = relationship(
+        back_populates="subject", cascade="all, delete-orphan"
+    )
+    templates: Mapped[list[Template]] = relationship(
+        back_populates="subject", cascade="all, delete-orphan"
+    )
+
+
+class LegalBasis(Base):
+    """A recorded consent or other lawful basis for processing a subject for one purpose."""
+
+    __tablename__ = "legal_bases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(40), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(200), nullable=False)
+    reference: Mapped[str | None] = mapped_column(String(400))
+    evidence_sha256: Mapped[str | None] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    recorded_by: Mapped[str] = mapped_column(String(200), nullable=False)
+
+    subject: Mapped[Subject] = relationship(back_populates="legal_bases")
+
+
+class Gallery(Base):
+    """A purpose-bound set of templates, bound to exactly one embedding contract."""
+
+    __tablename__ = "galleries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    purpose: Mapped[str] = mapped_column(String(200), nullable=False)
+    contract_fingerprint: Mapped[str] = mapped_column(String(200), nullable=False)
+    contract_json: Mapped[str] = mapped_column(Text, nullable=False)
+    quality_bar: Mapped[float] = mapped_column(Float, nullable=False)
+    fmr_target: Mapped[float] = mapped_column(Float, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    templates: Mapped[list[Template]] = relationship(
+        back_populates="gallery", cascade="all, delete-orphan"
+    )
+
+
+class Template(Base):
+    """One enrolled face: the embedding, its quality and the digest of its source image."""
+
+    __tablename__ = "templates"
+    __table_args__ = (
+        UniqueConstraint("gallery_id", "source_sha256", name="uq_template_gallery_source"),
+        Index("ix_templates_gallery_subject", "gallery_id", "subject_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), nullable=False
+    )
+    subject_id: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    legal_basis_id: Mapped[int | None] = mapped_column(
+        ForeignKey("legal_bases.id", ondelete="SET NULL")
+    )
+    contract_fingerprint: Mapped[str] = mapped_column(String(200), nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    quality: Mapped[float] = mapped_column(Float, nullable=False)
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    gallery: Mapped[Gallery] = relationship(back_populates="templates")
+    subject: Mapped[Subject] = relationship(back_populates="templates")
+
+
+class AuditRecord(Base):
+    """Append-only, hash-chained log entry: ``hash`` covers the record and ``prev_hash``."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40), nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    role: Mapped[str] = mapped_column(String(60), nullable=False)
+    action: Mapped[str] = mapped_column(String(80), nullable=False)
+    purpose: Mapped[str | None] = mapped_column(String(200))
+    gallery: Mapped[str | None] = mapped_column(String(200))
+    input_digest: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(Text, nullable=False)
+    decision: Mapped[str] = mapped_column(String(80), nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+
+
+class AuditHead(Base):
+    """Single row holding the chain head; updating it serialises concurrent appenders
+    and lets verification notice a truncated tail."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -1,0 +1,1 @@
+"""Model backends behind small Protocols: detect, align, embed, assess quality."""

@@ -1,0 +1,173 @@
+"""dlib's bundled models: HOG / CNN detectors, the 5-point aligner, the ResNet embedder.
+
+Model files come from the ``face-recognition-models`` package. Its ``__init__`` imports
+``pkg_resources`` (gone from new setuptools), so we locate its folder without importing it.
+Only the 5-point landmark model is used: the 68-point one is licensed non-commercially.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import threading
+from functools import cache
+from pathlib import Path
+
+import dlib
+import numpy as np
+
+from airside.biometrics.contract import EmbeddingContract
+from airside.vision.protocols import Detection
+
+log = logging.getLogger(__name__)
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+CNN_FILE = "mmod_human_face_detector.dat"
+
+
+def models_dir() -> Path:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "package face-recognition-models is not installed; it ships dlib's model files "
+            "(pip install face-recognition-models)"
+        )
+    return Path(spec.origin).parent / "models"
+
+
+@cache
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resize_factor(image: np.ndarray, max_side: int) -> float:
+    side = max(image.shape[0], image.shape[1])
+    return 1.0 if side <= max_side else max_side / side
+
+
+def _downscale(image: np.ndarray, factor: float) -> np.ndarray:
+    if factor >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    out: np.ndarray = dlib.resize_image(np.ascontiguousarray(image), size[1], size[0])
+    return out
+
+
+class DlibHogDetector:
+    """HOG + linear SVM: fast on a CPU, frontal faces of at least ~40 px at upsample 1."""
+
+    name = "dlib-hog"
+    confident_score = 1.0
+
+    def __init__(self, upsample: int = 1, score_threshold: float = 0.3, max_side: int = 1280):
+        self.upsample = upsample
+        self.score_threshold = score_threshold
+        self.max_side = max_side
+        self._detector = dlib.get_frontal_face_detector()
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        factor = _resize_factor(image, self.max_side)
+        small = _downscale(image, factor)
+        rects, scores, _ = self._detector.run(small, self.upsample, self.score_threshold)
+        out = [
+            Detection(
+                box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
+                score=float(s),
+                detector=self.name,
+            )
+            for r, s in zip(rects, scores, strict=True)
+        ]
+        return sorted(out, key=lambda d: -d.score)
+
+
+class DlibCnnDetector:
+    """dlib's MMOD CNN: more robust to pose, ~2 s a frame on a CPU, so opt-in only."""
+
+    name = "dlib-cnn"
+    confident_score = 1.0
+
+    def __init__(self, upsample: int = 1, score_threshold: float = 0.3, max_side: int = 1280):
+        self.upsample = upsample
+        self.score_threshold = score_threshold
+        self.max_side = max_side
+        self._detector = dlib.cnn_face_detection_model_v1(str(models_dir() / CNN_FILE))
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        factor = _resize_factor(image, self.max_side)
+        small = _downscale(image, factor)
+        out = []
+        for d in self._detector(small, self.upsample):
+            if d.confidence < self.score_threshold:
+                continue
+            r = d.rect
+            out.append(
+                Detection(
+                    box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
+                    score=float(d.confidence),
+                    detector=self.name,
+                )
+            )
+        return sorted(out, key=lambda d: -d.score)
+
+
+class DlibFivePointAligner:
+    """5-point landmarks and dlib's similarity-aligned 150x150 chip (what the ResNet expects).
+
+    Landmark order: 0/1 outer/inner corner of the eye on the image's right, 2/3 outer/inner
+    corner of the eye on the image's left, 4 the base of the nose.
+    """
+
+    def __init__(self) -> None:
+        self._predictor = dlib.shape_predictor(str(models_dir() / LANDMARKS_FILE))
+
+    @staticmethod
+    def _rect(d: Detection) -> dlib.rectangle:
+        x0, y0, x1, y1 = (round(v) for v in d.box)
+        return dlib.rectangle(x0, y0, x1, y1)
+
+    def landmarks(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        shape = self._predictor(image, self._rect(detection))
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def chip(self, image: np.ndarray, detection: Detection, landmarks: np.ndarray) -> np.ndarray:
+        parts = [dlib.point(round(float(x)), round(float(y))) for x, y in landmarks]
+        shape = dlib.full_object_detection(self._rect(detection), parts)
+        out: np.ndarray = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return out
+
+
+def resnet_contract() -> EmbeddingContract:
+    return EmbeddingContract(
+        model_id="dlib-resnet",
+        version="1",
+        weights_sha256=file_sha256(models_dir() / RESNET_FILE),
+        dim=128,
+        preprocessing="dlib5pt-chip150-pad0.25-v1",
+    )
+
+
+class DlibResNetEmbedder:
+    """dlib's own forward pass: the reference implementation (single-threaded, holds the GIL)."""
+
+    provider = "dlib"
+
+    def __init__(self) -> None:
+        self.contract = resnet_contract()
+        self._net = dlib.face_recognition_model_v1(str(models_dir() / RESNET_FILE))
+        self._lock = threading.Lock()
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        if len(chips) == 0:
+            return np.zeros((0, self.contract.dim), dtype=np.float32)
+        with self._lock:
+            vecs = self._net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
+        return np.asarray([np.asarray(v) for v in vecs], dtype=np.float32)

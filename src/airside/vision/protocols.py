@@ -1,0 +1,59 @@
+"""The small interfaces every vision backend implements, so that models can be swapped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from airside.biometrics.contract import EmbeddingContract
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face box in full-image pixel coordinates (x0, y0, x1, y1) with the detector's score."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    detector: str
+    landmarks: np.ndarray | None = None  # (5, 2) x, y when the detector provides them
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
+
+
+class FaceDetector(Protocol):
+    name: str
+    # The score at which this detector's confidence counts as "certain" for quality scoring.
+    confident_score: float
+    score_threshold: float
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+
+class LandmarkAligner(Protocol):
+    """Finds 5 landmarks for a detection and cuts the aligned chip the embedder expects."""
+
+    def landmarks(self, image: np.ndarray, detection: Detection) -> np.ndarray: ...
+
+    def chip(self, image: np.ndarray, detection: Detection, landmarks: np.ndarray) -> np.ndarray:
+        ...
+
+
+class FaceEmbedder(Protocol):
+    contract: EmbeddingContract
+    provider: str
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 aligned chips → (N, dim) float32 embeddings."""
+        ...
