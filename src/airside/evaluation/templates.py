@@ -81,8 +81,10 @@ def _init_worker(settings: Settings, policy: FacePolicy) -> None:
     global _worker
     from airside.vision.factory import default_analyzer
 
+    # One process per core: each runs its models single-threaded to avoid oversubscription.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _worker = (default_analyzer(settings), settings, policy)
+    one = settings.model_copy(update={"embed_threads": 1})
+    _worker = (default_analyzer(one), one, policy)
 
 
 def _extract_one(args: tuple[str, str]) -> Extracted:

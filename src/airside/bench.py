@@ -1,0 +1,219 @@
+"""``make bench``: throughput, latency and memory, each next to a baseline run in the same
+process on the same inputs. Nothing here is asserted; it prints what it measures.
+
+    python -m airside.bench [--quick] [--json reports/bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=130)
+LFW = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "faces" / "lfw_view1"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_images(n: int, folder: Path) -> tuple[list[str], str]:
+    """Real face photos: LFW development images when present, else varied registry faces."""
+    if LFW.exists():
+        import csv
+
+        with (LFW / "identities.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        step = max(1, len(rows) // n)
+        return [str(LFW / r["image"]) for r in rows[::step][:n]], "LFW development images"
+    import matplotlib.cbook as cbook
+    from PIL import Image, ImageEnhance
+    from skimage import data
+
+    bases = [
+        Image.fromarray(data.astronaut()),
+        Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"),
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        img = bases[i % 2]
+        s = 0.55 + 0.1 * (i % 5)
+        img = img.resize((int(img.width * s), int(img.height * s)))
+        img = ImageEnhance.Brightness(img).enhance(0.8 + 0.05 * (i % 7))
+        if i % 3 == 0:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        p = folder / f"face{i:03d}.jpg"
+        img.save(p, quality=90)
+        paths.append(str(p))
+    return paths, "astronaut / grace_hopper variants (LFW absent)"
+
+
+def _import_face_recognition() -> Any:
+    """face_recognition imports face_recognition_models, which needs pkg_resources (removed
+    from new setuptools): give it a minimal stand-in that resolves the model folder."""
+    if importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+
+        def resource_filename(pkg: str, name: str) -> str:
+            spec = importlib.util.find_spec(pkg)
+            assert spec is not None and spec.origin is not None
+            return str(Path(spec.origin).parent / name)
+
+        shim.resource_filename = resource_filename  # type: ignore[attr-defined]
+        sys.modules["pkg_resources"] = shim
+    import face_recognition
+
+    return face_recognition
+
+
+def bench_enrolment(paths: list[str], source: str) -> list[dict[str, Any]]:
+    from airside.config import Settings
+    from airside.services.captures import Capture, capture, embed_captures
+    from airside.vision.factory import default_analyzer
+
+    rows: list[dict[str, Any]] = []
+    try:
+        fr = _import_face_recognition()
+    except ImportError:
+        fr = None
+        console.print(
+            "[yellow]face_recognition is not installed: pip install --no-deps face_recognition[/]"
+        )
+    if fr is not None:
+        fr.face_encodings(fr.load_image_file(paths[0]))  # warm up
+        t = time.perf_counter()
+        faces = 0
+        for p in paths:
+            faces += len(fr.face_encodings(fr.load_image_file(p)))
+        dt = time.perf_counter() - t
+        rows.append(
+            {"what": "face_recognition.face_encodings (dlib, 1 core)", "faces": faces,
+             "seconds": dt, "faces_per_s": faces / dt}
+        )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, threads in (("airside enrol pipeline, 1 thread", 1),
+                               ("airside enrol pipeline, all cores", 0)):
+            settings = Settings(data_dir=Path(tmp), embed_threads=threads)
+            an = default_analyzer(settings)
+            capture(an, paths[0], max_pixels=settings.max_image_pixels, policy="largest")
+            t = time.perf_counter()
+            caps = []
+            for p in paths:
+                c = capture(an, p, max_pixels=settings.max_image_pixels, policy="largest")
+                if isinstance(c, Capture):
+                    caps.append(c)
+            embed_captures(an, caps)
+            dt = time.perf_counter() - t
+            rows.append({"what": label, "faces": len(caps), "seconds": dt,
+                         "faces_per_s": len(caps) / dt})
+    console.print(f"enrolment throughput on {len(paths)} {source} (load, detect, align, "
+                  "quality, embed)")
+    t = Table("pipeline", "faces", "seconds", "faces/s", "vs face_recognition")
+    base = rows[0]["faces_per_s"] if fr is not None else None
+    for r in rows:
+        ratio = f"{r['faces_per_s'] / base:.2f}x" if base else "-"
+        t.add_row(r["what"], str(r["faces"]), f"{r['seconds']:.2f}", f"{r['faces_per_s']:.1f}",
+                  ratio)
+    console.print(t)
+    return rows
+
+
+def _percentiles(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> tuple[float, float]:
+    fn(queries[0])
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def bench_search(sizes: list[int], dim: int = 128) -> list[dict[str, Any]]:
+    import faiss
+
+    from airside.biometrics.index import GalleryIndex
+
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        x = rng.standard_normal((n, dim), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        queries = x[rng.integers(0, n, 100)] + 0.05 * rng.standard_normal((100, dim), dtype=np.float32)
+        for dtype in ("float32", "float16"):
+            before = _rss_bytes()
+            ix = GalleryIndex(dim, dtype)  # type: ignore[arg-type]
+            ix.add(np.arange(n, dtype=np.int64), x)
+            rss = _rss_bytes() - before
+            p50, p99 = _percentiles(lambda q, ix=ix: ix.search(q[None, :], 10), queries)
+            rows.append({"what": f"airside exact index ({dtype}, 1 core)", "n": n, "p50_ms": p50,
+                         "p99_ms": p99, "bytes_per_template": ix.memory_bytes() / n,
+                         "rss_bytes_per_template": rss / n})
+            del ix
+
+        def numpy_topk(q: np.ndarray) -> object:
+            s = x @ q
+            return np.argpartition(-s, 10)[:10]
+
+        p50, p99 = _percentiles(numpy_topk, queries[:30])
+        rows.append({"what": "NumPy matrix product (fp32)", "n": n, "p50_ms": p50, "p99_ms": p99,
+                     "bytes_per_template": 4 * dim})
+        templates = list(x)
+        nq = 20 if n <= 100_000 else 3
+
+        def python_loop(q: np.ndarray) -> object:
+            best = sorted(((float(np.dot(q, t)), i) for i, t in enumerate(templates)),
+                          reverse=True)
+            return best[:10]
+
+        p50, p99 = _percentiles(python_loop, queries[:nq])
+        rows.append({"what": f"per-template Python loop ({nq} queries)", "n": n, "p50_ms": p50,
+                     "p99_ms": p99, "bytes_per_template": None})
+        del templates, x
+    t = Table("search", "templates", "p50 ms", "p99 ms", "bytes/template", "RSS bytes/template")
+    for r in rows:
+        t.add_row(r["what"], f"{r['n']:,}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                  "-" if r["bytes_per_template"] is None else f"{r['bytes_per_template']:.0f}",
+                  f"{r['rss_bytes_per_template']:.0f}" if "rss_bytes_per_template" in r else "-")
+    console.print("1:N exact search, top-10, 128-d synthetic templates, one core")
+    console.print(t)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--images", type=int, default=200)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, source = bench_images(20 if args.quick else args.images, Path(tmp))
+        enrol = bench_enrolment(paths, source)
+    sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
+    search = bench_search(sizes)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"enrolment": enrol, "search": search}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

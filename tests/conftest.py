@@ -1,0 +1,74 @@
+"""Shared fixtures: real faces from registry packages, one analyzer per test session."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from airside.config import Settings
+from airside.services.app import Airside
+from airside.vision.analyzer import FaceAnalyzer
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(arr: np.ndarray, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.asarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def hopper() -> np.ndarray:
+    import matplotlib.cbook as cbook
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def two_faces(astronaut: np.ndarray, hopper: np.ndarray) -> np.ndarray:
+    h = max(astronaut.shape[0], hopper.shape[0])
+    canvas = np.full((h, astronaut.shape[1] + hopper.shape[1], 3), 128, dtype=np.uint8)
+    canvas[: astronaut.shape[0], : astronaut.shape[1]] = astronaut
+    canvas[: hopper.shape[0], astronaut.shape[1] :] = hopper
+    return canvas
+
+
+@pytest.fixture(scope="session")
+def analyzer(tmp_path_factory: pytest.TempPathFactory) -> FaceAnalyzer:
+    from airside.vision.factory import default_analyzer
+
+    return default_analyzer(Settings(data_dir=tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture
+def app(tmp_path: Path, analyzer: FaceAnalyzer) -> Iterator[Airside]:
+    a = Airside(Settings(data_dir=tmp_path / "data"), analyzer_factory=lambda _s: analyzer)
+    yield a
+    a.close()
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"development data {path} is absent (../shared/data not mounted)")
+    return path

@@ -1,0 +1,94 @@
+"""The audit chain names every altered, deleted, inserted or reordered record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, select, update
+
+from airside.governance import audit
+from airside.governance.principals import Principal
+from airside.store.db import Database
+from airside.store.models import AuditHead, AuditRecord
+
+ALICE = Principal("alice", "operator")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    d = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    for i in range(5):
+        with d.session() as s:
+            audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})
+    return d
+
+
+def problems(db: Database) -> list[tuple[int, str]]:
+    with db.session() as s:
+        rep = audit.verify(s)
+    return [(p["seq"], p["problem"]) for p in rep.problems]
+
+
+def test_untouched_chain_verifies(db: Database) -> None:
+    with db.session() as s:
+        rep = audit.verify(s)
+    assert rep.ok and rep.records == 5
+
+
+def test_each_record_links_to_the_one_before(db: Database) -> None:
+    with db.session() as s:
+        recs = s.scalars(select(AuditRecord).order_by(AuditRecord.seq)).all()
+    assert recs[0].prev_hash == audit.GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(recs, recs[1:], strict=False))
+
+
+def test_altered_record_is_named(db: Database) -> None:
+    with db.session() as s:
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 3).values(decision="match"))
+    assert problems(db) == [(3, "altered")]
+
+
+def test_deleted_record_is_named(db: Database) -> None:
+    with db.session() as s:
+        s.execute(delete(AuditRecord).where(AuditRecord.seq == 2))
+    found = problems(db)
+    assert (3, "deleted") in found and (3, "broken_link") in found
+
+
+def test_deleted_tail_is_detected_by_the_head(db: Database) -> None:
+    with db.session() as s:
+        s.execute(delete(AuditRecord).where(AuditRecord.seq == 5))
+    assert problems(db) == [(5, "truncated")]
+
+
+def test_inserted_record_is_named(db: Database) -> None:
+    with db.session() as s:
+        rec = s.get(AuditRecord, 3)
+        assert rec is not None
+        forged = {k: getattr(rec, k) for k in audit._FIELDS}
+        # Shift later records up to make room, as a forger would.
+        for seq in (5, 4, 3):
+            s.execute(update(AuditRecord).where(AuditRecord.seq == seq).values(seq=seq + 1))
+        forged["seq"] = 3
+        forged["decision"] = "match"
+        s.expunge_all()
+        s.add(AuditRecord(**forged, hash=audit.record_hash(forged)))
+        s.execute(update(AuditHead).values(seq=6))
+    found = problems(db)
+    assert any(seq in (3, 4) and p == "broken_link" for seq, p in found)
+    assert any(p == "altered" for _, p in found)  # shifted seq numbers no longer hash
+
+
+def test_swapped_records_are_named(db: Database) -> None:
+    cols = [k for k in (*audit._FIELDS, "hash") if k != "seq"]
+    with db.session() as s:
+        rows = {
+            r.seq: {k: getattr(r, k) for k in cols}
+            for r in s.scalars(select(AuditRecord).where(AuditRecord.seq.in_([2, 3])))
+        }
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 2).values(hash="x"))
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 3).values(**rows[2]))
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 2).values(**rows[3]))
+    found = problems(db)
+    assert {seq for seq, _ in found} >= {2, 3}

@@ -1,0 +1,56 @@
+"""Thresholds are set as a target FMR through the model's calibration table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from airside.biometrics.calibration import load_calibration, save_calibration
+from airside.evaluation.metrics import fit_calibration
+from airside.vision.dlib_models import resnet_contract
+
+
+def test_the_default_model_ships_a_calibration() -> None:
+    table = load_calibration(resnet_contract())
+    assert table.model == resnet_contract().fingerprint
+    assert table.impostors >= 1_000_000
+    t3, t4 = table.threshold_for(1e-3), table.threshold_for(1e-4)
+    assert t4 > t3
+
+
+def test_shipped_threshold_meets_its_fmr_on_the_impostors_it_was_fitted_on() -> None:
+    table = load_calibration(resnet_contract())
+    for fmr, thr in zip(table.fmr, table.threshold, strict=True):
+        assert table.threshold_for(fmr) == pytest.approx(thr)
+
+
+def test_a_deployment_table_overrides_the_shipped_one(tmp_path: Path) -> None:
+    contract = resnet_contract()
+    rng = np.random.default_rng(0)
+    table = fit_calibration(
+        rng.normal(0.95, 0.01, 500), rng.normal(0.8, 0.03, 100_000), contract.fingerprint, "test"
+    )
+    save_calibration(table, contract, tmp_path)
+    loaded = load_calibration(contract, tmp_path)
+    assert loaded.source == "test"
+    assert loaded.threshold_for(1e-3) == pytest.approx(table.threshold_for(1e-3))
+
+
+def test_a_table_for_another_model_is_refused(tmp_path: Path) -> None:
+    contract = resnet_contract()
+    rng = np.random.default_rng(0)
+    table = fit_calibration([], rng.normal(0.8, 0.03, 1000), "other-model", "test")
+    path = save_calibration(table, contract, tmp_path)
+    assert json.loads(path.read_text())["model"] == "other-model"
+    with pytest.raises(ValueError, match="fitted for other-model"):
+        load_calibration(contract, tmp_path)
+
+
+def test_unresolvable_fmr_is_refused() -> None:
+    rng = np.random.default_rng(0)
+    table = fit_calibration([], rng.normal(0.8, 0.03, 1000), "m", "test")
+    with pytest.raises(ValueError, match="resolve"):
+        table.threshold_for(1e-5)

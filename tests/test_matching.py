@@ -1,0 +1,139 @@
+"""Verification and identification decide with thresholds set as false-match rates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+from sqlalchemy import select
+
+from airside.errors import ConsentError, ContractMismatchError, NotFoundError
+from airside.biometrics.contract import EmbeddingContract, Template, similarity
+from airside.governance.consent import BasisInput
+from airside.governance.principals import Principal
+from airside.services import enrolment, galleries, matching
+from airside.services.app import Airside
+from airside.store.models import AuditRecord, LegalBasis
+from tests.conftest import jpeg_bytes, png_bytes
+
+AGENT = Principal("gate-agent", "operator")
+
+
+def altered(astronaut: np.ndarray) -> bytes:
+    img = Image.fromarray(astronaut)
+    img = img.resize((int(img.width * 0.7), int(img.height * 0.7)))
+    img = ImageEnhance.Brightness(img).enhance(1.25)
+    return jpeg_bytes(np.asarray(img), quality=40)
+
+
+@pytest.fixture
+def enrolled(app: Airside, astronaut: np.ndarray) -> str:
+    galleries.create_gallery(app, AGENT, "manifest", "boarding:KE123")
+    enrolment.enrol(
+        app, AGENT, "manifest", "PNR-1", [png_bytes(astronaut)], BasisInput("consent")
+    )
+    return "manifest"
+
+
+def test_same_person_altered_capture_verifies(app: Airside, astronaut: np.ndarray) -> None:
+    res = matching.verify_images(app, AGENT, png_bytes(astronaut), altered(astronaut))
+    assert res.match and res.score >= res.threshold
+    assert res.fmr_target == pytest.approx(1e-3)
+
+
+def test_different_people_do_not_verify(
+    app: Airside, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    res = matching.verify_images(app, AGENT, png_bytes(astronaut), png_bytes(hopper))
+    assert not res.match and res.score < res.threshold
+
+
+def test_stricter_fmr_raises_the_threshold(app: Airside, astronaut: np.ndarray) -> None:
+    a, b = png_bytes(astronaut), altered(astronaut)
+    loose = matching.verify_images(app, AGENT, a, b, fmr=1e-2)
+    strict = matching.verify_images(app, AGENT, a, b, fmr=1e-5)
+    assert strict.threshold > loose.threshold
+    assert strict.score == pytest.approx(loose.score)
+
+
+def test_identify_finds_the_enrolled_traveller(
+    app: Airside, enrolled: str, astronaut: np.ndarray
+) -> None:
+    res = matching.identify(app, AGENT, enrolled, altered(astronaut))
+    assert res.match and res.candidates[0].subject == "PNR-1"
+
+
+def test_identify_says_no_match_for_someone_not_enrolled(
+    app: Airside, enrolled: str, hopper: np.ndarray
+) -> None:
+    res = matching.identify(app, AGENT, enrolled, png_bytes(hopper))
+    assert not res.match
+    assert res.candidates and res.candidates[0].score < res.threshold
+
+
+def test_identify_returns_one_candidate_per_subject(
+    app: Airside, enrolled: str, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    enrolment.enrol(app, AGENT, enrolled, "PNR-1", [altered(astronaut)])
+    enrolment.enrol(app, AGENT, enrolled, "PNR-2", [png_bytes(hopper)], BasisInput("consent"))
+    res = matching.identify(app, AGENT, enrolled, png_bytes(astronaut), k=5)
+    subjects = [c.subject for c in res.candidates]
+    assert subjects == ["PNR-1", "PNR-2"]
+    assert res.candidates[0].score >= res.candidates[1].score
+
+
+def test_index_is_loaded_from_the_store_in_a_new_process(
+    app: Airside, enrolled: str, astronaut: np.ndarray
+) -> None:
+    fresh = Airside(app.settings, analyzer_factory=lambda _s: app.analyzer)
+    try:
+        res = matching.identify(fresh, AGENT, enrolled, altered(astronaut))
+    finally:
+        fresh.close()
+    assert res.match and res.candidates[0].subject == "PNR-1"
+
+
+def test_every_search_is_audited(app: Airside, enrolled: str, hopper: np.ndarray) -> None:
+    matching.identify(app, AGENT, enrolled, png_bytes(hopper))
+    with app.session() as s:
+        rec = s.scalars(
+            select(AuditRecord).where(AuditRecord.action == "identify")
+        ).one()
+    assert rec.actor == "gate-agent" and rec.gallery == enrolled and rec.decision == "no_match"
+    assert rec.input_digest and len(rec.input_digest) == 64
+
+
+def test_verify_against_enrolled_subject(
+    app: Airside, enrolled: str, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    assert matching.verify_subject(app, AGENT, enrolled, "PNR-1", altered(astronaut)).match
+    assert not matching.verify_subject(app, AGENT, enrolled, "PNR-1", png_bytes(hopper)).match
+
+
+def test_verify_against_unknown_subject_is_refused(
+    app: Airside, enrolled: str, astronaut: np.ndarray
+) -> None:
+    with pytest.raises(NotFoundError):
+        matching.verify_subject(app, AGENT, enrolled, "PNR-404", png_bytes(astronaut))
+
+
+def test_withdrawn_basis_stops_verification(
+    app: Airside, enrolled: str, astronaut: np.ndarray
+) -> None:
+    from datetime import UTC, datetime
+
+    with app.session() as s:
+        for b in s.scalars(select(LegalBasis)):
+            b.withdrawn_at = datetime.now(UTC)
+    with pytest.raises(ConsentError):
+        matching.verify_subject(app, AGENT, enrolled, "PNR-1", png_bytes(astronaut))
+
+
+def test_templates_of_different_contracts_are_never_compared() -> None:
+    a = EmbeddingContract("dlib-resnet", "1", "aa" * 32, 4, "chip150")
+    b = EmbeddingContract("arcface", "1", "bb" * 32, 4, "arcface112")
+    ta = Template.from_embedding(np.ones(4), a)
+    tb = Template.from_embedding(np.ones(4), b)
+    assert similarity(ta, Template.from_embedding(np.ones(4), a)) == pytest.approx(1.0)
+    with pytest.raises(ContractMismatchError):
+        similarity(ta, tb)
