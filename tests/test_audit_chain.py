@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_each_record_links_to_the_one_before(db: Database) -> None:
     with db.session() as s:
         recs = s.scalars(select(AuditRecord).order_by(AuditRecord.seq)).all()
     assert recs[0].prev_hash == audit.GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(recs, recs[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(recs))
 
 
 def test_altered_record_is_named(db: Database) -> None:

@@ -10,7 +10,13 @@ import pytest
 
 from airside.biometrics.calibration import load_calibration, save_calibration
 from airside.evaluation.metrics import fit_calibration
-from airside.vision.dlib_models import resnet_contract
+from airside.biometrics.contract import EmbeddingContract
+from airside.config import Settings as _Settings
+from airside.vision.factory import default_contract
+
+
+def resnet_contract() -> EmbeddingContract:
+    return default_contract(_Settings())
 
 
 def test_the_default_model_ships_a_calibration() -> None:

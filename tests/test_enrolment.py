@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from tests.conftest import jpeg_bytes, png_bytes
 
 from airside.errors import ConflictError, ConsentError, ContractMismatchError, NotFoundError
 from airside.governance.consent import BasisInput
@@ -15,7 +16,6 @@ from airside.services import enrolment, galleries
 from airside.services.app import Airside
 from airside.services.enrolment import EnrolmentRefused, EnrolRow
 from airside.store.models import AuditRecord, LegalBasis, Subject, Template
-from tests.conftest import jpeg_bytes, png_bytes
 
 OFFICER = Principal("officer-7", "enrolment_officer")
 CONSENT = BasisInput("consent", evidence_sha256="ab" * 32)
@@ -101,7 +101,9 @@ def test_several_faces_are_refused(app: Airside, gallery: str, two_faces: np.nda
     assert count(app, Template) == 0
 
 
-def test_mission_patch_is_not_a_second_face(app: Airside, gallery: str, astronaut: np.ndarray) -> None:
+def test_mission_patch_is_not_a_second_face(
+    app: Airside, gallery: str, astronaut: np.ndarray
+) -> None:
     res = enrolment.enrol(app, OFFICER, gallery, "PNR-1", [png_bytes(astronaut)], CONSENT)
     assert res.added == 1
 
@@ -110,7 +112,7 @@ def test_no_face_is_refused_with_its_reason(app: Airside, gallery: str) -> None:
     from skimage import data
 
     with pytest.raises(EnrolmentRefused, match="no face"):
-        enrolment.enrol(app, OFFICER, gallery, "PNR-1", [png_bytes(data.camera())], CONSENT)
+        enrolment.enrol(app, OFFICER, gallery, "PNR-1", [png_bytes(data.chelsea())], CONSENT)
 
 
 def test_capture_below_quality_bar_is_refused_with_reasons(
@@ -200,3 +202,13 @@ def test_every_enrolment_is_audited_in_its_transaction(
     assert rec is not None and tpl is not None
     assert rec.actor == "officer-7" and rec.decision == "enrolled"
     assert tpl.source_sha256 in (rec.input_digest or "")
+
+
+def test_face_found_only_by_the_fallback_detector_is_not_enrolled(
+    app: Airside, gallery: str, astronaut: np.ndarray
+) -> None:
+    sideways = np.ascontiguousarray(np.rot90(astronaut))
+    with pytest.raises(EnrolmentRefused) as e:
+        enrolment.enrol(app, OFFICER, gallery, "PNR-1", [png_bytes(sideways)], CONSENT)
+    assert e.value.refusals[0].code == "quality"
+    assert "fallback detector" in e.value.refusals[0].message

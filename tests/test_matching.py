@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 from sqlalchemy import select
+from tests.conftest import jpeg_bytes, png_bytes
 
-from airside.errors import ConsentError, ContractMismatchError, NotFoundError
 from airside.biometrics.contract import EmbeddingContract, Template, similarity
+from airside.errors import ConsentError, ContractMismatchError, NotFoundError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.store.models import AuditRecord, LegalBasis
-from tests.conftest import jpeg_bytes, png_bytes
 
 AGENT = Principal("gate-agent", "operator")
 
@@ -29,9 +29,7 @@ def altered(astronaut: np.ndarray) -> bytes:
 @pytest.fixture
 def enrolled(app: Airside, astronaut: np.ndarray) -> str:
     galleries.create_gallery(app, AGENT, "manifest", "boarding:KE123")
-    enrolment.enrol(
-        app, AGENT, "manifest", "PNR-1", [png_bytes(astronaut)], BasisInput("consent")
-    )
+    enrolment.enrol(app, AGENT, "manifest", "PNR-1", [png_bytes(astronaut)], BasisInput("consent"))
     return "manifest"
 
 
@@ -96,9 +94,7 @@ def test_index_is_loaded_from_the_store_in_a_new_process(
 def test_every_search_is_audited(app: Airside, enrolled: str, hopper: np.ndarray) -> None:
     matching.identify(app, AGENT, enrolled, png_bytes(hopper))
     with app.session() as s:
-        rec = s.scalars(
-            select(AuditRecord).where(AuditRecord.action == "identify")
-        ).one()
+        rec = s.scalars(select(AuditRecord).where(AuditRecord.action == "identify")).one()
     assert rec.actor == "gate-agent" and rec.gallery == enrolled and rec.decision == "no_match"
     assert rec.input_digest and len(rec.input_digest) == 64
 

@@ -34,9 +34,7 @@ def test_blur_lowers_the_score_and_says_so(analyzer: FaceAnalyzer, face: Image.I
     assert any("blur" in r for r in blurred.reasons)
 
 
-def test_small_face_lowers_the_score_and_says_so(
-    analyzer: FaceAnalyzer, face: Image.Image
-) -> None:
+def test_small_face_lowers_the_score_and_says_so(analyzer: FaceAnalyzer, face: Image.Image) -> None:
     small = quality_of(analyzer, face.resize((230, 230)))
     assert small.measurements["face_width_px"] < 60
     assert any("small" in r for r in small.reasons)

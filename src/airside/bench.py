@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from rich.console import Console
@@ -103,13 +102,19 @@ def bench_enrolment(paths: list[str], source: str) -> list[dict[str, Any]]:
             faces += len(fr.face_encodings(fr.load_image_file(p)))
         dt = time.perf_counter() - t
         rows.append(
-            {"what": "face_recognition.face_encodings (dlib, 1 core)", "faces": faces,
-             "seconds": dt, "faces_per_s": faces / dt}
+            {
+                "what": "face_recognition.face_encodings (dlib, 1 core)",
+                "faces": faces,
+                "seconds": dt,
+                "faces_per_s": faces / dt,
+            }
         )
 
     with tempfile.TemporaryDirectory() as tmp:
-        for label, threads in (("airside enrol pipeline, 1 thread", 1),
-                               ("airside enrol pipeline, all cores", 0)):
+        for label, threads in (
+            ("airside enrol pipeline, 1 thread", 1),
+            ("airside enrol pipeline, all cores", 0),
+        ):
             settings = Settings(data_dir=Path(tmp), embed_threads=threads)
             an = default_analyzer(settings)
             capture(an, paths[0], max_pixels=settings.max_image_pixels, policy="largest")
@@ -121,17 +126,20 @@ def bench_enrolment(paths: list[str], source: str) -> list[dict[str, Any]]:
                     caps.append(c)
             embed_captures(an, caps)
             dt = time.perf_counter() - t
-            rows.append({"what": label, "faces": len(caps), "seconds": dt,
-                         "faces_per_s": len(caps) / dt})
-    console.print(f"enrolment throughput on {len(paths)} {source} (load, detect, align, "
-                  "quality, embed)")
-    t = Table("pipeline", "faces", "seconds", "faces/s", "vs face_recognition")
+            rows.append(
+                {"what": label, "faces": len(caps), "seconds": dt, "faces_per_s": len(caps) / dt}
+            )
+    console.print(
+        f"enrolment throughput on {len(paths)} {source} (load, detect, align, quality, embed)"
+    )
+    table = Table("pipeline", "faces", "seconds", "faces/s", "vs face_recognition")
     base = rows[0]["faces_per_s"] if fr is not None else None
     for r in rows:
         ratio = f"{r['faces_per_s'] / base:.2f}x" if base else "-"
-        t.add_row(r["what"], str(r["faces"]), f"{r['seconds']:.2f}", f"{r['faces_per_s']:.1f}",
-                  ratio)
-    console.print(t)
+        table.add_row(
+            r["what"], str(r["faces"]), f"{r['seconds']:.2f}", f"{r['faces_per_s']:.1f}", ratio
+        )
+    console.print(table)
     return rows
 
 
@@ -156,42 +164,74 @@ def bench_search(sizes: list[int], dim: int = 128) -> list[dict[str, Any]]:
     for n in sizes:
         x = rng.standard_normal((n, dim), dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        queries = x[rng.integers(0, n, 100)] + 0.05 * rng.standard_normal((100, dim), dtype=np.float32)
-        for dtype in ("float32", "float16"):
+        queries = x[rng.integers(0, n, 100)] + 0.05 * rng.standard_normal(
+            (100, dim), dtype=np.float32
+        )
+        dtypes: tuple[Literal["float32", "float16"], ...] = ("float32", "float16")
+        for dtype in dtypes:
             before = _rss_bytes()
-            ix = GalleryIndex(dim, dtype)  # type: ignore[arg-type]
+            ix = GalleryIndex(dim, dtype)
             ix.add(np.arange(n, dtype=np.int64), x)
             rss = _rss_bytes() - before
-            p50, p99 = _percentiles(lambda q, ix=ix: ix.search(q[None, :], 10), queries)
-            rows.append({"what": f"airside exact index ({dtype}, 1 core)", "n": n, "p50_ms": p50,
-                         "p99_ms": p99, "bytes_per_template": ix.memory_bytes() / n,
-                         "rss_bytes_per_template": rss / n})
+
+            def search(q: np.ndarray, ix: GalleryIndex = ix) -> object:
+                return ix.search(q[None, :], 10)
+
+            p50, p99 = _percentiles(search, queries)
+            rows.append(
+                {
+                    "what": f"airside exact index ({dtype}, 1 core)",
+                    "n": n,
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                    "bytes_per_template": ix.memory_bytes() / n,
+                    "rss_bytes_per_template": rss / n,
+                }
+            )
             del ix
 
-        def numpy_topk(q: np.ndarray) -> object:
+        def numpy_topk(q: np.ndarray, x: np.ndarray = x) -> object:
             s = x @ q
             return np.argpartition(-s, 10)[:10]
 
         p50, p99 = _percentiles(numpy_topk, queries[:30])
-        rows.append({"what": "NumPy matrix product (fp32)", "n": n, "p50_ms": p50, "p99_ms": p99,
-                     "bytes_per_template": 4 * dim})
+        rows.append(
+            {
+                "what": "NumPy matrix product (fp32)",
+                "n": n,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "bytes_per_template": 4 * dim,
+            }
+        )
         templates = list(x)
         nq = 20 if n <= 100_000 else 3
 
-        def python_loop(q: np.ndarray) -> object:
-            best = sorted(((float(np.dot(q, t)), i) for i, t in enumerate(templates)),
-                          reverse=True)
+        def python_loop(q: np.ndarray, templates: list[np.ndarray] = templates) -> object:
+            best = sorted(((float(np.dot(q, t)), i) for i, t in enumerate(templates)), reverse=True)
             return best[:10]
 
         p50, p99 = _percentiles(python_loop, queries[:nq])
-        rows.append({"what": f"per-template Python loop ({nq} queries)", "n": n, "p50_ms": p50,
-                     "p99_ms": p99, "bytes_per_template": None})
+        rows.append(
+            {
+                "what": f"per-template Python loop ({nq} queries)",
+                "n": n,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "bytes_per_template": None,
+            }
+        )
         del templates, x
     t = Table("search", "templates", "p50 ms", "p99 ms", "bytes/template", "RSS bytes/template")
     for r in rows:
-        t.add_row(r["what"], f"{r['n']:,}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                  "-" if r["bytes_per_template"] is None else f"{r['bytes_per_template']:.0f}",
-                  f"{r['rss_bytes_per_template']:.0f}" if "rss_bytes_per_template" in r else "-")
+        t.add_row(
+            r["what"],
+            f"{r['n']:,}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            "-" if r["bytes_per_template"] is None else f"{r['bytes_per_template']:.0f}",
+            f"{r['rss_bytes_per_template']:.0f}" if "rss_bytes_per_template" in r else "-",
+        )
     console.print("1:N exact search, top-10, 128-d synthetic templates, one core")
     console.print(t)
     return rows

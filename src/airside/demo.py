@@ -57,8 +57,8 @@ def sample_images(folder: Path) -> dict[str, Path]:
         "astronaut, 35% darker": _encode(ImageEnhance.Brightness(astronaut).enhance(0.65)),
         "astronaut, JPEG quality 30": _encode(astronaut, "JPEG", quality=30),
         "grace hopper (not enrolled)": hopper,
-        "camera (no face)": _encode(Image.fromarray(data.camera())),
-        "chelsea the cat (no face)": _encode(Image.fromarray(data.chelsea())),
+        "chelsea the cat (no human face)": _encode(Image.fromarray(data.chelsea())),
+        "coffee cup (no face)": _encode(Image.fromarray(data.coffee())),
     }
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
@@ -100,9 +100,7 @@ def run_steps(app: Airside, inputs: Path) -> list[Step]:
             res.templates == 1 and res.added == 1,
         )
     )
-    again = enrolment.enrol(
-        app, p, gallery, "traveller-001", [imgs["astronaut (enrolment photo)"]]
-    )
+    again = enrolment.enrol(app, p, gallery, "traveller-001", [imgs["astronaut (enrolment photo)"]])
     steps.append(
         Step(
             "enrol the same photo again",
@@ -150,7 +148,7 @@ def run_steps(app: Airside, inputs: Path) -> list[Step]:
         Step("verify astronaut vs grace hopper", "no match", f"score {v.score:.3f}", not v.match)
     )
 
-    for name in ("camera (no face)", "chelsea the cat (no face)"):
+    for name in ("chelsea the cat (no human face)", "coffee cup (no face)"):
         try:
             enrolment.enrol(app, p, gallery, "nobody", [imgs[name]], BasisInput("consent"))
             steps.append(Step(f"enrol {name}", "refused", "enrolled", False))
@@ -190,5 +188,3 @@ def run_demo(as_json: bool = False) -> int:
         console.print(t)
         console.print("[bold green]all checks passed[/]" if ok else "[bold red]FAILED[/]")
     return 0 if ok else 1
-
-

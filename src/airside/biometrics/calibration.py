@@ -8,6 +8,7 @@ fitted on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -153,7 +154,9 @@ class CalibrationTable:
 
 
 def calibration_filename(contract: EmbeddingContract) -> str:
-    return f"{contract.model_id}-v{contract.version}-{contract.weights_sha256[:16]}.json"
+    """One file per contract: weights and preprocessing both change what a score means."""
+    digest = hashlib.sha256(contract.fingerprint.encode()).hexdigest()[:16]
+    return f"{contract.model_id}-v{contract.version}-{digest}.json"
 
 
 def save_calibration(table: CalibrationTable, contract: EmbeddingContract, data_dir: Path) -> Path:

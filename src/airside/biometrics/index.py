@@ -72,5 +72,5 @@ class GalleryIndex:
     def memory_bytes(self) -> int:
         """Bytes held for vectors and ids (what grows with the gallery)."""
         base = faiss.downcast_index(self._index.index)
-        code_size = int(base.code_size)
+        code_size = int(base.sa_code_size())
         return len(self) * (code_size + 8)

@@ -20,9 +20,7 @@ FaceOpt = Annotated[
         "or single (refuse).",
     ),
 ]
-WorkersOpt = Annotated[
-    int | None, typer.Option(help="Worker processes (default: all cores).")
-]
+WorkersOpt = Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")]
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -37,9 +35,9 @@ def _policy(face: str) -> Any:
 
 
 def _contract(settings: Settings) -> Any:
-    from airside.vision.factory import build_embedder
+    from airside.vision.factory import default_contract
 
-    return build_embedder(settings).contract
+    return default_contract(settings)
 
 
 def register(eval_app: typer.Typer) -> None:
@@ -84,6 +82,8 @@ def register(eval_app: typer.Typer) -> None:
             policy = _policy(face)
             if (pairs is None) == (identities is None):
                 raise ValueError("give exactly one of --pairs or --identities")
+            if scores_out is not None and pairs is None:
+                raise ValueError("--scores-out writes pairs back, so it needs --pairs")
             contract = _contract(settings)
             if pairs is not None:
                 ps = read_pairs(pairs)
@@ -94,8 +94,6 @@ def register(eval_app: typer.Typer) -> None:
                     )
                 summary, genuine, impostor = run.summary, run.genuine, run.impostor
                 source = str(pairs)
-                if scores_out is not None:
-                    _write_scores(scores_out, ps.rows, run.scores)
             else:
                 assert identities is not None
                 ids = read_identities(identities)
@@ -127,17 +125,21 @@ def register(eval_app: typer.Typer) -> None:
                     "impostors": table.impostors,
                     "finest_fmr": table.finest_fmr,
                 }
+            # Written after calibration, so a refused calibration leaves no scores file behind.
+            if scores_out is not None and pairs is not None:
+                _write_scores(scores_out, ps.rows, run.scores)
             if html is not None:
-                html.write_text(
-                    render_verification_report(genuine, impostor, summary, f"Verification: {source}")
+                report = render_verification_report(
+                    genuine, impostor, summary, f"Verification: {source}"
                 )
+                html.write_text(report)
         except (ValueError, OSError) as e:
             fail(e, as_json)
         if as_json:
             emit_json(summary)
         else:
             for k, v in summary.items():
-                out.print(f"{k:>20}: {v}", highlight=False)
+                out.print(f"{k:>20}: {v}", highlight=False, markup=False)
 
     @eval_app.command("identify")
     def eval_identify(
@@ -172,12 +174,12 @@ def register(eval_app: typer.Typer) -> None:
             emit_json(summary)
         else:
             for k, v in summary.items():
-                out.print(f"{k:>20}: {v}", highlight=False)
+                out.print(f"{k:>20}: {v}", highlight=False, markup=False)
 
 
 def _write_scores(path: Path, rows: list[dict[str, str]], scores: list[float | None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(rows[0].keys()) + ["score"]
+    fields = [*rows[0].keys(), "score"]
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from airside.cli.render import emit_json, err, fail, out, progress
+from airside.cli.render import emit_json, err, esc, fail, out, progress, say
 from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
@@ -35,13 +36,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 
 
 class State:
-    def __init__(self, data_dir: Path | None) -> None:
+    def __init__(self, data_dir: Path | None, settings: Settings | None = None) -> None:
         self.data_dir = data_dir
+        self._settings = settings
         self._app: Airside | None = None
 
     @property
     def settings(self) -> Settings:
-        return Settings(data_dir=self.data_dir) if self.data_dir else Settings()
+        if self._settings is None:
+            self._settings = Settings(data_dir=self.data_dir) if self.data_dir else Settings()
+        return self._settings
 
     @property
     def airside(self) -> Airside:
@@ -70,7 +74,24 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    ctx.obj = State(data_dir)
+    # Check the configuration up front so that a bad AIRSIDE_* variable or a data directory
+    # that is a file gives one clear line, not a traceback from deep inside a command.
+    try:
+        settings = Settings(data_dir=data_dir) if data_dir else Settings()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors()
+        )
+        say(err, f"[bold red]error[/] (bad_config): invalid AIRSIDE_* setting: {esc(problems)}")
+        raise typer.Exit(2) from None
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        say(
+            err,
+            f"[bold red]error[/] (bad_config): data directory {esc(settings.data_dir)} "
+            "exists but is not a directory",
+        )
+        raise typer.Exit(2)
+    ctx.obj = State(data_dir, settings)
 
 
 @gallery_app.command("create")
@@ -81,9 +102,7 @@ def gallery_create(
     quality_bar: Annotated[
         float | None, typer.Option(help="Minimum capture quality (0-100) to enrol.")
     ] = None,
-    fmr: Annotated[
-        float | None, typer.Option(help="Target false-match rate, e.g. 1e-3.")
-    ] = None,
+    fmr: Annotated[float | None, typer.Option(help="Target false-match rate, e.g. 1e-3.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a gallery bound to a purpose and the current embedding model."""
@@ -103,7 +122,7 @@ def gallery_create(
     if as_json:
         emit_json(info.as_dict())
     else:
-        out.print(f"created gallery [bold]{info.name}[/] for purpose '{info.purpose}'")
+        say(out, f"created gallery [bold]{esc(info.name)}[/] for purpose '{esc(info.purpose)}'")
 
 
 @app.command("galleries")
@@ -118,8 +137,13 @@ def galleries(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     t = Table("gallery", "purpose", "subjects", "templates", "quality bar", "FMR", "model")
     for r in rows:
         t.add_row(
-            r.name, r.purpose, str(r.subjects), str(r.templates), f"{r.quality_bar:g}",
-            f"{r.fmr_target:g}", r.contract,
+            esc(r.name),
+            esc(r.purpose),
+            str(r.subjects),
+            str(r.templates),
+            f"{r.quality_bar:g}",
+            f"{r.fmr_target:g}",
+            esc(r.contract),
         )
     out.print(t)
 
@@ -143,9 +167,9 @@ def subjects(
     t = Table("subject", "galleries (templates)", "legal bases")
     for r in rows:
         t.add_row(
-            r.subject,
-            ", ".join(f"{g} ({n})" for g, n in r.galleries.items()),
-            ", ".join(f"{b['kind']}:{b['purpose']}" for b in r.bases),
+            esc(r.subject),
+            esc(", ".join(f"{g} ({n})" for g, n in r.galleries.items())),
+            esc(", ".join(f"{b['kind']}:{b['purpose']}" for b in r.bases)),
         )
     out.print(t)
 
@@ -200,11 +224,14 @@ def enrol(
     as_json: JsonOpt = False,
 ) -> None:
     """Enrol a subject (or a CSV batch) with a recorded consent or legal basis."""
-    from airside.services.enrolment import EnrolRow, enrol as do_enrol, enrol_batch
+    from airside.services.enrolment import enrol as do_enrol
+    from airside.services.enrolment import enrol_batch
 
     try:
         b = _basis(basis, basis_ref, evidence, _aware(expires))
         if csv_file is not None:
+            if images or subject is not None:
+                raise ValueError("give either --csv FILE or --subject with IMAGEs, not both")
             rows = _read_enrol_csv(csv_file, b, basis_ref)
             with progress("enrolling", len(rows), enabled=True) as tick:
                 res = enrol_batch(
@@ -218,9 +245,9 @@ def enrol(
             if as_json:
                 emit_json(res.as_dict())
             else:
-                out.print(f"enrolled {len(res.enrolled)} subjects; refused {len(res.refused)} rows")
+                say(out, f"enrolled {len(res.enrolled)} subjects; refused {len(res.refused)} rows")
                 for n, s, r in res.refused:
-                    out.print(f"  row {n} ({s}): {r.message}", highlight=False)
+                    say(out, f"  row {n} ({esc(s)}): {esc(r.message)}")
             return
         if subject is None or not images:
             raise ValueError("give --subject and at least one IMAGE (or --csv FILE)")
@@ -235,9 +262,11 @@ def enrol(
     if as_json:
         emit_json(result.as_dict())
     else:
-        out.print(
-            f"enrolled [bold]{result.subject}[/] in {result.gallery}: {result.added} new, "
-            f"{result.already_enrolled} already enrolled, {result.templates} templates in all"
+        say(
+            out,
+            f"enrolled [bold]{esc(result.subject)}[/] in {esc(result.gallery)}: "
+            f"{result.added} new, {result.already_enrolled} already enrolled, "
+            f"{result.templates} templates in all",
         )
 
 
@@ -258,7 +287,9 @@ def _read_enrol_csv(path: Path, default: BasisInput | None, default_ref: str | N
                 else default
             )
             img = Path(rec["image"] or "")
-            rows.append(EnrolRow(rec["subject"] or "", img if img.is_absolute() else path.parent / img, b))
+            if not img.is_absolute():
+                img = path.parent / img
+            rows.append(EnrolRow(rec["subject"] or "", img, b))
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -286,7 +317,9 @@ def verify(
         else:
             if len(images) != 2:
                 raise ValueError("give exactly two images (or one with --gallery/--subject)")
-            res = verify_images(_state(ctx).airside, local_principal(), images[0], images[1], fmr=fmr)
+            res = verify_images(
+                _state(ctx).airside, local_principal(), images[0], images[1], fmr=fmr
+            )
     except (AirsideError, ValueError) as e:
         fail(e, as_json)
     if as_json:
@@ -321,12 +354,12 @@ def identify(
         emit_json(res.as_dict())
         return
     if res.match:
-        out.print(f"[bold green]MATCH[/] {res.candidates[0].subject}")
+        say(out, f"[bold green]MATCH[/] {esc(res.candidates[0].subject)}")
     else:
         out.print("[bold red]NO MATCH[/]")
     t = Table("rank", "subject", "score")
     for i, c in enumerate(res.candidates, 1):
-        t.add_row(str(i), c.subject, f"{c.score:.4f}")
+        t.add_row(str(i), esc(c.subject), f"{c.score:.4f}")
     out.print(t)
     out.print(f"threshold {res.threshold:.4f} for FPIR {res.fpir_target:g}")
 
@@ -344,7 +377,7 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     else:
         err.print(f"[bold red]audit chain broken[/]: {len(rep.problems)} problems")
         for p in rep.problems:
-            err.print(f"  record {p['seq']}: {p['problem']} — {p['detail']}", highlight=False)
+            say(err, f"  record {p['seq']}: {esc(p['problem'])} — {esc(p['detail'])}")
     if not rep.ok:
         raise typer.Exit(3)
 

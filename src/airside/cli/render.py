@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,10 +42,25 @@ def fail(error: Exception, as_json: bool, exit_code: int = 1) -> NoReturn:
         details["reasons"] = reasons
     if as_json:
         emit_json(details)
-    err.print(f"[bold red]error[/] ({code}): {error}", highlight=False)
-    for r in refusals or []:
-        err.print(f"  - {r.message}", highlight=False)
+    # User data (paths, subject references, purposes) is escaped: a "[/]" in a file name must
+    # neither crash Rich nor vanish as markup. soft_wrap keeps a message on one line so that
+    # paths in it can be copied and grepped.
+    say(err, f"[bold red]error[/] ({esc(code)}): {esc(str(error))}")
+    lines = [r.message for r in refusals or []]
+    if lines != [str(error)]:  # a single refusal is already the message itself
+        for line in lines:
+            say(err, f"  - {esc(line)}")
     raise typer.Exit(exit_code)
+
+
+def esc(value: object) -> str:
+    """``value`` as text that Rich prints literally (no markup interpretation)."""
+    return escape(str(value))
+
+
+def say(console: Console, markup: str) -> None:
+    """Print one logical line: not re-highlighted and not hard-wrapped at the console width."""
+    console.print(markup, highlight=False, soft_wrap=True)
 
 
 @contextmanager

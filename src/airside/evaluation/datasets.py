@@ -31,7 +31,7 @@ def _truthy(value: str, row: int, path: Path) -> bool:
         return True
     if v in ("0", "false", "no", "diff", "different", "n", "f"):
         return False
-    raise ValueError(f"{path}, row {row}: 'same' must be 1/0 or true/false, got {value!r}")
+    raise ValueError(f"{path}, line {row}: 'same' must be 1/0 or true/false, got {value!r}")
 
 
 def _open_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]]]:

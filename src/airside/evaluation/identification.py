@@ -57,10 +57,7 @@ def evaluate_identification(
     true_idx = np.array([index[n] for n, _ in mated])
     top1_scores = ms[np.arange(len(mated)), top]
     true_scores = ms[np.arange(len(mated)), true_idx]
-    if nonmated:
-        ns = (np.stack(nonmated) @ g.T).max(axis=1)
-    else:
-        ns = np.zeros(0)
+    ns = (np.stack(nonmated) @ g.T).max(axis=1) if nonmated else np.zeros(0)
     res = metrics.identification_metrics(
         top.tolist(), top1_scores, true_idx.tolist(), true_scores, ns
     )

@@ -19,7 +19,7 @@ raise ``ValueError``, as documented on each).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

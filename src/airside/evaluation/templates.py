@@ -9,6 +9,7 @@ not part of the governed store: nobody is enrolled by an evaluation.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -144,8 +145,13 @@ def extract_templates(
         n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
         if todo:
             batch: list[Extracted] = []
+            # "spawn", not fork: the parent may hold ONNX Runtime / OpenMP threads, and a
+            # forked child of a threaded process can deadlock on their locks.
             with ProcessPoolExecutor(
-                n_workers, initializer=_init_worker, initargs=(settings, policy)
+                n_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(settings, policy),
             ) as pool:
                 for ex in pool.map(_extract_one, todo, chunksize=8):
                     results[ex.path] = ex

@@ -32,9 +32,7 @@ def _null(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(float(x), 6)
 
 
-def _score_pairs(
-    pairs: PairSet, templates: dict[str, Extracted]
-) -> tuple[list[float | None], int]:
+def _score_pairs(pairs: PairSet, templates: dict[str, Extracted]) -> tuple[list[float | None], int]:
     scores: list[float | None] = []
     for a, b in zip(pairs.img_a, pairs.img_b, strict=True):
         ta, tb = templates[a].vector, templates[b].vector
@@ -92,17 +90,17 @@ def evaluate_pairs(
         "images": len(images),
         "failures_to_enrol": failed,
         "failure_to_enrol_rate": round(failed / max(1, len(images)), 6),
-        "failures": sorted(
-            {e.failure or "" for e in templates.values() if e.vector is None}
-        ),
+        "failures": sorted({e.failure or "" for e in templates.values() if e.vector is None}),
         "genuine_pairs": int(genuine.size),
         "impostor_pairs": int(impostor.size),
         "accuracy": _null(acc),
         "accuracy_std": _null(std),
         "accuracy_protocol": protocol,
         "eer": _null(metrics.eer(genuine, impostor)),
-        "tar_at_far": {f"{f:.0e}".replace("e-0", "e-"): _null(
-            metrics.tar_at_far(genuine, impostor, f)) for f in FARS},
+        "tar_at_far": {
+            f"{f:.0e}".replace("e-0", "e-"): _null(metrics.tar_at_far(genuine, impostor, f))
+            for f in FARS
+        },
         "model": contract.fingerprint,
         "face_policy": policy,
     }
@@ -126,7 +124,8 @@ def all_pairs_scores(
     failed = len(set(ids.images)) - len({ids.images[i] for i in keep})
     if len(keep) < 3:
         raise ValueError("fewer than 3 images with a usable face: nothing to calibrate on")
-    x = np.stack([templates[ids.images[i]].vector for i in keep]).astype(np.float32)
+    vecs = [templates[ids.images[i]].vector for i in keep]
+    x = np.stack([v for v in vecs if v is not None]).astype(np.float32)
     labels = np.array([ids.identities[i] for i in keep])
     _, codes = np.unique(labels, return_inverse=True)
     gen: list[np.ndarray] = []

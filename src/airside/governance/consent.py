@@ -78,7 +78,17 @@ def require_basis(session: Session, subject: Subject, purpose: str) -> LegalBasi
 def record_basis(
     session: Session, subject: Subject, purpose: str, basis: BasisInput, recorded_by: str
 ) -> LegalBasis:
+    """Record a basis; an identical one still in force is reused, not duplicated."""
     basis.validate()
+    current = covering_basis(session, subject, purpose)
+    if (
+        current is not None
+        and current.kind == basis.kind
+        and current.reference == basis.reference
+        and current.evidence_sha256 == basis.evidence_sha256
+        and _aware(current.expires_at) == _aware(basis.expires_at)
+    ):
+        return current
     row = LegalBasis(
         subject_id=subject.id,
         kind=basis.kind,

@@ -60,6 +60,12 @@ def capture(
         face = analyzer.select(faces, policy, img.pixels.shape, source=name)
     except AirsideError as e:
         return Refusal(name, e.code, str(e))
+    if quality_bar is not None and face.detection.fallback:
+        reason = (
+            "face not upright and frontal enough for enrolment (only the fallback detector "
+            "found it); take a frontal photo"
+        )
+        return Refusal(name, "quality", f"{name}: {reason}", [reason])
     if quality_bar is not None and face.quality.score < quality_bar:
         reasons = face.quality.reasons or ["overall quality too low"]
         return Refusal(

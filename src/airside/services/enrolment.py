@@ -72,10 +72,12 @@ class BatchResult:
     def as_dict(self) -> dict[str, object]:
         return {
             "enrolled": [r.as_dict() for r in self.enrolled],
-            "refused": [
-                {"row": n, "subject": s, **r.as_dict()} for n, s, r in self.refused
-            ],
+            "refused": [{"row": n, "subject": s, **r.as_dict()} for n, s, r in self.refused],
         }
+
+
+def _on_row(n: int, subject: str, r: Refusal) -> Refusal:
+    return Refusal(r.source, r.code, f"row {n} ({subject}): {r.message}", r.reasons)
 
 
 def _subject(session: Session, reference: str) -> Subject:
@@ -211,9 +213,7 @@ def enrol(
         )
         refusals = [r for r in results if isinstance(r, Refusal)]
         if refusals:
-            raise EnrolmentRefused(
-                "; ".join(r.message for r in refusals), refusals
-            )
+            raise EnrolmentRefused("; ".join(r.message for r in refusals), refusals)
         captures = [r for r in results if isinstance(r, Capture)]
         vectors = embed_captures(app.analyzer, captures)
         with app.session() as s:
@@ -286,10 +286,15 @@ def enrol_batch(
         err = EnrolmentRefused(
             f"{len(refused)} of {len(rows)} rows refused; nothing was enrolled "
             "(use --skip-refused to enrol the good rows)",
-            [r for _, _, r in refused],
+            [_on_row(n, s, r) for n, s, r in refused],
         )
         app.audit_refusal(
-            principal, "enrol.batch", err, purpose=gallery.purpose, gallery=gallery.name
+            principal,
+            "enrol.batch",
+            err,
+            purpose=gallery.purpose,
+            gallery=gallery.name,
+            extra={"refused_rows": [n for n, _, _ in refused]},
         )
         raise err
 
@@ -300,8 +305,19 @@ def enrol_batch(
     enrolled: list[EnrolResult] = []
     all_added: list[tuple[int, np.ndarray]] = []
     try:
-        _write_batch(app, principal, gallery_name, contract, good, vectors, by_subject,
-                     skip_refused, enrolled, all_added, refused)
+        _write_batch(
+            app,
+            principal,
+            gallery_name,
+            contract,
+            good,
+            vectors,
+            by_subject,
+            skip_refused,
+            enrolled,
+            all_added,
+            refused,
+        )
     except AirsideError as e:
         app.audit_refusal(
             principal, "enrol.batch", e, purpose=gallery.purpose, gallery=gallery.name
@@ -309,6 +325,15 @@ def enrol_batch(
         raise
     _index_added(app, gallery, all_added)
     refused.sort(key=lambda t: t[0])
+    for n, subject_ref, r in refused:
+        app.audit_refusal(
+            principal,
+            "enrol",
+            EnrolmentRefused(r.message, [r]),
+            purpose=gallery.purpose,
+            gallery=gallery.name,
+            extra={"subject": subject_ref, "row": n, "code": r.code},
+        )
     return BatchResult(enrolled=enrolled, refused=refused)
 
 

@@ -49,7 +49,12 @@ def get_gallery(session: Session, name: str) -> GalleryView:
     if g is None:
         raise NotFoundError(f"no gallery named {name!r}; create it with 'airside gallery create'")
     return GalleryView(
-        g.id, g.name, g.purpose, g.contract_fingerprint, g.contract_json, g.quality_bar,
+        g.id,
+        g.name,
+        g.purpose,
+        g.contract_fingerprint,
+        g.contract_json,
+        g.quality_bar,
         g.fmr_target,
     )
 

@@ -154,7 +154,9 @@ def verify_subject(
     q = embed_captures(app.analyzer, [cap])[0]
     refs = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
     score = float((refs @ q).max())
-    result = VerifyResult(score, score >= threshold, threshold, fmr_target, [cap.face.quality.score])
+    result = VerifyResult(
+        score, score >= threshold, threshold, fmr_target, [cap.face.quality.score]
+    )
     with app.session() as s:
         audit.append(
             s,
@@ -229,6 +231,11 @@ def identify(
             },
         )
     return IdentifyResult(
-        match, candidates, threshold, fpir_target, comparison_fmr, n_subjects,
+        match,
+        candidates,
+        threshold,
+        fpir_target,
+        comparison_fmr,
+        n_subjects,
         cap.face.quality.score,
     )

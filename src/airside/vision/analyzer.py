@@ -6,7 +6,7 @@ face count before paying for the embedding, and so embeddings run in batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -23,8 +23,12 @@ FacePolicy = Literal["single", "largest", "central"]
 class FaceObservation:
     detection: Detection
     landmarks: np.ndarray
-    chip: np.ndarray
+    views: np.ndarray  # (V, H, W, 3); views[0] is the canonical aligned chip
     quality: QualityReport
+
+    @property
+    def chip(self) -> np.ndarray:
+        return self.views[0]
 
 
 class FaceAnalyzer:
@@ -37,21 +41,22 @@ class FaceAnalyzer:
 
     @property
     def contract(self) -> EmbeddingContract:
-        return self.embedder.contract
+        """The embedder's weights with this aligner's preprocessing: both shape the vector."""
+        return replace(self.embedder.contract, preprocessing=self.aligner.preprocessing)
 
     def observe(self, image: np.ndarray) -> list[FaceObservation]:
         out = []
         for det in self.detector.detect(image):
             lm = det.landmarks if det.landmarks is not None else self.aligner.landmarks(image, det)
-            chip = self.aligner.chip(image, det, lm)
+            views = self.aligner.views(image, det, lm)
             q = assess(
                 det,
                 lm,
-                chip,
+                views[0],
                 confident_score=self.detector.confident_score,
                 score_threshold=self.detector.score_threshold,
             )
-            out.append(FaceObservation(det, lm, chip, q))
+            out.append(FaceObservation(det, lm, views, q))
         return out
 
     @staticmethod
@@ -80,10 +85,12 @@ class FaceAnalyzer:
         )
 
     def embed(self, faces: list[FaceObservation]) -> np.ndarray:
-        """Batched embeddings, L2-normalised, one row per face."""
+        """One L2-normalised embedding per face: the normalised mean of its views'."""
         if not faces:
             return np.zeros((0, self.contract.dim), dtype=np.float32)
-        vecs = self.embedder.embed(np.stack([f.chip for f in faces]))
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        out: np.ndarray = (vecs / np.maximum(norms, 1e-12)).astype(np.float32)
+        n_views = faces[0].views.shape[0]
+        vecs = self.embedder.embed(np.concatenate([f.views for f in faces], axis=0))
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        mean = vecs.reshape(len(faces), n_views, -1).mean(axis=1)
+        out: np.ndarray = (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
         return out

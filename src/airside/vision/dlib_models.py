@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import threading
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -18,12 +19,13 @@ import dlib
 import numpy as np
 
 from airside.biometrics.contract import EmbeddingContract
-from airside.vision.protocols import Detection
+from airside.vision.protocols import Detection, FaceDetector
 
 log = logging.getLogger(__name__)
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
+TTA_PADDINGS = (0.15, 0.20, 0.25, 0.30, 0.35)
 RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 CNN_FILE = "mmod_human_face_detector.dat"
@@ -111,7 +113,12 @@ class DlibCnnDetector:
             r = d.rect
             out.append(
                 Detection(
-                    box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
+                    box=(
+                        r.left() / factor,
+                        r.top() / factor,
+                        r.right() / factor,
+                        r.bottom() / factor,
+                    ),
                     score=float(d.confidence),
                     detector=self.name,
                 )
@@ -119,14 +126,44 @@ class DlibCnnDetector:
         return sorted(out, key=lambda d: -d.score)
 
 
+class FallbackDetector:
+    """Runs ``primary``; only when it finds nothing, runs the slower, more robust ``fallback``.
+
+    Keeps the fast path fast while rescuing the hard captures (turned or dim faces)."""
+
+    def __init__(self, primary: FaceDetector, fallback: FaceDetector) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.name = f"{primary.name}+{fallback.name}"
+        self.confident_score = primary.confident_score
+        self.score_threshold = primary.score_threshold
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        found = self.primary.detect(image)
+        if found:
+            return found
+        return [replace(d, fallback=True) for d in self.fallback.detect(image)]
+
+
 class DlibFivePointAligner:
-    """5-point landmarks and dlib's similarity-aligned 150x150 chip (what the ResNet expects).
+    """5-point landmarks and dlib's similarity-aligned 150x150 chips (what the ResNet expects).
 
     Landmark order: 0/1 outer/inner corner of the eye on the image's right, 2/3 outer/inner
     corner of the eye on the image's left, 4 the base of the nose.
+
+    Views: the chip cut at several paddings around the face, each also mirrored. Averaging
+    their embeddings is deterministic test-time augmentation; on LFW development pairs it
+    lifted 10-fold accuracy from 98.6% to 99.1% (devtest) and 98.9% to 99.2% (devtrain),
+    at the price of 10 forward passes a face (measured in docs/accuracy.md).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, paddings: tuple[float, ...] = TTA_PADDINGS, mirror: bool = True) -> None:
+        if CHIP_PADDING not in paddings:
+            raise ValueError(f"paddings must include the canonical {CHIP_PADDING}")
+        self.paddings = (CHIP_PADDING, *[p for p in paddings if p != CHIP_PADDING])
+        self.mirror = mirror
+        pads = "-".join(f"{p:g}" for p in sorted(self.paddings))
+        self.preprocessing = f"dlib5pt-chip150-pad{pads}{'-mirror' if mirror else ''}-mean-v1"
         self._predictor = dlib.shape_predictor(str(models_dir() / LANDMARKS_FILE))
 
     @staticmethod
@@ -138,11 +175,13 @@ class DlibFivePointAligner:
         shape = self._predictor(image, self._rect(detection))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
-    def chip(self, image: np.ndarray, detection: Detection, landmarks: np.ndarray) -> np.ndarray:
+    def views(self, image: np.ndarray, detection: Detection, landmarks: np.ndarray) -> np.ndarray:
         parts = [dlib.point(round(float(x)), round(float(y))) for x, y in landmarks]
         shape = dlib.full_object_detection(self._rect(detection), parts)
-        out: np.ndarray = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-        return out
+        chips = [dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=p) for p in self.paddings]
+        if self.mirror:
+            chips += [c[:, ::-1] for c in chips]
+        return np.ascontiguousarray(np.stack(chips))
 
 
 def resnet_contract() -> EmbeddingContract:
@@ -151,7 +190,7 @@ def resnet_contract() -> EmbeddingContract:
         version="1",
         weights_sha256=file_sha256(models_dir() / RESNET_FILE),
         dim=128,
-        preprocessing="dlib5pt-chip150-pad0.25-v1",
+        preprocessing="dlib5pt-chip150-pad0.25-v1",  # the aligner's views refine this
     )
 
 

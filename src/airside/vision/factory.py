@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from airside.vision.dlib_models import (
     DlibFivePointAligner,
     DlibHogDetector,
     DlibResNetEmbedder,
+    FallbackDetector,
     models_dir,
     resnet_contract,
 )
@@ -73,11 +75,22 @@ def build_embedder(settings: Settings) -> FaceEmbedder:
     return OnnxDlibResNet(path, settings.embed_threads)
 
 
+CNN_FALLBACK_MAX_SIDE = 640
+
+
 def build_detector(settings: Settings) -> FaceDetector:
     d = settings.detector
     if d.kind == "cnn":
         return DlibCnnDetector(d.upsample, d.score_threshold, d.max_detect_side)
-    return DlibHogDetector(d.upsample, d.score_threshold, d.max_detect_side)
+    hog = DlibHogDetector(d.upsample, d.score_threshold, d.max_detect_side)
+    if d.fallback == "cnn":
+        return FallbackDetector(hog, DlibCnnDetector(1, d.score_threshold, CNN_FALLBACK_MAX_SIDE))
+    return hog
+
+
+def default_contract(settings: Settings) -> EmbeddingContract:
+    """The contract templates made with these settings will carry."""
+    return replace(resnet_contract(), preprocessing=DlibFivePointAligner().preprocessing)
 
 
 def default_analyzer(settings: Settings) -> FaceAnalyzer:

@@ -18,6 +18,9 @@ class Detection:
     score: float
     detector: str
     landmarks: np.ndarray | None = None  # (5, 2) x, y when the detector provides them
+    # Found only by a fallback detector (e.g. dlib's CNN after HOG found nothing): such a
+    # face may be turned, dim or even lying on its side, so enrolment does not accept it.
+    fallback: bool = False
 
     @property
     def width(self) -> float:
@@ -42,12 +45,20 @@ class FaceDetector(Protocol):
 
 
 class LandmarkAligner(Protocol):
-    """Finds 5 landmarks for a detection and cuts the aligned chip the embedder expects."""
+    """Finds 5 landmarks for a detection and cuts the aligned views the embedder expects.
+
+    ``views`` returns (V, H, W, 3): view 0 is the canonical chip (used for quality); the
+    embedding of a face is the normalised mean of its views' embeddings.
+    ``preprocessing`` names the alignment and views: it is part of the embedding contract.
+    """
+
+    preprocessing: str
 
     def landmarks(self, image: np.ndarray, detection: Detection) -> np.ndarray: ...
 
-    def chip(self, image: np.ndarray, detection: Detection, landmarks: np.ndarray) -> np.ndarray:
-        ...
+    def views(
+        self, image: np.ndarray, detection: Detection, landmarks: np.ndarray
+    ) -> np.ndarray: ...
 
 
 class FaceEmbedder(Protocol):
