@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from airside.biometrics.calibration import load_calibration, save_calibration
-from airside.evaluation.metrics import fit_calibration
 from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings as _Settings
+from airside.evaluation.metrics import fit_calibration
 from airside.vision.factory import default_contract
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from tests.conftest import shared_data
 
+from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
+from airside.config import Settings as _Settings
 from airside.evaluation.datasets import read_identities, read_pairs
 from airside.evaluation.identification import evaluate_identification
 from airside.evaluation.verification import evaluate_pairs
-from airside.biometrics.contract import EmbeddingContract
-from airside.config import Settings as _Settings
 from airside.vision.factory import default_contract
 
 

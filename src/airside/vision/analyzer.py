@@ -28,7 +28,8 @@ class FaceObservation:
 
     @property
     def chip(self) -> np.ndarray:
-        return self.views[0]
+        chip: np.ndarray = self.views[0]
+        return chip
 
 
 class FaceAnalyzer:
