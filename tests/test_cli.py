@@ -3,8 +3,9 @@
 Everything is real: faces from registry packages (scikit-image's astronaut, matplotlib's Grace
 Hopper, scikit-image's chelsea the cat: no human face), the real dlib/ONNX analyzer, a real
 SQLite store under ``tmp_path``. A few tests run ``python -m airside.cli`` in a subprocess,
-end to end; the rest use Typer's CliRunner in-process, where the one real analyzer is loaded once and shared
-(model loading is the only thing shared; every data directory is the test's own).
+end to end; the rest use Typer's CliRunner in-process, where the one real analyzer is loaded
+once and shared (model loading is the only thing shared; every data directory is the
+test's own).
 """
 
 from __future__ import annotations
