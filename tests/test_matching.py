@@ -133,3 +133,16 @@ def test_templates_of_different_contracts_are_never_compared() -> None:
     assert similarity(ta, Template.from_embedding(np.ones(4), a)) == pytest.approx(1.0)
     with pytest.raises(ContractMismatchError):
         similarity(ta, tb)
+
+
+def test_an_enrolment_by_another_process_is_seen_by_the_next_search(
+    app: Airside, enrolled: str, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    assert not matching.identify(app, AGENT, enrolled, png_bytes(hopper)).match
+    other = Airside(app.settings, analyzer_factory=lambda _s: app.analyzer)
+    try:
+        enrolment.enrol(other, AGENT, enrolled, "PNR-2", [png_bytes(hopper)], BasisInput("consent"))
+    finally:
+        other.close()
+    res = matching.identify(app, AGENT, enrolled, jpeg_bytes(hopper, quality=60))
+    assert res.match and res.candidates[0].subject == "PNR-2"

@@ -37,6 +37,9 @@ class GalleryIndex:
             raise ValueError(f"unknown index dtype {dtype!r}")
         self._index = faiss.IndexIDMap(base)
         self._lock = threading.RLock()
+        # What the owner last synchronised from the store (see services.app.Airside.index).
+        self.revision = -1
+        self.max_id = 0
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -48,6 +51,8 @@ class GalleryIndex:
             raise ValueError("one id per vector")
         with self._lock:
             self._index.add_with_ids(x, ids)
+            if ids.size:
+                self.max_id = max(self.max_id, int(ids.max()))
 
     def remove(self, template_ids: np.ndarray | list[int]) -> int:
         ids = np.ascontiguousarray(template_ids, dtype=np.int64).reshape(-1)

@@ -9,18 +9,18 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from airside.biometrics.calibration import CalibrationTable, load_calibration
 from airside.biometrics.contract import EmbeddingContract
 from airside.biometrics.index import GalleryIndex
 from airside.config import Settings
-from airside.errors import AirsideError
+from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.store.db import Database
-from airside.store.models import Template
+from airside.store.models import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
 
 if TYPE_CHECKING:
@@ -72,24 +72,49 @@ class Airside:
             yield s
 
     def index(self, session: Session, gallery: GalleryView) -> GalleryIndex:
-        """The gallery's in-memory matrix, loaded from the store on first use."""
+        """The gallery's in-memory matrix, in step with the store.
+
+        Loaded on first use; afterwards a one-row read of the gallery's revision tells
+        whether another transaction (in this process or another) changed its templates.
+        Then only newer templates are fetched, unless some were removed (full reload).
+        """
+        revision = session.scalar(select(Gallery.revision).where(Gallery.id == gallery.id))
+        if revision is None:
+            raise NotFoundError(f"gallery {gallery.name!r} no longer exists")
         with self._lock:
             ix = self._indexes.get(gallery.id)
-            if ix is not None:
+            if ix is not None and ix.revision == revision:
                 return ix
             contract = EmbeddingContract.from_json(gallery.contract_json)
-            ix = GalleryIndex(contract.dim, self.settings.index_dtype)
-            rows = session.execute(
-                select(Template.id, Template.vector).where(Template.gallery_id == gallery.id)
-            ).all()
-            if rows:
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
-                    len(rows), contract.dim
+            if ix is not None:
+                self._load(session, gallery.id, ix, contract.dim, newer_than=ix.max_id)
+                total = session.scalar(
+                    select(func.count())
+                    .select_from(Template)
+                    .where(Template.gallery_id == gallery.id)
                 )
-                ix.add(ids, vecs)
+                if total == len(ix):
+                    ix.revision = revision
+                    return ix
+            ix = GalleryIndex(contract.dim, self.settings.index_dtype)
+            self._load(session, gallery.id, ix, contract.dim, newer_than=0)
+            ix.revision = revision
             self._indexes[gallery.id] = ix
             return ix
+
+    @staticmethod
+    def _load(
+        session: Session, gallery_id: int, ix: GalleryIndex, dim: int, newer_than: int
+    ) -> None:
+        rows = session.execute(
+            select(Template.id, Template.vector).where(
+                Template.gallery_id == gallery_id, Template.id > newer_than
+            )
+        ).all()
+        if rows:
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+            ix.add(ids, vecs)
 
     def forget_index(self, gallery_id: int) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from airside.biometrics.contract import EmbeddingContract, Template, require_same
@@ -23,7 +23,7 @@ from airside.services.captures import (
     embed_captures,
 )
 from airside.services.galleries import GalleryView, get_gallery
-from airside.store.models import Subject
+from airside.store.models import Gallery, Subject
 from airside.store.models import Template as TemplateRow
 
 
@@ -141,6 +141,10 @@ def _write(
         session.add(row)
         session.flush()
         added.append((row.id, tpl.vector))
+    if added:
+        session.execute(
+            update(Gallery).where(Gallery.id == gallery.id).values(revision=Gallery.revision + 1)
+        )
     total = int(
         session.scalar(
             select(func.count())
@@ -176,14 +180,10 @@ def _write(
 
 
 def _index_added(app: Airside, gallery: GalleryView, added: list[tuple[int, np.ndarray]]) -> None:
-    if not added:
-        return
-    with app.session() as s:
-        ix = app.index(s, gallery)
-    # The index was loaded before or after our commit; only add what it does not hold yet.
-    ids = np.array([t for t, _ in added], dtype=np.int64)
-    ix.remove(ids)
-    ix.add(ids, np.stack([v for _, v in added]))
+    """Bring the in-memory index up to date with what was just committed."""
+    if added:
+        with app.session() as s:
+            app.index(s, gallery)
 
 
 def enrol(

@@ -76,6 +76,9 @@ class Gallery(Base):
     contract_json: Mapped[str] = mapped_column(Text, nullable=False)
     quality_bar: Mapped[float] = mapped_column(Float, nullable=False)
     fmr_target: Mapped[float] = mapped_column(Float, nullable=False)
+    # Bumped in the same transaction as any change to the gallery's templates, so every
+    # process can tell cheaply whether its in-memory index is behind the store.
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     templates: Mapped[list[Template]] = relationship(
