@@ -6,6 +6,7 @@ place and a test can build an isolated instance by passing a data directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "airside"
+
+
+def default_model_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "airside" / "models"
 
 
 class DetectorSettings(BaseSettings):
@@ -42,6 +48,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIRSIDE_", extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    # Models converted from installed packages (e.g. dlib's ResNet to ONNX), keyed by the
+    # source file's digest: shared by every data directory, never biometric data.
+    model_cache: Path = Field(default_factory=default_model_cache)
     database_url: str | None = None
     index_dtype: Literal["float32", "float16"] = "float32"
     max_image_pixels: int = Field(40_000_000, ge=10_000)

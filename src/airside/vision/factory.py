@@ -60,7 +60,7 @@ def build_embedder(settings: Settings) -> FaceEmbedder:
         return DlibResNetEmbedder()
     from airside.vision.dlib_onnx import load_or_convert
 
-    folder = settings.cache_dir / "models"
+    folder = settings.model_cache
     existed = folder.exists() and any(folder.glob("dlib_face_resnet_*.onnx"))
     path = load_or_convert(models_dir() / RESNET_FILE, folder)
     if not existed:
