@@ -29,8 +29,11 @@ test: $(TSTAMP)
 test-fast: $(TSTAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
+# The baseline (face_recognition) goes in without its dependencies: its `dlib` requirement
+# would compile dlib from source, and dlib-bin already provides the module.
 bench: $(TSTAMP)
-	$(BIN)/python -m airside.bench
+	$(BIN)/pip install --quiet --no-deps face_recognition
+	$(BIN)/python -m airside.bench --json reports/bench.json
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check src tests

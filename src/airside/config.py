@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # faster); "dlib": dlib's own forward pass, the reference.
     embedder: Literal["onnx", "dlib"] = "onnx"
     embed_threads: int = Field(0, ge=0)
+    # Images processed concurrently in batch work (0: one per core).
+    capture_threads: int = Field(0, ge=0)
+    # "tta": 10 aligned views (5 paddings, each mirrored) averaged, the accurate default;
+    # "single": one chip, ~3x cheaper. A different contract: it needs its own calibration.
+    embed_views: Literal["tta", "single"] = "tta"
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
 
     @field_validator("data_dir", mode="before")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,15 +87,48 @@ def capture_many(
     policy: FacePolicy = "single",
     quality_bar: float | None = None,
     progress: Callable[[int], None] | None = None,
+    threads: int = 1,
 ) -> list[Capture | Refusal]:
-    out: list[Capture | Refusal] = []
-    for src in sources:
-        out.append(
-            capture(analyzer, src, max_pixels=max_pixels, policy=policy, quality_bar=quality_bar)
-        )
+    """Captures in input order. With ``threads`` > 1 images are processed concurrently:
+    dlib's detector and ONNX Runtime release the GIL, so threads use the other cores
+    within one process (no second copy of the models)."""
+
+    def one(src: ImageSource) -> Capture | Refusal:
+        res = capture(analyzer, src, max_pixels=max_pixels, policy=policy, quality_bar=quality_bar)
         if progress:
             progress(1)
-    return out
+        return res
+
+    if threads <= 1 or len(sources) <= 1:
+        return [one(src) for src in sources]
+    with ThreadPoolExecutor(threads, thread_name_prefix="capture") as pool:
+        return list(pool.map(one, sources))
+
+
+def capture_and_embed_many(
+    analyzer: FaceAnalyzer,
+    sources: Sequence[ImageSource],
+    *,
+    max_pixels: int,
+    policy: FacePolicy = "single",
+    quality_bar: float | None = None,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[Capture | Refusal, np.ndarray | None]]:
+    """Like :func:`capture_many`, embedding each accepted face in the same worker, so that
+    detection of one image overlaps the embedding of another."""
+
+    def one(src: ImageSource) -> tuple[Capture | Refusal, np.ndarray | None]:
+        res = capture(analyzer, src, max_pixels=max_pixels, policy=policy, quality_bar=quality_bar)
+        vec = analyzer.embed([res.face])[0] if isinstance(res, Capture) else None
+        if progress:
+            progress(1)
+        return res, vec
+
+    if threads <= 1 or len(sources) <= 1:
+        return [one(src) for src in sources]
+    with ThreadPoolExecutor(threads, thread_name_prefix="capture") as pool:
+        return list(pool.map(one, sources))
 
 
 def embed_captures(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -253,6 +254,7 @@ def enrol_batch(
     refused: list[tuple[int, str, Refusal]] = []
     good: list[tuple[int, EnrolRow, Capture]] = []
     seen: dict[str, str] = {}
+    valid: list[tuple[int, str, EnrolRow]] = []
     for n, row in enumerate(rows, start=1):
         try:
             ref = _validate_reference(row.subject)
@@ -263,13 +265,16 @@ def enrol_batch(
             if progress:
                 progress(1)
             continue
-        res = capture_many(
-            app.analyzer,
-            [row.image],
-            max_pixels=app.settings.max_image_pixels,
-            quality_bar=gallery.quality_bar,
-            progress=progress,
-        )[0]
+        valid.append((n, ref, row))
+    results = capture_many(
+        app.analyzer,
+        [row.image for _, _, row in valid],
+        max_pixels=app.settings.max_image_pixels,
+        quality_bar=gallery.quality_bar,
+        progress=progress,
+        threads=app.settings.capture_threads or os.cpu_count() or 1,
+    )
+    for (n, ref, row), res in zip(valid, results, strict=True):
         if isinstance(res, Refusal):
             refused.append((n, ref, res))
             continue
@@ -281,6 +286,7 @@ def enrol_batch(
             continue
         seen[res.sha256] = ref
         good.append((n, EnrolRow(ref, row.image, row.basis), res))
+    refused.sort(key=lambda t: t[0])
 
     if refused and not skip_refused:
         err = EnrolmentRefused(

@@ -14,6 +14,7 @@ import threading
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import dlib
 import numpy as np
@@ -74,12 +75,20 @@ class DlibHogDetector:
         self.upsample = upsample
         self.score_threshold = score_threshold
         self.max_side = max_side
-        self._detector = dlib.get_frontal_face_detector()
+        # dlib's detector objects keep scratch state: sharing one between threads mixes up
+        # results (measured), so each thread gets its own.
+        self._local = threading.local()
+
+    def _detector(self) -> Any:
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = self._local.detector = dlib.get_frontal_face_detector()
+        return det
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         factor = _resize_factor(image, self.max_side)
         small = _downscale(image, factor)
-        rects, scores, _ = self._detector.run(small, self.upsample, self.score_threshold)
+        rects, scores, _ = self._detector().run(small, self.upsample, self.score_threshold)
         out = [
             Detection(
                 box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
@@ -101,13 +110,21 @@ class DlibCnnDetector:
         self.upsample = upsample
         self.score_threshold = score_threshold
         self.max_side = max_side
-        self._detector = dlib.cnn_face_detection_model_v1(str(models_dir() / CNN_FILE))
+        self._local = threading.local()
+
+    def _detector(self) -> Any:
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = self._local.detector = dlib.cnn_face_detection_model_v1(
+                str(models_dir() / CNN_FILE)
+            )
+        return det
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         factor = _resize_factor(image, self.max_side)
         small = _downscale(image, factor)
         out = []
-        for d in self._detector(small, self.upsample):
+        for d in self._detector()(small, self.upsample):
             if d.confidence < self.score_threshold:
                 continue
             r = d.rect
@@ -164,7 +181,13 @@ class DlibFivePointAligner:
         self.mirror = mirror
         pads = "-".join(f"{p:g}" for p in sorted(self.paddings))
         self.preprocessing = f"dlib5pt-chip150-pad{pads}{'-mirror' if mirror else ''}-mean-v1"
-        self._predictor = dlib.shape_predictor(str(models_dir() / LANDMARKS_FILE))
+        self._local = threading.local()
+
+    def _predictor(self) -> Any:
+        pred = getattr(self._local, "predictor", None)
+        if pred is None:
+            pred = self._local.predictor = dlib.shape_predictor(str(models_dir() / LANDMARKS_FILE))
+        return pred
 
     @staticmethod
     def _rect(d: Detection) -> dlib.rectangle:
@@ -172,7 +195,7 @@ class DlibFivePointAligner:
         return dlib.rectangle(x0, y0, x1, y1)
 
     def landmarks(self, image: np.ndarray, detection: Detection) -> np.ndarray:
-        shape = self._predictor(image, self._rect(detection))
+        shape = self._predictor()(image, self._rect(detection))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
     def views(self, image: np.ndarray, detection: Detection, landmarks: np.ndarray) -> np.ndarray:

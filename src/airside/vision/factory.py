@@ -12,6 +12,7 @@ from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.vision.analyzer import FaceAnalyzer
 from airside.vision.dlib_models import (
+    CHIP_PADDING,
     RESNET_FILE,
     DlibCnnDetector,
     DlibFivePointAligner,
@@ -88,10 +89,16 @@ def build_detector(settings: Settings) -> FaceDetector:
     return hog
 
 
+def build_aligner(settings: Settings) -> DlibFivePointAligner:
+    if settings.embed_views == "single":
+        return DlibFivePointAligner(paddings=(CHIP_PADDING,), mirror=False)
+    return DlibFivePointAligner()
+
+
 def default_contract(settings: Settings) -> EmbeddingContract:
     """The contract templates made with these settings will carry."""
-    return replace(resnet_contract(), preprocessing=DlibFivePointAligner().preprocessing)
+    return replace(resnet_contract(), preprocessing=build_aligner(settings).preprocessing)
 
 
 def default_analyzer(settings: Settings) -> FaceAnalyzer:
-    return FaceAnalyzer(build_detector(settings), DlibFivePointAligner(), build_embedder(settings))
+    return FaceAnalyzer(build_detector(settings), build_aligner(settings), build_embedder(settings))
