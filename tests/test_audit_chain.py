@@ -93,3 +93,26 @@ def test_swapped_records_are_named(db: Database) -> None:
         s.execute(update(AuditRecord).where(AuditRecord.seq == 2).values(**rows[3]))
     found = problems(db)
     assert {seq for seq, _ in found} >= {2, 3}
+
+
+def test_services_sign_checkpoints_automatically(tmp_path: Path, analyzer: object) -> None:
+    from airside.config import Settings
+    from airside.services import galleries
+    from airside.services.app import Airside
+    from airside.services.audit_service import verify_chain
+    from airside.store.models import AuditCheckpoint
+
+    app = Airside(
+        Settings(data_dir=tmp_path / "d", audit_checkpoint_every=3),
+        analyzer_factory=lambda _s: analyzer,  # type: ignore[arg-type,return-value]
+    )
+    try:
+        for _ in range(7):
+            galleries.list_galleries(app, ALICE)
+        with app.session() as s:
+            cps = s.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).all()
+        assert [c.seq for c in cps] == [3, 6]
+        rep = verify_chain(app, ALICE)
+        assert rep.ok and rep.checkpoints == 2
+    finally:
+        app.close()

@@ -201,7 +201,13 @@ def test_every_enrolment_is_audited_in_its_transaction(
         tpl = s.scalar(select(Template))
     assert rec is not None and tpl is not None
     assert rec.actor == "officer-7" and rec.decision == "enrolled"
-    assert tpl.source_sha256 in (rec.input_digest or "")
+    from airside.governance.audit import subject_digest
+
+    with app.session() as s:
+        salt = s.scalar(select(Subject.audit_salt))
+    assert salt is not None
+    assert subject_digest(salt, tpl.source_sha256) in (rec.input_digest or "")
+    assert tpl.source_sha256 not in (rec.input_digest or "")
 
 
 def test_face_found_only_by_the_fallback_detector_is_not_enrolled(

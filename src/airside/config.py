@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # "tta": 10 aligned views (5 paddings, each mirrored) averaged, the accurate default;
     # "single": one chip, ~3x cheaper. A different contract: it needs its own calibration.
     embed_views: Literal["tta", "single"] = "tta"
+    # A signed (Ed25519) checkpoint of the audit chain every this many records.
+    audit_checkpoint_every: int = Field(100, ge=1)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
 
     @field_validator("data_dir", mode="before")

@@ -31,6 +31,10 @@ eval_app = typer.Typer(help="Measure accuracy on labelled data.", no_args_is_hel
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
+subject_app = typer.Typer(help="Act on one subject's data (erasure).", no_args_is_help=True)
+consent_app = typer.Typer(help="Consent and other legal bases.", no_args_is_help=True)
+app.add_typer(subject_app, name="subject")
+app.add_typer(consent_app, name="consent")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -367,9 +371,9 @@ def identify(
 @audit_app.command("verify")
 def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Check the audit chain; names every altered, deleted, inserted or reordered record."""
-    from airside.services.subjects import audit_verify as do_verify
+    from airside.services.audit_service import verify_chain
 
-    rep = do_verify(_state(ctx).airside, local_principal())
+    rep = verify_chain(_state(ctx).airside, local_principal())
     if as_json:
         emit_json(rep.as_dict())
     elif rep.ok:
@@ -380,6 +384,55 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             say(err, f"  record {p['seq']}: {esc(p['problem'])} — {esc(p['detail'])}")
     if not rep.ok:
         raise typer.Exit(3)
+
+
+@subject_app.command("erase")
+def subject_erase(
+    ctx: typer.Context,
+    subject: Annotated[str, typer.Argument(help="The subject's reference.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the receipt).")] = "erasure request",
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase a subject's templates, legal bases and index entries; prints a receipt."""
+    from airside.services.erasure import erase_subject
+
+    try:
+        receipt = erase_subject(_state(ctx).airside, local_principal(), subject, reason)
+    except AirsideError as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(receipt.as_dict())
+    else:
+        say(
+            out,
+            f"erased {esc(subject)}: {receipt.templates} templates in "
+            f"{len(receipt.galleries)} galleries, {receipt.legal_bases} legal bases; "
+            f"receipt {receipt.receipt} (audit record {receipt.audit_seq})",
+        )
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(
+    ctx: typer.Context,
+    subject: Annotated[str, typer.Argument(help="The subject's reference.")],
+    purpose: Annotated[str, typer.Option(help="The purpose the consent was given for.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Withdraw consent for a purpose: erases the subject from that purpose's galleries."""
+    from airside.services.erasure import withdraw_basis
+
+    try:
+        receipt = withdraw_basis(_state(ctx).airside, local_principal(), subject, purpose)
+    except AirsideError as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(receipt.as_dict())
+    else:
+        say(
+            out,
+            f"withdrawn: {esc(subject)} for {esc(purpose)}; erased {receipt.templates} "
+            f"templates from {', '.join(receipt.galleries) or 'no gallery'}",
+        )
 
 
 @app.command("demo")
@@ -394,3 +447,7 @@ def demo(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 from airside.cli import eval_cmds  # noqa: E402  (registers the eval sub-commands)
 
 eval_cmds.register(eval_app)
+
+from airside.cli import audit_cmds  # noqa: E402  (registers audit export/checkpoint)
+
+audit_cmds.register(audit_app, _state)

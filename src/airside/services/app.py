@@ -19,6 +19,7 @@ from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
+from airside.governance.signing import Signer, default_key_path
 from airside.store.db import Database
 from airside.store.models import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
@@ -45,6 +46,7 @@ class Airside:
         self._indexes: dict[int, GalleryIndex] = {}
         self._calibrations: dict[str, CalibrationTable] = {}
         self._lock = threading.RLock()
+        self._signer: Signer | None = None
 
     @property
     def analyzer(self) -> FaceAnalyzer:
@@ -68,8 +70,19 @@ class Airside:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A unit of work. Before it commits, the audit chain gets a signed checkpoint when
+        the head has moved ``audit_checkpoint_every`` records past the last one."""
         with self.db.session() as s:
             yield s
+            if s.info.pop(audit.APPENDED, False):
+                audit.maybe_checkpoint(s, self.signer, self.settings.audit_checkpoint_every)
+
+    @property
+    def signer(self) -> Signer:
+        with self._lock:
+            if self._signer is None:
+                self._signer = Signer.load_or_create(default_key_path(self.settings.data_dir))
+            return self._signer
 
     def index(self, session: Session, gallery: GalleryView) -> GalleryIndex:
         """The gallery's in-memory matrix, in step with the store.

@@ -161,7 +161,7 @@ def _write(
         decision="enrolled" if added else "already_enrolled",
         purpose=gallery.purpose,
         gallery=gallery.name,
-        input_digest=[c.sha256 for c in captures],
+        input_digest=[audit.subject_digest(subj.audit_salt, c.sha256) for c in captures],
         result={
             "subject": subj.reference,
             "added": [tid for tid, _ in added],

@@ -22,6 +22,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Erasure must not leave deleted templates readable in free pages of the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -56,6 +58,13 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._factory() as s, s.begin():
             yield s
+
+    def compact_wal(self) -> None:
+        """Fold the write-ahead log into the database and truncate it, so that old page
+        versions (which may hold erased data) do not linger in the -wal file."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def dispose(self) -> None:
         self.engine.dispose()

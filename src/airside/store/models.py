@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -33,6 +34,11 @@ class Subject(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     reference: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    # Key for the subject's image digests in the audit log (HMAC). Erasing the subject
+    # erases the key, so the append-only log can no longer be linked to their photos.
+    audit_salt: Mapped[str] = mapped_column(
+        String(64), nullable=False, default=lambda: secrets.token_hex(16)
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     legal_bases: Mapped[list[LegalBasis]] = relationship(
@@ -144,3 +150,19 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditCheckpoint(Base):
+    """An Ed25519 signature over the chain head at ``seq``: the signed bytes are
+    ``f"{seq}:{head_hash}"`` in ASCII (see ``airside.governance.audit.checkpoint_message``).
+    Rewriting the chain, even with every hash recomputed, no longer matches a checkpoint."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    ts: Mapped[str] = mapped_column(String(40), nullable=False)
+    key_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(128), nullable=False)
+    public_key: Mapped[str] = mapped_column(Text, nullable=False)

@@ -1,0 +1,179 @@
+"""The audit log for people outside the system: signed checkpoints, verification, export.
+
+An export is JSON lines for a regulator: every record from ``since_seq`` on, then the
+checkpoints that cover them. Each export first logs itself (action ``audit.export``) and
+signs a fresh checkpoint over the head, so the file ends in a signature covering its last
+record and can be verified offline from the file alone (see docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+
+from airside.errors import AirsideError
+from airside.governance import audit
+from airside.governance.principals import Principal
+from airside.governance.signing import Signer, default_key_path
+from airside.services.app import Airside
+from airside.store.models import AuditCheckpoint, AuditRecord
+
+log = logging.getLogger(__name__)
+
+RECORD_FIELDS = (*audit._FIELDS, "hash")
+CHECKPOINT_FIELDS = ("id", "seq", "head_hash", "ts", "key_fingerprint", "signature", "public_key")
+
+
+def signer(app: Airside) -> Signer:
+    """The installation's signing key (``<data_dir>/keys/audit_ed25519.pem``, made on first use)."""
+    return app.signer
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    records: int
+    checkpoints: int
+    path: Path
+    # False when the chain did not verify, so no fresh checkpoint could be signed over the
+    # head: the file's tail is then covered by hashes only (offline verification says so).
+    head_signed: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "checkpoints": self.checkpoints, "path": str(self.path)}
+
+
+def export(app: Airside, principal: Principal, out: Path, since_seq: int = 1) -> ExportSummary:
+    """Write records ``since_seq``.. and their checkpoints to ``out`` as JSON lines.
+
+    The export is logged first and the head then signed, in one transaction; the file is
+    written to a temporary name and renamed into place only once that transaction has
+    committed, so there is never an export the log does not know about, nor half a file.
+    A chain that no longer verifies is still exported (a regulator may need exactly that),
+    without a fresh checkpoint.
+    """
+    try:
+        if since_seq < 1:
+            raise AirsideError("--since must be 1 or more", code="bad_request")
+        if out.is_dir():
+            raise AirsideError(f"{out} is a directory", code="bad_request")
+        if not out.parent.is_dir():
+            raise AirsideError(f"directory {out.parent} does not exist", code="bad_request")
+        key = signer(app)
+        tmp: Path | None = None
+        try:
+            with app.session() as s:
+                audit.append(
+                    s,
+                    principal,
+                    "audit.export",
+                    decision="exported",
+                    result={"since_seq": since_seq, "path": str(out.resolve())},
+                )
+                head_signed = True
+                try:
+                    audit.checkpoint(s, key)
+                except AirsideError as e:
+                    if e.code != "audit_chain_broken":
+                        raise
+                    log.warning("exporting an audit chain that does not verify: %s", e)
+                    head_signed = False
+                records = s.scalars(
+                    select(AuditRecord)
+                    .where(AuditRecord.seq >= since_seq)
+                    .order_by(AuditRecord.seq)
+                    .execution_options(yield_per=5000)
+                )
+                checkpoints = s.scalars(
+                    select(AuditCheckpoint)
+                    .where(AuditCheckpoint.seq >= since_seq)
+                    .order_by(AuditCheckpoint.seq, AuditCheckpoint.id)
+                )
+                tmp, n_rec, n_cp = _write_temp(out, records, checkpoints)
+            os.replace(tmp, out)
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+    except AirsideError as e:
+        app.audit_refusal(principal, "audit.export", e, extra={"path": str(out)})
+        raise
+    return ExportSummary(n_rec, n_cp, out, head_signed)
+
+
+def export_jsonl(app: Airside, principal: Principal, out: Path, since_seq: int = 1) -> int:
+    """``export``, returning the number of records written."""
+    return export(app, principal, out, since_seq).records
+
+
+def make_checkpoint(app: Airside, principal: Principal) -> dict[str, Any]:
+    """Log the request, then sign the head (which covers that record)."""
+    key = signer(app)
+    try:
+        with app.session() as s:
+            audit.append(
+                s,
+                principal,
+                "audit.checkpoint",
+                decision="signed",
+                result={"key_fingerprint": key.fingerprint},
+            )
+            cp = audit.checkpoint(s, key)
+            return {"seq": cp.seq, "head_hash": cp.head_hash, "key_fingerprint": cp.key_fingerprint}
+    except AirsideError as e:
+        app.audit_refusal(principal, "audit.checkpoint", e)
+        raise
+
+
+def verify_chain(
+    app: Airside, principal: Principal, trusted: Iterable[str] | None = None
+) -> audit.ChainReport:
+    """Verify records and checkpoints. Without ``trusted`` fingerprints, the installation's
+    own key is trusted when it exists (a rotated key's fingerprints must then be passed)."""
+    if trusted is None:
+        key_path = default_key_path(app.settings.data_dir)
+        if key_path.exists():
+            trusted = [Signer.load_or_create(key_path).fingerprint]
+    with app.session() as s:
+        return audit.verify(s, public_keys=trusted)
+
+
+def record_json(rec: AuditRecord) -> dict[str, Any]:
+    return {"type": "record", **{k: getattr(rec, k) for k in RECORD_FIELDS}}
+
+
+def checkpoint_json(cp: AuditCheckpoint) -> dict[str, Any]:
+    return {"type": "checkpoint", **{k: getattr(cp, k) for k in CHECKPOINT_FIELDS}}
+
+
+def _write_temp(
+    out: Path, records: Iterable[AuditRecord], checkpoints: Iterable[AuditCheckpoint]
+) -> tuple[Path, int, int]:
+    """The export in a synced temporary file next to ``out`` (mode 0600: personal data)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            n_rec = _lines(f, (record_json(r) for r in records))
+            n_cp = _lines(f, (checkpoint_json(c) for c in checkpoints))
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, n_rec, n_cp
+
+
+def _lines(f: IO[str], objs: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    for obj in objs:
+        f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+        n += 1
+    return n

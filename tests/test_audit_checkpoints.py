@@ -1,0 +1,285 @@
+"""Signed checkpoints make a rewritten audit chain detectable; exports verify offline."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from airside.cli.audit_cmds import register
+from airside.config import Settings
+from airside.errors import AirsideError
+from airside.governance import audit
+from airside.governance.principals import Principal
+from airside.governance.signing import Signer, default_key_path, verify_signature
+from airside.services import audit_service
+from airside.services.app import Airside
+from airside.store.db import Database
+from airside.store.models import AuditCheckpoint, AuditHead, AuditRecord
+
+ALICE = Principal("alice", "operator")
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "audit.md"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    d = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    add_records(d, 5)
+    yield d
+    d.dispose()
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> Signer:
+    return Signer.load_or_create(tmp_path / "keys" / "audit_ed25519.pem")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Airside]:
+    a = Airside(Settings(data_dir=tmp_path / "data"))
+    yield a
+    a.close()
+
+
+def add_records(db: Database, n: int) -> None:
+    for i in range(n):
+        with db.session() as s:
+            audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})
+
+
+def problems(db: Database, public_keys: list[str] | None = None) -> list[tuple[int, str]]:
+    with db.session() as s:
+        rep = audit.verify(s, public_keys=public_keys)
+    return [(p["seq"], p["problem"]) for p in rep.problems]
+
+
+def rewrite_chain(s: Session, seq: int, **changes: Any) -> None:
+    """What a forger without the key does: change a record, then recompute every hash
+    after it and the head, so that the hash chain alone is consistent again."""
+    prev = audit.GENESIS
+    for rec in s.scalars(select(AuditRecord).order_by(AuditRecord.seq)):
+        if rec.seq == seq:
+            for k, v in changes.items():
+                setattr(rec, k, v)
+        rec.prev_hash = prev
+        rec.hash = audit.record_hash({k: getattr(rec, k) for k in audit._FIELDS})
+        prev = rec.hash
+    head = s.get(AuditHead, 1)
+    assert head is not None
+    head.hash = prev
+
+
+def test_checkpoint_signature_verifies(db: Database, signer: Signer) -> None:
+    with db.session() as s:
+        cp = audit.checkpoint(s, signer)
+        head = s.get(AuditHead, 1)
+        assert head is not None
+        assert (cp.seq, cp.head_hash) == (5, head.hash)
+    assert cp.key_fingerprint == signer.fingerprint
+    assert verify_signature(cp.public_key, cp.signature, f"5:{cp.head_hash}".encode("ascii"))
+    with db.session() as s:
+        rep = audit.verify(s, public_keys=[signer.fingerprint])
+    assert rep.ok and rep.checkpoints == 1 and rep.signed_seq == 5
+
+
+def test_rewritten_chain_is_caught_by_the_checkpoint(db: Database, signer: Signer) -> None:
+    with db.session() as s:
+        audit.checkpoint(s, signer)
+    add_records(db, 2)
+    with db.session() as s:
+        rewrite_chain(s, 3, decision="match")
+    # The hash chain itself is consistent again: only the signed head gives it away.
+    assert problems(db) == [(5, "checkpoint_mismatch")]
+
+
+def test_forged_signature_is_detected(db: Database, signer: Signer) -> None:
+    with db.session() as s:
+        cp = audit.checkpoint(s, signer)
+        forged = ("0" if cp.signature[0] != "0" else "1") + cp.signature[1:]
+        s.execute(update(AuditCheckpoint).values(signature=forged))
+    assert problems(db) == [(5, "bad_signature")]
+
+
+def test_untrusted_key_is_reported_when_fingerprints_are_given(
+    db: Database, signer: Signer
+) -> None:
+    with db.session() as s:
+        audit.checkpoint(s, signer)
+    add_records(db, 1)
+    with db.session() as s:
+        audit.checkpoint(s, Signer.generate())  # e.g. a forger re-signing a rewritten log
+    assert problems(db) == []
+    assert problems(db, public_keys=[signer.fingerprint]) == [(6, "untrusted_key")]
+
+
+def test_checkpoint_refuses_to_sign_a_broken_chain(db: Database, signer: Signer) -> None:
+    with db.session() as s:
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 2).values(decision="match"))
+    with pytest.raises(AirsideError) as e, db.session() as s:
+        audit.checkpoint(s, signer)
+    assert e.value.code == "audit_chain_broken"
+
+
+def test_maybe_checkpoint_signs_every_n_records(db: Database, signer: Signer) -> None:
+    seqs = []
+    for i in range(12):
+        with db.session() as s:
+            audit.append(s, ALICE, "identify", decision="no_match", result={"j": i})
+            cp = audit.maybe_checkpoint(s, signer, every=5)
+            seqs.append(cp.seq if cp else None)
+    # records 6..17: the first call is 5 past the start, then every 5th record
+    assert [x for x in seqs if x is not None] == [6, 11, 16]
+    assert problems(db, public_keys=[signer.fingerprint]) == []
+
+
+def test_export_writes_every_record_and_checkpoint_and_is_audited(
+    app: Airside, tmp_path: Path
+) -> None:
+    for i in range(3):
+        with app.session() as s:
+            audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})
+    audit_service.make_checkpoint(app, ALICE)
+    out = tmp_path / "audit.jsonl"
+
+    n = audit_service.export_jsonl(app, ALICE, out)
+
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    records = [x for x in lines if x["type"] == "record"]
+    checkpoints = [x for x in lines if x["type"] == "checkpoint"]
+    assert lines == records + checkpoints  # records first, then checkpoints
+    assert n == len(records) == 5
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    assert set(records[0]) >= {*audit._FIELDS, "hash"}
+    assert records[-1]["action"] == "audit.export"
+    assert json.loads(records[-1]["result"])["since_seq"] == 1
+    assert [c["seq"] for c in checkpoints] == [4, 5]  # the export signs its own record
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert audit_service.verify_chain(app, ALICE).ok
+
+
+def test_export_since_leaves_out_earlier_records(app: Airside, tmp_path: Path) -> None:
+    for i in range(4):
+        with app.session() as s:
+            audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})
+    out = tmp_path / "tail.jsonl"
+    assert audit_service.export_jsonl(app, ALICE, out, since_seq=3) == 3  # 3, 4 and the export
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 4  # + the export's checkpoint
+
+
+def offline_verifier() -> Callable[..., list[str]]:
+    """``verify_export`` exactly as docs/audit.md prints it."""
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S)
+    (code,) = [b for b in blocks if "def verify_export" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(DOCS), "exec"), namespace)
+    fn: Callable[..., list[str]] = namespace["verify_export"]
+    return fn
+
+
+def tamper_rehash(lines: list[dict[str, Any]]) -> None:
+    """Change record 2 and recompute every hash after it, as a forger without the key would."""
+    prev = audit.GENESIS
+    for obj in lines:
+        if obj["type"] != "record":
+            continue
+        if obj["seq"] == 2:
+            obj["decision"] = "match"
+        obj["prev_hash"] = prev
+        obj["hash"] = audit.record_hash(obj)
+        prev = obj["hash"]
+
+
+def tamper_edit(lines: list[dict[str, Any]]) -> None:
+    lines[1]["decision"] = "match"
+
+
+def tamper_delete(lines: list[dict[str, Any]]) -> None:
+    del lines[1]
+
+
+@pytest.mark.parametrize("tamper", [None, tamper_edit, tamper_delete, tamper_rehash])
+def test_offline_verification_from_the_docs(
+    app: Airside, tmp_path: Path, tamper: Callable[[list[dict[str, Any]]], None] | None
+) -> None:
+    for i in range(4):
+        with app.session() as s:
+            audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})
+    audit_service.make_checkpoint(app, ALICE)
+    out = tmp_path / "audit.jsonl"
+    audit_service.export_jsonl(app, ALICE, out)
+    trusted = {audit_service.signer(app).fingerprint}
+    if tamper is not None:
+        lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+        tamper(lines)
+        out.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+
+    found = offline_verifier()(str(out), trusted)
+
+    assert (found == []) == (tamper is None), found
+
+
+def test_offline_verification_rejects_a_key_it_does_not_trust(app: Airside, tmp_path: Path) -> None:
+    out = tmp_path / "audit.jsonl"
+    audit_service.export_jsonl(app, ALICE, out)
+    verify_export = offline_verifier()
+    assert verify_export(str(out), {audit_service.signer(app).fingerprint}) == []
+    assert any("untrusted" in p for p in verify_export(str(out), {"0" * 16}))
+
+
+def test_key_file_is_created_0600_and_reused(tmp_path: Path) -> None:
+    path = default_key_path(tmp_path / "data")
+    first = Signer.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+    assert Signer.load_or_create(path).fingerprint == first.fingerprint
+    assert len(first.fingerprint) == 16
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_cli_checkpoint_and_export_print_their_json_shapes(app: Airside, tmp_path: Path) -> None:
+    root = typer.Typer()
+    audit_app = typer.Typer()
+    root.add_typer(audit_app, name="audit")
+
+    class State:
+        airside = app
+
+    @root.callback()
+    def main(ctx: typer.Context) -> None:
+        ctx.obj = State()
+
+    register(audit_app, lambda ctx: ctx.obj)
+    runner = CliRunner()
+    with app.session() as s:
+        audit.append(s, ALICE, "identify", decision="no_match")
+
+    cp = runner.invoke(root, ["audit", "checkpoint", "--json"])
+    assert cp.exit_code == 0, cp.output
+    cp_json = json.loads(cp.stdout)
+    assert set(cp_json) == {"seq", "head_hash", "key_fingerprint"} and cp_json["seq"] == 2
+
+    out = tmp_path / "x.jsonl"
+    ex = runner.invoke(root, ["audit", "export", str(out), "--since", "2", "--json"])
+    assert ex.exit_code == 0, ex.output
+    assert json.loads(ex.stdout) == {"records": 2, "checkpoints": 2, "path": str(out)}
+
+    bad = runner.invoke(root, ["audit", "export", str(tmp_path / "no" / "x.jsonl"), "--json"])
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["error"] == "bad_request"
+
+
+def test_an_unusable_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "audit_ed25519.pem"
+    path.parent.mkdir()
+    path.write_text("not a key")
+    with pytest.raises(AirsideError) as e:
+        Signer.load_or_create(path)
+    assert e.value.code == "bad_key"
