@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +20,9 @@ from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import local_principal
 from airside.services.app import Airside
+
+if TYPE_CHECKING:
+    from airside.services.erasure import ErasureReceipt
 
 app = typer.Typer(
     help="Airside: consent-first face enrolment, verification and identification.",
@@ -386,6 +390,23 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         raise typer.Exit(3)
 
 
+def _erasure(action: Callable[[], ErasureReceipt], as_json: bool, headline: str) -> None:
+    """Run an erasing service call and print its receipt."""
+    try:
+        receipt = action()
+    except AirsideError as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(receipt.as_dict())
+        return
+    say(
+        out,
+        f"{headline}: erased {receipt.templates} templates from "
+        f"{esc(', '.join(receipt.galleries) or 'no gallery')}, {receipt.legal_bases} legal "
+        f"bases; receipt {receipt.receipt} (audit record {receipt.audit_seq})",
+    )
+
+
 @subject_app.command("erase")
 def subject_erase(
     ctx: typer.Context,
@@ -396,19 +417,12 @@ def subject_erase(
     """Erase a subject's templates, legal bases and index entries; prints a receipt."""
     from airside.services.erasure import erase_subject
 
-    try:
-        receipt = erase_subject(_state(ctx).airside, local_principal(), subject, reason)
-    except AirsideError as e:
-        fail(e, as_json)
-    if as_json:
-        emit_json(receipt.as_dict())
-    else:
-        say(
-            out,
-            f"erased {esc(subject)}: {receipt.templates} templates in "
-            f"{len(receipt.galleries)} galleries, {receipt.legal_bases} legal bases; "
-            f"receipt {receipt.receipt} (audit record {receipt.audit_seq})",
-        )
+    app_ = _state(ctx).airside
+    _erasure(
+        lambda: erase_subject(app_, local_principal(), subject, reason),
+        as_json,
+        f"erased subject {esc(subject)}",
+    )
 
 
 @consent_app.command("withdraw")
@@ -421,18 +435,12 @@ def consent_withdraw(
     """Withdraw consent for a purpose: erases the subject from that purpose's galleries."""
     from airside.services.erasure import withdraw_basis
 
-    try:
-        receipt = withdraw_basis(_state(ctx).airside, local_principal(), subject, purpose)
-    except AirsideError as e:
-        fail(e, as_json)
-    if as_json:
-        emit_json(receipt.as_dict())
-    else:
-        say(
-            out,
-            f"withdrawn: {esc(subject)} for {esc(purpose)}; erased {receipt.templates} "
-            f"templates from {', '.join(receipt.galleries) or 'no gallery'}",
-        )
+    app_ = _state(ctx).airside
+    _erasure(
+        lambda: withdraw_basis(app_, local_principal(), subject, purpose),
+        as_json,
+        f"withdrawn {esc(subject)} for {esc(purpose)}",
+    )
 
 
 @app.command("demo")
