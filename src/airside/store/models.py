@@ -85,6 +85,10 @@ class Gallery(Base):
     # Bumped in the same transaction as any change to the gallery's templates, so every
     # process can tell cheaply whether its in-memory index is behind the store.
     revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Retention: templates older than ``retain_seconds`` are purged; after ``retain_until``
+    # every template of the gallery is (e.g. a boarding gallery 12 h after departure).
+    retain_seconds: Mapped[int | None] = mapped_column(Integer)
+    retain_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     templates: Mapped[list[Template]] = relationship(
