@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # "tta": 10 aligned views (5 paddings, each mirrored) averaged, the accurate default;
     # "single": one chip, ~3x cheaper. A different contract: it needs its own calibration.
     embed_views: Literal["tta", "single"] = "tta"
+    # Boarding galleries: templates are purged this long after departure (--departs), and,
+    # when no departure or end date is given, once they are this old.
+    boarding_retention_hours: float = Field(12.0, gt=0)
+    boarding_default_retention_hours: float = Field(36.0, gt=0)
+    # How often long-running processes run the retention purge.
+    purge_interval_s: float = Field(300.0, gt=0)
     # A signed (Ed25519) checkpoint of the audit chain every this many records.
     audit_checkpoint_every: int = Field(100, ge=1)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)

@@ -102,6 +102,17 @@ def main(
     ctx.obj = State(data_dir, settings)
 
 
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '30m', '12h', '30d' -> seconds."""
+    t = text.strip().lower()
+    if len(t) < 2 or t[-1] not in _DURATION or not t[:-1].replace(".", "", 1).isdigit():
+        raise ValueError(f"duration {text!r} must look like 90s, 30m, 12h or 30d")
+    return int(float(t[:-1]) * _DURATION[t[-1]])
+
+
 @gallery_app.command("create")
 def gallery_create(
     ctx: typer.Context,
@@ -111,9 +122,19 @@ def gallery_create(
         float | None, typer.Option(help="Minimum capture quality (0-100) to enrol.")
     ] = None,
     fmr: Annotated[float | None, typer.Option(help="Target false-match rate, e.g. 1e-3.")] = None,
+    retain_for: Annotated[
+        str | None, typer.Option(help="Purge templates older than this (e.g. 12h, 30d).")
+    ] = None,
+    retain_until: Annotated[
+        datetime | None, typer.Option(help="Purge the whole gallery at this time.")
+    ] = None,
+    departs: Annotated[
+        datetime | None,
+        typer.Option(help="Flight departure: purge the gallery 12 h after it (boarding)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a gallery bound to a purpose and the current embedding model."""
+    """Create a gallery bound to a purpose, a retention and the current embedding model."""
     from airside.services.galleries import create_gallery
 
     try:
@@ -124,6 +145,9 @@ def gallery_create(
             purpose,
             quality_bar=quality_bar,
             fmr_target=fmr,
+            retain_seconds=parse_duration(retain_for) if retain_for else None,
+            retain_until=_aware(retain_until),
+            departs=_aware(departs),
         )
     except (AirsideError, ValueError) as e:
         fail(e, as_json)
@@ -131,6 +155,28 @@ def gallery_create(
         emit_json(info.as_dict())
     else:
         say(out, f"created gallery [bold]{esc(info.name)}[/] for purpose '{esc(info.purpose)}'")
+
+
+@app.command("purge")
+def purge_cmd(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(help="Report what is due without deleting.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete every template past its gallery's retention (audited)."""
+    from airside.services.retention import purge
+
+    try:
+        rep = purge(_state(ctx).airside, local_principal(), dry_run=dry_run)
+    except AirsideError as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(rep.as_dict())
+        return
+    verb = "due" if dry_run else "purged"
+    say(out, f"{rep.templates} templates {verb}")
+    for g, n in rep.galleries.items():
+        say(out, f"  {esc(g)}: {n}")
 
 
 @app.command("galleries")

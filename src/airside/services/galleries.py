@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,6 +27,8 @@ class GalleryInfo:
     fmr_target: float
     subjects: int
     templates: int
+    retain_seconds: int | None = None
+    retain_until: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -67,7 +70,14 @@ def create_gallery(
     *,
     quality_bar: float | None = None,
     fmr_target: float | None = None,
+    retain_seconds: int | None = None,
+    retain_until: datetime | None = None,
+    departs: datetime | None = None,
 ) -> GalleryInfo:
+    """Create a purpose-bound gallery. Retention: ``retain_seconds`` caps a template's age,
+    ``retain_until`` ends the whole gallery; ``departs`` (a flight's departure) sets
+    ``retain_until`` to departure plus the boarding retention (12 h by default). Boarding
+    galleries without either keep templates at most ``boarding_default_retention_hours``."""
     if not _NAME.match(name):
         raise ValueError(
             f"gallery name {name!r} must start with a letter or digit and use only "
@@ -81,6 +91,9 @@ def create_gallery(
         raise ValueError("quality bar must be between 0 and 100")
     if not 0 < fmr < 1:
         raise ValueError("target false-match rate must be between 0 and 1")
+    retain_seconds, retain_until = retention_for(
+        app, purpose.strip(), retain_seconds, retain_until, departs
+    )
     contract = app.analyzer.contract
     app.calibration(contract).threshold_for(fmr)  # refuse an FMR the calibration cannot set
     with app.session() as s:
@@ -93,6 +106,8 @@ def create_gallery(
             contract_json=contract.to_json(),
             quality_bar=bar,
             fmr_target=fmr,
+            retain_seconds=retain_seconds,
+            retain_until=retain_until,
         )
         s.add(g)
         s.flush()
@@ -103,9 +118,48 @@ def create_gallery(
             decision="created",
             purpose=g.purpose,
             gallery=name,
-            result={"contract": contract.fingerprint, "quality_bar": bar, "fmr_target": fmr},
+            result={
+                "contract": contract.fingerprint,
+                "quality_bar": bar,
+                "fmr_target": fmr,
+                "retain_seconds": retain_seconds,
+                "retain_until": retain_until.isoformat() if retain_until else None,
+            },
         )
-    return GalleryInfo(name, g.purpose, contract.fingerprint, bar, fmr, 0, 0)
+    return GalleryInfo(
+        name,
+        g.purpose,
+        contract.fingerprint,
+        bar,
+        fmr,
+        0,
+        0,
+        retain_seconds,
+        retain_until.isoformat() if retain_until else None,
+    )
+
+
+def retention_for(
+    app: Airside,
+    purpose: str,
+    retain_seconds: int | None,
+    retain_until: datetime | None,
+    departs: datetime | None,
+) -> tuple[int | None, datetime | None]:
+    if retain_seconds is not None and retain_seconds <= 0:
+        raise ValueError("retention must be a positive duration")
+    if departs is not None:
+        if retain_until is not None:
+            raise ValueError("give --departs or --retain-until, not both")
+        departs = departs if departs.tzinfo else departs.replace(tzinfo=UTC)
+        retain_until = departs + timedelta(hours=app.settings.boarding_retention_hours)
+    if retain_until is not None:
+        retain_until = retain_until if retain_until.tzinfo else retain_until.replace(tzinfo=UTC)
+        if retain_until <= datetime.now(UTC):
+            raise ValueError(f"retention end {retain_until.isoformat()} is already past")
+    if purpose.startswith("boarding") and retain_seconds is None and retain_until is None:
+        retain_seconds = int(app.settings.boarding_default_retention_hours * 3600)
+    return retain_seconds, retain_until
 
 
 def list_galleries(app: Airside, principal: Principal) -> list[GalleryInfo]:
@@ -130,6 +184,8 @@ def list_galleries(app: Airside, principal: Principal) -> list[GalleryInfo]:
                 g.fmr_target,
                 int(counts.get(g.id, 0)),
                 int(tcounts.get(g.id, 0)),
+                g.retain_seconds,
+                g.retain_until.isoformat() if g.retain_until else None,
             )
             for g in s.scalars(select(Gallery).order_by(Gallery.name))
         ]

@@ -1,0 +1,129 @@
+"""Retention: templates are purged when their gallery's retention says so, and every purge
+is recorded in the audit log (what was deleted, from which gallery, under which rule)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+
+from airside.governance import audit
+from airside.governance.principals import Principal
+from airside.services.app import Airside
+from airside.store.models import Gallery, Template
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PurgeReport:
+    at: str
+    dry_run: bool
+    galleries: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def templates(self) -> int:
+        return sum(self.galleries.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "dry_run": self.dry_run,
+            "templates": self.templates,
+            "galleries": self.galleries,
+        }
+
+
+def purge(
+    app: Airside, principal: Principal, *, now: datetime | None = None, dry_run: bool = False
+) -> PurgeReport:
+    """Delete every template past its gallery's retention, in one audited transaction."""
+    now = now or datetime.now(UTC)
+    report = PurgeReport(at=now.isoformat(timespec="seconds"), dry_run=dry_run)
+    touched: list[str] = []
+    with app.session() as s:
+        galleries = s.scalars(
+            select(Gallery).where(
+                or_(Gallery.retain_seconds.is_not(None), Gallery.retain_until.is_not(None))
+            )
+        ).all()
+        for g in galleries:
+            due = select(Template.id).where(Template.gallery_id == g.id)
+            until = g.retain_until
+            if until is not None and (until if until.tzinfo else until.replace(tzinfo=UTC)) <= now:
+                rule = f"gallery retained until {until.isoformat()}"
+            elif g.retain_seconds is not None:
+                cutoff = now - timedelta(seconds=g.retain_seconds)
+                due = due.where(Template.created_at <= cutoff)
+                rule = f"templates older than {g.retain_seconds} s"
+            else:
+                continue
+            ids = list(s.scalars(due))
+            if not ids:
+                continue
+            report.galleries[g.name] = len(ids)
+            if dry_run:
+                continue
+            s.execute(delete(Template).where(Template.id.in_(ids)))
+            s.execute(
+                update(Gallery).where(Gallery.id == g.id).values(revision=Gallery.revision + 1)
+            )
+            audit.append(
+                s,
+                principal,
+                "purge",
+                decision="purged",
+                purpose=g.purpose,
+                gallery=g.name,
+                result={"templates": len(ids), "template_ids": ids, "rule": rule},
+            )
+            touched.append(g.name)
+        if not touched:
+            audit.append(
+                s,
+                principal,
+                "purge",
+                decision="dry_run" if dry_run else "nothing_due",
+                result=report.as_dict(),
+            )
+    if touched:
+        from airside.services.galleries import get_gallery
+
+        with app.session() as s:
+            for name in touched:
+                app.index(s, get_gallery(s, name))
+        app.db.compact_wal()
+    return report
+
+
+class PurgeScheduler:
+    """Runs :func:`purge` every ``interval`` seconds in a daemon thread, for long-running
+    processes (camera pipelines, the API server). A failed purge is logged and retried at
+    the next tick; it never stops the host process."""
+
+    def __init__(self, app: Airside, principal: Principal, interval: float | None = None):
+        self.app = app
+        self.principal = principal
+        self.interval = interval if interval is not None else app.settings.purge_interval_s
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="airside-purge", daemon=True)
+
+    def start(self) -> PurgeScheduler:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                purge(self.app, self.principal)
+                self.runs += 1
+            except Exception:  # keep the host process alive; the next tick retries
+                log.exception("scheduled purge failed")
