@@ -35,6 +35,10 @@ eval_app = typer.Typer(help="Measure accuracy on labelled data.", no_args_is_hel
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
+report_app = typer.Typer(
+    help="Reports an operator reads before switching on.", no_args_is_help=True
+)
+app.add_typer(report_app, name="report")
 subject_app = typer.Typer(help="Act on one subject's data (erasure).", no_args_is_help=True)
 consent_app = typer.Typer(help="Consent and other legal bases.", no_args_is_help=True)
 app.add_typer(subject_app, name="subject")
@@ -487,6 +491,38 @@ def consent_withdraw(
         as_json,
         f"withdrawn {esc(subject)} for {esc(purpose)}",
     )
+
+
+@report_app.command("governance")
+def report_governance(
+    ctx: typer.Context,
+    html: Annotated[Path | None, typer.Option(help="Also write the report as HTML here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each gallery's purpose, legal bases, retention, size, recent purges, audit state."""
+    from airside.services.governance_report import build_report, render_html
+
+    try:
+        rep = build_report(_state(ctx).airside, local_principal())
+        if html is not None:
+            html.parent.mkdir(parents=True, exist_ok=True)
+            html.write_text(render_html(rep), encoding="utf-8")
+    except (AirsideError, OSError) as e:
+        fail(e, as_json)
+    if as_json:
+        emit_json(rep.as_dict())
+        return
+    t = Table("gallery", "purpose", "subjects", "templates", "bases in force", "retention")
+    for g in rep.galleries:
+        t.add_row(
+            esc(g.name), esc(g.purpose), str(g.subjects), str(g.templates),
+            esc(", ".join(f"{k}: {n}" for k, n in g.bases.items()) or "none"),
+            esc(g.retention),
+        )  # fmt: skip
+    out.print(t)
+    state = "intact" if rep.audit["ok"] else f"BROKEN ({len(rep.audit['problems'])} problems)"
+    say(out, f"audit chain {state}, {rep.audit['records']} records")
+    say(out, f"recent purges: {len(rep.recent_purges)}; erasures: {len(rep.recent_erasures)}")
 
 
 @app.command("demo")
