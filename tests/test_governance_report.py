@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from tests.conftest import png_bytes
 
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
@@ -13,7 +14,6 @@ from airside.services import enrolment, erasure, galleries
 from airside.services.app import Airside
 from airside.services.governance_report import build_report, render_html
 from airside.services.retention import purge
-from tests.conftest import png_bytes
 
 ADMIN = Principal("admin", "admin")
 

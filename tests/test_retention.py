@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from tests.conftest import jpeg_bytes, png_bytes
 
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
@@ -15,7 +16,6 @@ from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.retention import PurgeScheduler, purge
 from airside.store.models import AuditRecord, Template
-from tests.conftest import jpeg_bytes, png_bytes
 
 OPS = Principal("ops", "admin")
 
