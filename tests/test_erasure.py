@@ -28,13 +28,29 @@ def enrolled(app: Airside, astronaut: np.ndarray, hopper: np.ndarray) -> dict[st
     enrolment.enrol(app, DPO, "boarding", "PNR-1", [photo], BasisInput("consent"))
     enrolment.enrol(app, DPO, "seamless", "PNR-1", [photo], BasisInput("consent"))
     enrolment.enrol(app, DPO, "boarding", "PNR-2", [png_bytes(hopper)], BasisInput("consent"))
+    from airside.governance.template_protection import StoredTemplate
+
     with app.session() as s:
         rows = s.execute(
-            select(Template.vector, Template.source_sha256)
+            select(*StoredTemplate.columns())
             .join(Subject, Subject.id == Template.subject_id)
             .where(Subject.reference == "PNR-1")
         ).all()
-    return {"vectors": [r[0] for r in rows], "hashes": {r[1] for r in rows}}
+    stored = [StoredTemplate(*r) for r in rows]
+    assert all(t.key_id is not None for t in stored)  # encrypted at rest by default
+    by_gallery: dict[int, list[StoredTemplate]] = {}
+    for t in stored:
+        by_gallery.setdefault(t.gallery_id, []).append(t)
+    plain = [
+        v.astype("<f4").tobytes()
+        for g, ts in by_gallery.items()
+        for v in app.template_protector.decode(ts, 128)
+    ]
+    return {
+        "vectors": plain,
+        "ciphertexts": [t.vector for t in stored],
+        "hashes": {t.source_sha256 for t in stored},
+    }
 
 
 def data_files(app: Airside) -> list[Path]:
@@ -56,7 +72,7 @@ def test_erasure_removes_templates_bases_and_subject(
 def test_no_trace_remains_in_the_files(app: Airside, enrolled: dict[str, object]) -> None:
     erasure.erase_subject(app, DPO, "PNR-1")
     blobs = b"".join(p.read_bytes() for p in data_files(app))
-    for vec in enrolled["vectors"]:  # type: ignore[attr-defined]
+    for vec in [*enrolled["vectors"], *enrolled["ciphertexts"]]:  # type: ignore[misc]
         assert vec[:64] not in blobs
     for sha in enrolled["hashes"]:  # type: ignore[attr-defined]
         assert sha.encode() not in blobs and bytes.fromhex(sha) not in blobs

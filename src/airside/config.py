@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,8 +71,19 @@ class Settings(BaseSettings):
     boarding_default_retention_hours: float = Field(36.0, gt=0)
     # How often long-running processes run the retention purge.
     purge_interval_s: float = Field(300.0, gt=0)
+    # A watchlist review case not settled by two reviewers within this time expires.
+    review_timeout_s: float = Field(900.0, gt=0)
     # A signed (Ed25519) checkpoint of the audit chain every this many records.
     audit_checkpoint_every: int = Field(100, ge=1)
+    # Template protection (docs/template_protection.md). "on" (default): templates are
+    # encrypted (AES-256-GCM) and each gallery keyed-transformed; the key ring is created
+    # when missing. "auto": only when a key exists (AIRSIDE_TEMPLATE_KEY or the key ring).
+    template_protection: Literal["auto", "on"] = "on"
+    # 64 hex characters; several comma-separated, the first seals new data. When set, it
+    # replaces the key ring file.
+    template_key: SecretStr | None = None
+    # The key ring file (default <data_dir>/keys/templates.keyring).
+    template_keyring: Path | None = None
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
 
     @field_validator("data_dir", mode="before")
@@ -80,6 +91,26 @@ class Settings(BaseSettings):
     def _expand(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():
             return default_data_dir()  # AIRSIDE_DATA_DIR= (empty) means "unset"
+        return Path(v).expanduser() if isinstance(v, str | Path) else v
+
+    @field_validator("template_key")
+    @classmethod
+    def _template_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value().strip():
+            for part in v.get_secret_value().split(","):
+                try:
+                    ok = len(bytes.fromhex(part.strip())) == 32
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise ValueError("must be 64 hex characters (several separated by commas)")
+        return v
+
+    @field_validator("template_keyring", mode="before")
+    @classmethod
+    def _keyring(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip():
+            return None
         return Path(v).expanduser() if isinstance(v, str | Path) else v
 
     @property

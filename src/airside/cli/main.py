@@ -35,6 +35,8 @@ eval_app = typer.Typer(help="Measure accuracy on labelled data.", no_args_is_hel
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
+review_app = typer.Typer(help="Two-person review of watchlist hits.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 report_app = typer.Typer(
     help="Reports an operator reads before switching on.", no_args_is_help=True
 )
@@ -411,7 +413,13 @@ def identify(
     if as_json:
         emit_json(res.as_dict())
         return
-    if res.match:
+    if res.match and res.review_case is not None:
+        say(
+            out,
+            f"[bold yellow]HIT, NOT ACTIONABLE[/] {esc(res.candidates[0].subject)}: review case "
+            f"{res.review_case} needs two reviewers (airside review confirm {res.review_case})",
+        )
+    elif res.match:
         say(out, f"[bold green]MATCH[/] {esc(res.candidates[0].subject)}")
     else:
         out.print("[bold red]NO MATCH[/]")
@@ -493,6 +501,90 @@ def consent_withdraw(
     )
 
 
+def _reviewer(name: str | None) -> Any:
+    from airside.governance.principals import Principal
+
+    if not name:
+        raise ValueError("name the reviewer with --reviewer")
+    # Until remote principals with keys exist, a local reviewer is named, not authenticated.
+    return Principal(f"local:{name}", "reviewer")
+
+
+def _show_case(case: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(case.as_dict())
+        return
+    state = "[bold green]ACTIONABLE[/]" if case.actionable else esc(case.status)
+    say(
+        out,
+        f"case {case.id}: {state} — {esc(case.subject)} in {esc(case.gallery)} "
+        f"(score {case.score:.4f}), opened by {esc(case.opened_by)} at {case.opened_at}, "
+        f"deadline {case.deadline}",
+    )
+    for v in case.votes:
+        say(out, f"  {esc(v['reviewer'])}: {v['decision']} {esc(v['note'])}")
+
+
+@review_app.command("list")
+def review_list(
+    ctx: typer.Context,
+    all_cases: Annotated[bool, typer.Option("--all", help="Include closed cases.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open review cases (watchlist hits awaiting two confirmations)."""
+    from airside.services.review import list_cases
+
+    cases = list_cases(_state(ctx).airside, local_principal(), None if all_cases else "open")
+    if as_json:
+        emit_json([c.as_dict() for c in cases])
+        return
+    for c in cases:
+        _show_case(c, False)
+    if not cases:
+        say(out, "no cases")
+
+
+def _vote(
+    ctx: typer.Context,
+    case: int,
+    decision: str,
+    reviewer: str | None,
+    note: str | None,
+    as_json: bool,
+) -> None:
+    from airside.services.review import vote
+
+    try:
+        view = vote(_state(ctx).airside, _reviewer(reviewer), case, decision, note)
+    except (AirsideError, ValueError) as e:
+        fail(e, as_json)
+    _show_case(view, as_json)
+
+
+@review_app.command("confirm")
+def review_confirm(
+    ctx: typer.Context,
+    case: int,
+    reviewer: Annotated[str | None, typer.Option(help="Who is confirming.")] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Confirm a hit; it becomes actionable after a second, different reviewer confirms."""
+    _vote(ctx, case, "confirm", reviewer, note, as_json)
+
+
+@review_app.command("reject")
+def review_reject(
+    ctx: typer.Context,
+    case: int,
+    reviewer: Annotated[str | None, typer.Option(help="Who is rejecting.")] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a hit: the case closes and nobody may act on it."""
+    _vote(ctx, case, "reject", reviewer, note, as_json)
+
+
 @report_app.command("governance")
 def report_governance(
     ctx: typer.Context,
@@ -541,3 +633,7 @@ eval_cmds.register(eval_app)
 from airside.cli import audit_cmds  # noqa: E402  (registers audit export/checkpoint)
 
 audit_cmds.register(audit_app, _state)
+
+from airside.cli import keys_cmds  # noqa: E402  (registers keys rotate, gallery rekey)
+
+keys_cmds.register(app, gallery_app, _state)

@@ -20,6 +20,11 @@ from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.governance.signing import Signer, default_key_path
+from airside.governance.template_protection import (
+    GalleryTransform,
+    StoredTemplate,
+    TemplateProtector,
+)
 from airside.store.db import Database
 from airside.store.models import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
@@ -47,6 +52,9 @@ class Airside:
         self._calibrations: dict[str, CalibrationTable] = {}
         self._lock = threading.RLock()
         self._signer: Signer | None = None
+        self._protector: TemplateProtector | None = None
+        # The transform each in-memory index was built in (probes must go through it too).
+        self._index_transforms: dict[int, GalleryTransform] = {}
 
     @property
     def analyzer(self) -> FaceAnalyzer:
@@ -84,23 +92,46 @@ class Airside:
                 self._signer = Signer.load_or_create(default_key_path(self.settings.data_dir))
             return self._signer
 
+    @property
+    def template_protector(self) -> TemplateProtector:
+        """Template keys and per-gallery transforms (docs/template_protection.md)."""
+        with self._lock:
+            if self._protector is None:
+                self._protector = TemplateProtector(self.settings)
+            return self._protector
+
     def index(self, session: Session, gallery: GalleryView) -> GalleryIndex:
         """The gallery's in-memory matrix, in step with the store.
 
         Loaded on first use; afterwards a one-row read of the gallery's revision tells
         whether another transaction (in this process or another) changed its templates.
-        Then only newer templates are fetched, unless some were removed (full reload).
+        Then only newer templates are fetched, unless some were removed or the gallery was
+        re-keyed (full reload). The matrix holds the templates as stored: in the gallery's
+        transform (``index_with_transform`` gives it, for probes).
         """
-        revision = session.scalar(select(Gallery.revision).where(Gallery.id == gallery.id))
-        if revision is None:
+        return self.index_with_transform(session, gallery)[0]
+
+    def index_with_transform(
+        self, session: Session, gallery: GalleryView
+    ) -> tuple[GalleryIndex, GalleryTransform]:
+        """The index and the transform its vectors are in: search with ``tf.forward(q)``."""
+        row = session.execute(
+            select(Gallery.revision, Gallery.transform_seed, Gallery.transform_key_id).where(
+                Gallery.id == gallery.id
+            )
+        ).first()
+        if row is None:
             raise NotFoundError(f"gallery {gallery.name!r} no longer exists")
+        revision, seed_blob, seed_key_id = row
         with self._lock:
             ix = self._indexes.get(gallery.id)
-            if ix is not None and ix.revision == revision:
-                return ix
+            tf_ix = self._index_transforms.get(gallery.id)
+            if ix is not None and tf_ix is not None and ix.revision == revision:
+                return ix, tf_ix
             contract = EmbeddingContract.from_json(gallery.contract_json)
-            if ix is not None:
-                self._load(session, gallery.id, ix, contract.dim, newer_than=ix.max_id)
+            tf = self.template_protector.transform(gallery.id, seed_blob, seed_key_id, contract.dim)
+            if ix is not None and tf_ix is not None and tf_ix.tag == tf.tag:
+                self._load(session, gallery, ix, contract.dim, newer_than=ix.max_id)
                 total = session.scalar(
                     select(func.count())
                     .select_from(Template)
@@ -108,30 +139,34 @@ class Airside:
                 )
                 if total == len(ix):
                     ix.revision = revision
-                    return ix
+                    return ix, tf
             ix = GalleryIndex(contract.dim, self.settings.index_dtype)
-            self._load(session, gallery.id, ix, contract.dim, newer_than=0)
+            self._load(session, gallery, ix, contract.dim, newer_than=0)
             ix.revision = revision
             self._indexes[gallery.id] = ix
-            return ix
+            self._index_transforms[gallery.id] = tf
+            return ix, tf
 
-    @staticmethod
     def _load(
-        session: Session, gallery_id: int, ix: GalleryIndex, dim: int, newer_than: int
+        self, session: Session, gallery: GalleryView, ix: GalleryIndex, dim: int, newer_than: int
     ) -> None:
-        rows = session.execute(
-            select(Template.id, Template.vector).where(
-                Template.gallery_id == gallery_id, Template.id > newer_than
+        rows = [
+            StoredTemplate(*r)
+            for r in session.execute(
+                select(*StoredTemplate.columns()).where(
+                    Template.gallery_id == gallery.id, Template.id > newer_than
+                )
             )
-        ).all()
+        ]
         if rows:
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+            ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+            vecs = self.template_protector.decode(rows, dim, gallery.name)
             ix.add(ids, vecs)
 
     def forget_index(self, gallery_id: int) -> None:
         with self._lock:
             self._indexes.pop(gallery_id, None)
+            self._index_transforms.pop(gallery_id, None)
 
     def audit_refusal(
         self,

@@ -15,6 +15,7 @@ from airside.errors import AirsideError, ConflictError
 from airside.governance import audit, consent
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
+from airside.governance.template_protection import TemplateProtector
 from airside.services.app import Airside
 from airside.services.captures import (
     Capture,
@@ -106,12 +107,16 @@ def _write(
     basis: BasisInput | None,
     captures: Sequence[Capture],
     vectors: np.ndarray,
+    protector: TemplateProtector,
 ) -> tuple[EnrolResult, list[tuple[int, np.ndarray]]]:
     """Store one subject's templates; returns the result and (template id, vector) to index."""
     subj = _subject(session, subject_ref)
     if basis is not None:
         consent.record_basis(session, subj, gallery.purpose, basis, principal.name)
     legal = consent.require_basis(session, subj, gallery.purpose)
+    # Templates are stored in the gallery's secret transform and encrypted when a template
+    # key is in force; a missing or wrong key refuses here, before anything is written.
+    writer = protector.writer(session, gallery.id, contract.dim, gallery.name)
     added: list[tuple[int, np.ndarray]] = []
     existing = 0
     for cap, vec in zip(captures, vectors, strict=True):
@@ -129,13 +134,20 @@ def _write(
             existing += 1
             continue
         tpl = Template.from_embedding(vec, contract)
+        blob, key_id = writer.encode(
+            tpl.vector,
+            subject_id=subj.id,
+            fingerprint=contract.fingerprint,
+            source_sha256=cap.sha256,
+        )
         row = TemplateRow(
             gallery_id=gallery.id,
             subject_id=subj.id,
             legal_basis_id=legal.id,
             contract_fingerprint=contract.fingerprint,
             dim=contract.dim,
-            vector=tpl.to_bytes(),
+            vector=blob,
+            key_id=key_id,
             quality=cap.face.quality.score,
             source_sha256=cap.sha256,
         )
@@ -220,7 +232,15 @@ def enrol(
         with app.session() as s:
             gallery = get_gallery(s, gallery_name)
             result, added = _write(
-                s, principal, gallery, contract, subject_ref, basis, captures, vectors
+                s,
+                principal,
+                gallery,
+                contract,
+                subject_ref,
+                basis,
+                captures,
+                vectors,
+                app.template_protector,
             )
     except AirsideError as e:
         app.audit_refusal(
@@ -371,6 +391,7 @@ def _write_batch(
                         basis,
                         [good[i][2] for i in idxs],
                         vectors[idxs],
+                        app.template_protector,
                     )
             except AirsideError as e:
                 if not skip_refused:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from sqlalchemy import select
 
-from airside.biometrics.contract import Template, require_same, similarity
+from airside.biometrics.contract import EmbeddingContract, Template, require_same, similarity
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit, consent
 from airside.governance.principals import Principal
+from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
 from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
 from airside.services.galleries import get_gallery
+from airside.services.review import open_case, requires_review
 from airside.store.models import Subject
 from airside.store.models import Template as TemplateRow
 from airside.vision.analyzer import FacePolicy
@@ -58,10 +59,18 @@ class IdentifyResult:
     comparison_fmr: float
     gallery_size: int
     quality: float
+    # Watchlist hits are not actionable until two reviewers confirm the case.
+    review_case: int | None = None
+
+    @property
+    def actionable(self) -> bool:
+        return self.match and self.review_case is None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "match": self.match,
+            "actionable": self.actionable,
+            "review_case": self.review_case,
             "subject": self.candidates[0].subject if self.match else None,
             "candidates": [
                 {"subject": c.subject, "score": round(c.score, 6)} for c in self.candidates
@@ -138,13 +147,21 @@ def verify_subject(
             if subj is None:
                 raise NotFoundError(f"no subject {subject_ref!r}")
             consent.require_basis(s, subj, gallery.purpose)
-            blobs = s.scalars(
-                select(TemplateRow.vector).where(
-                    TemplateRow.gallery_id == gallery.id, TemplateRow.subject_id == subj.id
+            rows = [
+                StoredTemplate(*r)
+                for r in s.execute(
+                    select(*StoredTemplate.columns()).where(
+                        TemplateRow.gallery_id == gallery.id, TemplateRow.subject_id == subj.id
+                    )
                 )
-            ).all()
-        if not blobs:
-            raise NotFoundError(f"subject {subject_ref!r} is not enrolled in {gallery_name!r}")
+            ]
+            if not rows:
+                raise NotFoundError(f"subject {subject_ref!r} is not enrolled in {gallery_name!r}")
+            # Stored templates are in the gallery's secret transform (and maybe encrypted):
+            # decrypt them, and send the probe through the same transform.
+            dim = EmbeddingContract.from_json(gallery.contract_json).dim
+            tf = app.template_protector.gallery_transform(s, gallery.id, dim)
+            refs = app.template_protector.decode(rows, dim, gallery.name)
         cap = _capture(app, probe, "single")
     except AirsideError as e:
         app.audit_refusal(
@@ -152,8 +169,7 @@ def verify_subject(
         )
         raise
     q = embed_captures(app.analyzer, [cap])[0]
-    refs = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
-    score = float((refs @ q).max())
+    score = float((refs @ tf.forward(q[None, :])[0]).max())
     result = VerifyResult(
         score, score >= threshold, threshold, fmr_target, [cap.face.quality.score]
     )
@@ -188,9 +204,11 @@ def identify(
         raise ValueError("k must be at least 1")
     with app.session() as s:
         gallery = get_gallery(s, gallery_name)
-        ix = app.index(s, gallery)
     fpir_target = gallery.fmr_target if fpir is None else fpir
     try:
+        with app.session() as s:
+            # A missing or wrong template key refuses here (audited), when the index loads.
+            ix, tf = app.index_with_transform(s, gallery)
         require_same(app.analyzer.contract, gallery.contract_fingerprint)
         cal = app.calibration(app.analyzer.contract)
         cap = _capture(app, probe, policy)
@@ -198,7 +216,8 @@ def identify(
         app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
         raise
     q = embed_captures(app.analyzer, [cap])[0]
-    hits = ix.search(q[None, :], k * 4)[0]
+    # The index holds the gallery's templates in its secret transform: so must the probe.
+    hits = ix.search(tf.forward(q[None, :]), k * 4)[0]
     with app.session() as s:
         n_subjects = len(ix)  # upper bound on subjects; exact count below when small
         subject_of = dict(
@@ -230,6 +249,19 @@ def identify(
                 "threshold": round(threshold, 6),
             },
         )
+        case_id = None
+        if match and requires_review(gallery.purpose):
+            case_id = open_case(
+                s,
+                app,
+                principal,
+                gallery=gallery.name,
+                purpose=gallery.purpose,
+                subject=candidates[0].subject,
+                score=candidates[0].score,
+                threshold=threshold,
+                probe_digest=cap.sha256,
+            ).id
     return IdentifyResult(
         match,
         candidates,
@@ -238,4 +270,5 @@ def identify(
         comparison_fmr,
         n_subjects,
         cap.face.quality.score,
+        review_case=case_id,
     )

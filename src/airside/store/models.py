@@ -89,6 +89,11 @@ class Gallery(Base):
     # every template of the gallery is (e.g. a boarding gallery 12 h after departure).
     retain_seconds: Mapped[int | None] = mapped_column(Integer)
     retain_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Template protection (governance/template_protection.py): the secret seed of the
+    # gallery's orthogonal transform, AES-GCM-sealed (nonce || ciphertext) under the key
+    # ``transform_key_id``. NULL: no transform (the gallery's templates are stored as is).
+    transform_seed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    transform_key_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     templates: Mapped[list[Template]] = relationship(
@@ -117,7 +122,10 @@ class Template(Base):
     )
     contract_fingerprint: Mapped[str] = mapped_column(String(200), nullable=False)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Little-endian float32 (in the gallery's transform, see Gallery.transform_seed), or,
+    # when ``key_id`` is set, nonce || AES-256-GCM ciphertext of those bytes under that key.
     vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(40))
     quality: Mapped[float] = mapped_column(Float, nullable=False)
     source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -170,3 +178,39 @@ class AuditCheckpoint(Base):
     key_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     signature: Mapped[str] = mapped_column(String(128), nullable=False)
     public_key: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class ReviewCase(Base):
+    """A watchlist hit awaiting (or past) two-person review, with its EU AI Act trail."""
+
+    __tablename__ = "review_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gallery: Mapped[str] = mapped_column(String(200), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(200), nullable=False)
+    subject: Mapped[str] = mapped_column(String(200), nullable=False)
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    probe_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    opened_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewVote(Base):
+    """One reviewer's decision on a case; a reviewer votes at most once per case."""
+
+    __tablename__ = "review_votes"
+    __table_args__ = (UniqueConstraint("case_id", "reviewer", name="uq_review_vote_reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(200), nullable=False)
+    role: Mapped[str] = mapped_column(String(60), nullable=False)
+    decision: Mapped[str] = mapped_column(String(20), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    note: Mapped[str | None] = mapped_column(Text)

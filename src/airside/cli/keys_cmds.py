@@ -1,0 +1,98 @@
+"""``airside keys rotate`` and ``airside gallery rekey``: template protection for operators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol
+
+import typer
+
+from airside.cli.render import emit_json, esc, fail, out, say
+from airside.errors import AirsideError
+from airside.governance.principals import local_principal
+from airside.services.app import Airside
+
+
+class _HasAirside(Protocol):
+    @property
+    def airside(self) -> Airside: ...
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def register(
+    app: typer.Typer, gallery_app: typer.Typer, state_getter: Callable[[typer.Context], Any]
+) -> None:
+    """Add the ``keys`` group (``rotate``) to ``app`` and ``rekey`` to ``gallery_app``;
+    ``state_getter(ctx).airside`` is the service context."""
+
+    keys_app = typer.Typer(
+        help="Template encryption keys (docs/template_protection.md).", no_args_is_help=True
+    )
+    app.add_typer(keys_app, name="keys")
+
+    def _app(ctx: typer.Context) -> Airside:
+        st: _HasAirside = state_getter(ctx)
+        return st.airside
+
+    @keys_app.command("rotate")
+    def keys_rotate(
+        ctx: typer.Context,
+        retire_old: Annotated[
+            bool,
+            typer.Option(
+                "--retire-old",
+                help="After re-encrypting, remove the previous keys from the key ring.",
+            ),
+        ] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Re-encrypt every template under a new key (the first run creates the key ring
+        and encrypts existing templates). Scores do not change."""
+        from airside.governance.template_protection import rotate_keys
+
+        try:
+            rep = rotate_keys(_app(ctx), local_principal(), retire_old=retire_old)
+        except AirsideError as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(rep.as_dict())
+            return
+        say(
+            out,
+            f"{'new key' if rep.created else 'key'} {esc(rep.key_id)}: re-encrypted "
+            f"{rep.templates} templates and {rep.galleries} gallery seeds "
+            f"({esc(rep.source)})",
+        )
+        if rep.retired:
+            say(out, f"retired {esc(', '.join(rep.retired))}")
+        elif rep.previous:
+            say(
+                out,
+                f"previous keys {esc(', '.join(rep.previous))} are still in the ring; "
+                "remove them with `airside keys rotate --retire-old`",
+            )
+
+    @gallery_app.command("rekey")
+    def gallery_rekey(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="The gallery to re-key.")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Give a gallery a new secret transform: its stored templates can no longer be
+        linked to earlier copies or to other galleries. Scores do not change."""
+        from airside.governance.template_protection import rekey_gallery
+
+        try:
+            rep = rekey_gallery(_app(ctx), local_principal(), name)
+        except AirsideError as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(rep.as_dict())
+            return
+        say(
+            out,
+            f"re-keyed gallery [bold]{esc(rep.gallery)}[/]: {rep.templates} templates "
+            f"under key {esc(rep.key_id)}",
+        )
