@@ -250,6 +250,88 @@ def bench_search(sizes: list[int], dim: int = 128) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
+    """What governance costs per enrol and identify: the same service calls with template
+    protection on and off, and the audit append measured on its own (it cannot be off)."""
+    from airside.config import DetectorSettings, Settings
+    from airside.governance import audit
+    from airside.governance.consent import BasisInput
+    from airside.governance.principals import Principal
+    from airside.services import enrolment, galleries, matching
+    from airside.services.app import Airside
+    from airside.vision.factory import default_analyzer
+
+    who = Principal("bench", "admin")
+    n = len(paths) // 2
+    gallery_imgs, probes = paths[:n], paths[n : 2 * n]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings(data_dir=Path(tmp) / "x", detector=DetectorSettings(fallback="none"))
+        analyzer = default_analyzer(base)
+        from airside.services.captures import capture_and_embed_many
+
+        capture_and_embed_many(analyzer, paths[-4:], max_pixels=base.max_image_pixels,
+                               policy="largest")  # warm up the models  # fmt: skip
+        samples: dict[str, list[tuple[float, float, float, int, int]]] = {"auto": [], "on": []}
+        # Alternate the configurations over rounds and keep medians: face processing
+        # (~70 ms) varies more between runs than governance costs.
+        for rnd in range(3):
+            for mode in ("auto", "on"):
+                settings = base.model_copy(
+                    update={"data_dir": Path(tmp) / f"{mode}{rnd}", "template_protection": mode}
+                )
+                app = Airside(settings, analyzer_factory=lambda _s: analyzer)
+                galleries.create_gallery(app, who, "g", "bench", quality_bar=0)
+                t = time.perf_counter()
+                enrolled = 0
+                for i, p in enumerate(gallery_imgs):
+                    try:
+                        enrolment.enrol(app, who, "g", f"S{i}", [p], BasisInput("consent"))
+                        enrolled += 1
+                    except Exception:  # a refused photo (e.g. two faces) is skipped
+                        continue
+                enrol_s = (time.perf_counter() - t) / max(1, enrolled)
+                app.forget_index(1)
+                t = time.perf_counter()
+                searched = 0
+                for p in probes:
+                    try:
+                        matching.identify(app, who, "g", p, policy="largest")
+                        searched += 1
+                    except Exception:
+                        continue
+                ident_s = (time.perf_counter() - t) / max(1, searched)
+                with app.session() as sess:
+                    t = time.perf_counter()
+                    for _ in range(200):
+                        audit.append(sess, who, "bench", decision="x", result={"k": 1})
+                    audit_s = (time.perf_counter() - t) / 200
+                app.close()
+                samples[mode].append((enrol_s, ident_s, audit_s, enrolled, searched))
+        for label, mode in (("template protection off", "auto"), ("template protection on", "on")):
+            med = [float(np.median([x[k] for x in samples[mode]])) for k in range(3)]
+            rows.append({"what": label, "enrol_ms": med[0] * 1000, "identify_ms": med[1] * 1000,
+                         "audit_append_ms": med[2] * 1000, "enrolled": samples[mode][0][3],
+                         "searched": samples[mode][0][4]})  # fmt: skip
+    off, on = rows
+    audit_ms = on["audit_append_ms"]
+    for key in ("enrol_ms", "identify_ms"):
+        without = off[key] - audit_ms  # the same operation with no governance at all
+        on[f"{key}_governance_share"] = (on[key] - without) / without
+    table = Table("configuration", "enrol ms/face", "identify ms/probe", "audit append ms")
+    for r in rows:
+        table.add_row(r["what"], f"{r['enrol_ms']:.1f}", f"{r['identify_ms']:.1f}",
+                      f"{r['audit_append_ms']:.2f}")  # fmt: skip
+    console.print(f"governance cost on {source} ({n} enrolments, {n} searches, one process)")
+    console.print(table)
+    console.print(
+        f"governance share (audit + encryption + transform): enrol "
+        f"{on['enrol_ms_governance_share']:.1%}, identify {on['identify_ms_governance_share']:.1%}"
+        " (target: under 10%)"
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -260,11 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths, source = bench_images(20 if args.quick else args.images, Path(tmp))
         enrol = bench_enrolment(paths, source)
+        governance = bench_governance(paths[:80], source)
     sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
     search = bench_search(sizes)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"enrolment": enrol, "search": search}, indent=2))
+        args.json.write_text(
+            json.dumps({"enrolment": enrol, "governance": governance, "search": search}, indent=2)
+        )
     return 0
 
 
