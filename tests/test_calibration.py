@@ -27,7 +27,7 @@ def test_the_default_model_ships_a_calibration() -> None:
     assert t4 > t3
 
 
-def test_shipped_threshold_meets_its_fmr_on_the_impostors_it_was_fitted_on() -> None:
+def test_shipped_table_rows_are_reproduced_by_threshold_for() -> None:
     table = load_calibration(resnet_contract())
     for fmr, thr in zip(table.fmr, table.threshold, strict=True):
         assert table.threshold_for(fmr) == pytest.approx(thr)

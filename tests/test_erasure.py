@@ -14,7 +14,7 @@ from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.services import enrolment, erasure, galleries, matching
 from airside.services.app import Airside
-from airside.services.subjects import audit_verify
+from airside.services.audit_service import verify_chain as audit_verify
 from airside.store.models import AuditRecord, LegalBasis, Subject, Template
 
 DPO = Principal("dpo", "admin")

@@ -37,7 +37,7 @@ from airside.governance.template_protection import (
 )
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
-from airside.services.subjects import audit_verify
+from airside.services.audit_service import verify_chain as audit_verify
 from airside.store.models import AuditRecord, Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
 

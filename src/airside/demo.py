@@ -25,7 +25,7 @@ from airside.governance.consent import BasisInput
 from airside.governance.principals import local_principal
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
-from airside.services.subjects import audit_verify
+from airside.services.audit_service import verify_chain as audit_verify
 
 
 @dataclass

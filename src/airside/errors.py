@@ -34,16 +34,6 @@ class FaceError(AirsideError):
     code = "face"
 
 
-class QualityError(AirsideError):
-    """A capture is below the gallery's quality bar; ``reasons`` says why."""
-
-    code = "quality"
-
-    def __init__(self, message: str, reasons: list[str]) -> None:
-        super().__init__(message)
-        self.reasons = reasons
-
-
 class ContractMismatchError(AirsideError):
     """Templates from different embedding contracts must never be compared."""
 

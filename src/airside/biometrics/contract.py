@@ -63,10 +63,6 @@ class Template:
     def to_bytes(self) -> bytes:
         return self.vector.astype("<f4").tobytes()
 
-    @classmethod
-    def from_bytes(cls, data: bytes, contract: EmbeddingContract) -> Template:
-        return cls(vector=np.frombuffer(data, dtype="<f4").astype(np.float32), contract=contract)
-
 
 def similarity(a: Template, b: Template) -> float:
     """Cosine similarity in [-1, 1]; higher means more alike. Refuses mixed contracts."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from airside.biometrics.calibration import CalibrationTable
+from airside.biometrics.calibration import CalibrationTable, resolvable
 
 __all__ = [
     "CalibrationTable",
@@ -68,11 +68,6 @@ def _check_rate(rate: float, name: str) -> float:
     if not (0.0 < rate < 1.0) or math.isnan(rate):
         raise ValueError(f"{name} must be in the open interval (0, 1), got {rate!r}")
     return rate
-
-
-def _resolvable(n: int, rate: float) -> bool:
-    """True when ``n`` samples can express ``rate`` (i.e. ``rate >= 1/n``)."""
-    return n * rate >= 1.0 - _RATE_EPS
 
 
 def _above(x: float) -> float:
@@ -165,7 +160,7 @@ def tar_at_far(genuine: npt.ArrayLike, impostor: npt.ArrayLike, far: float) -> f
     gen = _scores(genuine, "genuine")
     imp = _scores(impostor, "impostor")
     target = _check_rate(far, "far")
-    if not _resolvable(imp.size, target):
+    if not resolvable(imp.size, target):
         return float("nan")
     t = threshold_at_fmr(imp, target)
     return float(np.count_nonzero(gen >= t) / gen.size)
@@ -287,7 +282,7 @@ def identification_metrics(
     for target in fpir_targets:  # a few operating points, not a loop over scores
         rate = _check_rate(target, "fpir target")
         key = _rate_key(rate)
-        if not _resolvable(nonmated.size, rate):
+        if not resolvable(nonmated.size, rate):
             fnir[key] = float("nan")
             thresholds[key] = float("nan")
             continue
@@ -351,7 +346,7 @@ def fit_calibration(
     gen = np.sort(_scores(genuine, "genuine", allow_empty=True))
     n = imp.size
     if fmr_grid is None:
-        if not _resolvable(n, 1e-1):
+        if not resolvable(n, 1e-1):
             raise ValueError(
                 f"calibration needs at least 10 impostor scores to resolve FMR 1e-1, got {n}"
             )
@@ -360,7 +355,7 @@ def fit_calibration(
         grid = sorted({_check_rate(v, "fmr_grid value") for v in fmr_grid}, reverse=True)
         if not grid:
             raise ValueError("fmr_grid is empty")
-        unresolvable = [v for v in grid if not _resolvable(n, v)]
+        unresolvable = [v for v in grid if not resolvable(n, v)]
         if unresolvable:
             raise ValueError(
                 f"fmr_grid values {unresolvable} are below the resolution 1/{n} = {1.0 / n:.3g} "

@@ -105,11 +105,8 @@ def _extract_one(args: tuple[str, str]) -> Extracted:
 
 
 def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def extract_templates(

@@ -12,12 +12,10 @@ first 16 characters. Verifiers pin fingerprints, not files.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from airside.errors import AirsideError
+from airside.governance.secret_files import write_secret
 
 log = logging.getLogger(__name__)
 
@@ -119,42 +118,9 @@ class Signer:
 
 
 def _create_key_file(key_path: Path) -> None:
-    key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # mkstemp creates the file 0600 and exclusively, so the key is never readable by others.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{key_path.name}.", dir=key_path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # link() fails if the name exists: a key another process created meanwhile wins,
-            # and nobody ever replaces a key that may already have signed checkpoints.
-            os.link(tmp, key_path)
-        except FileExistsError:
-            log.info("audit signing key %s was created concurrently; using it", key_path)
-        except OSError:  # a filesystem without hard links
-            if key_path.exists():
-                return
-            os.replace(tmp, key_path)
-        else:
-            _fsync_dir(key_path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_secret(key_path, pem, exclusive=True)

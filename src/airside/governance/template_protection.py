@@ -30,7 +30,6 @@ import logging
 import os
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
+from airside.governance.secret_files import write_secret
 from airside.store.models import Gallery, Template
 
 log = logging.getLogger(__name__)
@@ -188,25 +188,7 @@ def write_keyring(ring: KeyRing, *, exclusive: bool = False) -> None:
     once end up sharing one; neither silently replaces the other's)."""
     path = ring.path
     assert path is not None
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(ring.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                log.info("template key ring %s was created concurrently; using it", path)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    write_secret(path, ring.to_json().encode("utf-8"), exclusive=exclusive)
 
 
 @contextmanager
@@ -233,16 +215,6 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

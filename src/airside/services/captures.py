@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from airside.vision.analyzer import FaceAnalyzer, FaceObservation, FacePolicy
 from airside.vision.imageio import ImageError, load_image
 
 ImageSource = str | os.PathLike[str] | bytes
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,7 @@ def capture_many(
             progress(1)
         return res
 
-    if threads <= 1 or len(sources) <= 1:
-        return [one(src) for src in sources]
-    with ThreadPoolExecutor(threads, thread_name_prefix="capture") as pool:
-        return list(pool.map(one, sources))
+    return _map(one, sources, threads)
 
 
 def capture_and_embed_many(
@@ -125,10 +124,15 @@ def capture_and_embed_many(
             progress(1)
         return res, vec
 
+    return _map(one, sources, threads)
+
+
+def _map(fn: Callable[[ImageSource], T], sources: Sequence[ImageSource], threads: int) -> list[T]:
+    """``fn`` over ``sources`` in order, in ``threads`` threads when that helps."""
     if threads <= 1 or len(sources) <= 1:
-        return [one(src) for src in sources]
+        return [fn(src) for src in sources]
     with ThreadPoolExecutor(threads, thread_name_prefix="capture") as pool:
-        return list(pool.map(one, sources))
+        return list(pool.map(fn, sources))
 
 
 def embed_captures(

@@ -306,13 +306,12 @@ def enrol_batch(
             continue
         seen[res.sha256] = ref
         good.append((n, EnrolRow(ref, row.image, row.basis), res))
-    refused.sort(key=lambda t: t[0])
 
     if refused and not skip_refused:
         err = EnrolmentRefused(
             f"{len(refused)} of {len(rows)} rows refused; nothing was enrolled "
             "(use --skip-refused to enrol the good rows)",
-            [_on_row(n, s, r) for n, s, r in refused],
+            [_on_row(n, s, r) for n, s, r in sorted(refused, key=lambda t: t[0])],
         )
         app.audit_refusal(
             principal,

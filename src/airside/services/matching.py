@@ -219,7 +219,8 @@ def identify(
     # The index holds the gallery's templates in its secret transform: so must the probe.
     hits = ix.search(tf.forward(q[None, :]), k * 4)[0]
     with app.session() as s:
-        n_subjects = len(ix)  # upper bound on subjects; exact count below when small
+        # Every template is one comparison a non-enrolled person could falsely match.
+        comparisons = len(ix)
         subject_of = dict(
             s.execute(
                 select(TemplateRow.id, Subject.reference)
@@ -233,7 +234,7 @@ def identify(
             if ref is not None and ref not in best:
                 best[ref] = h.score
         candidates = [Candidate(r, sc) for r, sc in list(best.items())[:k]]
-        comparison_fmr = max(fpir_target / max(1, n_subjects), cal.finest_fmr)
+        comparison_fmr = max(fpir_target / max(1, comparisons), cal.finest_fmr)
         threshold = cal.threshold_for(comparison_fmr)
         match = bool(candidates) and candidates[0].score >= threshold
         audit.append(
@@ -268,7 +269,7 @@ def identify(
         threshold,
         fpir_target,
         comparison_fmr,
-        n_subjects,
+        comparisons,
         cap.face.quality.score,
         review_case=case_id,
     )

@@ -235,10 +235,20 @@ def get_case(app: Airside, principal: Principal, case_id: int) -> CaseView:
 
 
 def list_cases(app: Airside, principal: Principal, status: str | None = "open") -> list[CaseView]:
+    """Cases with ``status`` (all when None). Open cases past their deadline expire first."""
     with app.session() as s:
-        cases = list(s.scalars(select(ReviewCase).order_by(ReviewCase.id)))
-        for c in cases:
+        for c in s.scalars(select(ReviewCase).where(ReviewCase.status == "open")):
             _expire_if_due(s, principal, c)
-        views = [_view(c, _votes(s, c.id)) for c in cases]
+        q = select(ReviewCase).order_by(ReviewCase.id)
+        if status is not None:
+            q = q.where(ReviewCase.status == status)
+        cases = list(s.scalars(q))
+        votes: dict[int, list[ReviewVote]] = {c.id: [] for c in cases}
+        if cases:
+            for v in s.scalars(
+                select(ReviewVote).where(ReviewVote.case_id.in_(votes)).order_by(ReviewVote.id)
+            ):
+                votes[v.case_id].append(v)
+        views = [_view(c, votes[c.id]) for c in cases]
         audit.append(s, principal, "review.list", decision="listed", result={"n": len(views)})
-    return [v for v in views if status is None or v.status == status]
+    return views

@@ -67,8 +67,3 @@ def list_subjects(
             result={"n": len(out)},
         )
     return out
-
-
-def audit_verify(app: Airside, principal: Principal) -> audit.ChainReport:
-    with app.session() as s:
-        return audit.verify(s)

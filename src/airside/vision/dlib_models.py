@@ -44,11 +44,8 @@ def models_dir() -> Path:
 
 @cache
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _resize_factor(image: np.ndarray, max_side: int) -> float:

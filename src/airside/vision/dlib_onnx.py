@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import os
 import tempfile
 from collections.abc import Sequence
@@ -55,15 +54,10 @@ FloatArray = npt.NDArray[np.float32]
 
 
 def default_model_path() -> Path:
-    """Path of the ResNet .dat shipped by ``face_recognition_models``.
+    """Path of the ResNet .dat shipped by ``face_recognition_models``."""
+    from airside.vision.dlib_models import RESNET_FILE, models_dir
 
-    Located via ``find_spec`` rather than importing the package, whose ``__init__``
-    needs ``pkg_resources`` (not available in modern setuptools-free environments).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the face_recognition_models package is not installed")
-    return Path(os.path.dirname(spec.origin)) / "models" / _MODEL_FILE
+    return models_dir() / RESNET_FILE
 
 
 # --------------------------------------------------------------------------------------
