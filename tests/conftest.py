@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from airside.config import Settings
+from airside.governance.principals import Principal
 from airside.services.app import Airside
 from airside.vision.analyzer import FaceAnalyzer
 
@@ -72,3 +73,19 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"development data {path} is absent (../shared/data not mounted)")
     return path
+
+
+def register(app: Airside, *principals: Principal, scopes: tuple[str, ...] = ("*",)) -> None:
+    """Register ``principals`` (as the local administrator a first run creates) with gallery
+    ``scopes``, unless already there: for tests whose subject is not access control."""
+    from airside.errors import ConflictError
+    from airside.services.access import add_principal, ensure_local_admin
+
+    admin = ensure_local_admin(app)
+    for p in principals:
+        if p.name == admin.name:
+            continue
+        try:
+            add_principal(app, admin, p.name, p.role, [(g, "*") for g in scopes])
+        except ConflictError:
+            continue

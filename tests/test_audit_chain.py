@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
+from tests.conftest import register
 
 from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.store.db import Database
 from airside.store.models import AuditHead, AuditRecord
 
-ALICE = Principal("alice", "operator")
+ALICE = Principal("alice", "admin")
 
 
 @pytest.fixture
@@ -107,12 +108,13 @@ def test_services_sign_checkpoints_automatically(tmp_path: Path, analyzer: objec
         analyzer_factory=lambda _s: analyzer,  # type: ignore[arg-type,return-value]
     )
     try:
+        register(app, ALICE)  # two records: the first-run administrator, then ALICE
         for _ in range(7):
             galleries.list_galleries(app, ALICE)
         with app.session() as s:
             cps = s.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).all()
-        assert [c.seq for c in cps] == [3, 6]
+        assert [c.seq for c in cps] == [3, 6, 9]
         rep = verify_chain(app, ALICE)
-        assert rep.ok and rep.checkpoints == 2
+        assert rep.ok and rep.checkpoints == 3
     finally:
         app.close()

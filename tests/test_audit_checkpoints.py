@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from tests.conftest import register
 from typer.testing import CliRunner
 
-from airside.cli.audit_cmds import register
 from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance import audit
@@ -26,8 +25,13 @@ from airside.services.app import Airside
 from airside.store.db import Database
 from airside.store.models import AuditCheckpoint, AuditHead, AuditRecord
 
-ALICE = Principal("alice", "operator")
+ALICE = Principal("alice", "auditor")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "audit.md"
+
+
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, ALICE)
 
 
 @pytest.fixture
@@ -156,12 +160,13 @@ def test_export_writes_every_record_and_checkpoint_and_is_audited(
     records = [x for x in lines if x["type"] == "record"]
     checkpoints = [x for x in lines if x["type"] == "checkpoint"]
     assert lines == records + checkpoints  # records first, then checkpoints
-    assert n == len(records) == 5
-    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    # Records 1-2 registered ALICE; 3-5 are hers, 6 the checkpoint request, 7 the export.
+    assert n == len(records) == 7
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6, 7]
     assert set(records[0]) >= {*audit._FIELDS, "hash"}
     assert records[-1]["action"] == "audit.export"
     assert json.loads(records[-1]["result"])["since_seq"] == 1
-    assert [c["seq"] for c in checkpoints] == [4, 5]  # the export signs its own record
+    assert [c["seq"] for c in checkpoints] == [6, 7]  # the export signs its own record
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert audit_service.verify_chain(app, ALICE).ok
 
@@ -171,7 +176,8 @@ def test_export_since_leaves_out_earlier_records(app: Airside, tmp_path: Path) -
         with app.session() as s:
             audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})
     out = tmp_path / "tail.jsonl"
-    assert audit_service.export_jsonl(app, ALICE, out, since_seq=3) == 3  # 3, 4 and the export
+    # Records 1-2 registered ALICE, 3-6 are hers: since 5 gives 5, 6 and the export.
+    assert audit_service.export_jsonl(app, ALICE, out, since_seq=5) == 3
     assert len(out.read_text(encoding="utf-8").splitlines()) == 4  # + the export's checkpoint
 
 
@@ -246,33 +252,27 @@ def test_key_file_is_created_0600_and_reused(tmp_path: Path) -> None:
 
 
 def test_cli_checkpoint_and_export_print_their_json_shapes(app: Airside, tmp_path: Path) -> None:
-    root = typer.Typer()
-    audit_app = typer.Typer()
-    root.add_typer(audit_app, name="audit")
+    from airside.cli.main import app as cli
 
-    class State:
-        airside = app
-
-    @root.callback()
-    def main(ctx: typer.Context) -> None:
-        ctx.obj = State()
-
-    register(audit_app, lambda ctx: ctx.obj)
     runner = CliRunner()
+    base = ["--data-dir", str(app.settings.data_dir)]  # the local administrator's CLI
     with app.session() as s:
-        audit.append(s, ALICE, "identify", decision="no_match")
+        head = audit.append(s, ALICE, "identify", decision="no_match").seq
 
-    cp = runner.invoke(root, ["audit", "checkpoint", "--json"])
+    cp = runner.invoke(cli, [*base, "audit", "checkpoint", "--json"])
     assert cp.exit_code == 0, cp.output
     cp_json = json.loads(cp.stdout)
-    assert set(cp_json) == {"seq", "head_hash", "key_fingerprint"} and cp_json["seq"] == 2
+    # The checkpoint signs the head, which is its own request's record.
+    assert set(cp_json) == {"seq", "head_hash", "key_fingerprint"}
+    assert cp_json["seq"] == head + 1
 
     out = tmp_path / "x.jsonl"
-    ex = runner.invoke(root, ["audit", "export", str(out), "--since", "2", "--json"])
+    since = str(head + 1)
+    ex = runner.invoke(cli, [*base, "audit", "export", str(out), "--since", since, "--json"])
     assert ex.exit_code == 0, ex.output
     assert json.loads(ex.stdout) == {"records": 2, "checkpoints": 2, "path": str(out)}
 
-    bad = runner.invoke(root, ["audit", "export", str(tmp_path / "no" / "x.jsonl"), "--json"])
+    bad = runner.invoke(cli, [*base, "audit", "export", str(tmp_path / "no" / "x.jsonl"), "--json"])
     assert bad.exit_code == 1 and json.loads(bad.stdout)["error"] == "bad_request"
 
 

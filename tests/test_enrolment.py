@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import jpeg_bytes, png_bytes, register
 
 from airside.errors import ConflictError, ConsentError, ContractMismatchError, NotFoundError
 from airside.governance.consent import BasisInput
@@ -17,8 +17,13 @@ from airside.services.app import Airside
 from airside.services.enrolment import EnrolmentRefused, EnrolRow
 from airside.store.models import AuditRecord, LegalBasis, Subject, Template
 
-OFFICER = Principal("officer-7", "enrolment_officer")
+OFFICER = Principal("officer-7", "admin")
 CONSENT = BasisInput("consent", evidence_sha256="ab" * 32)
+
+
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, OFFICER)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import jpeg_bytes, png_bytes, register
 
 from airside.errors import ConsentError, NotFoundError
 from airside.governance.consent import BasisInput
@@ -18,6 +18,11 @@ from airside.services.audit_service import verify_chain as audit_verify
 from airside.store.models import AuditRecord, LegalBasis, Subject, Template
 
 DPO = Principal("dpo", "admin")
+
+
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, DPO)
 
 
 @pytest.fixture
@@ -89,7 +94,7 @@ def test_no_trace_remains_in_memory(
     assert all(c.subject != "PNR-1" for c in after.candidates)
     for name in ("boarding", "seamless"):
         with app.session() as s:
-            from airside.services.galleries import get_gallery
+            from airside.services.gallery_view import get_gallery
 
             ix = app.index(s, get_gallery(s, name))
         stored = [np.frombuffer(v, dtype="<f4") for v in enrolled["vectors"]]  # type: ignore[attr-defined]

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from tests.conftest import png_bytes
+import pytest
+from tests.conftest import png_bytes, register
 
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
@@ -16,6 +17,11 @@ from airside.services.governance_report import build_report, render_html
 from airside.services.retention import purge
 
 ADMIN = Principal("admin", "admin")
+
+
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, ADMIN)
 
 
 def test_report_lists_each_gallery_with_its_governance(

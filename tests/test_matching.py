@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 from sqlalchemy import select
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import jpeg_bytes, png_bytes, register
 
 from airside.biometrics.contract import EmbeddingContract, Template, similarity
 from airside.errors import ConsentError, ContractMismatchError, NotFoundError
@@ -16,7 +16,12 @@ from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.store.models import AuditRecord, LegalBasis
 
-AGENT = Principal("gate-agent", "operator")
+AGENT = Principal("gate-agent", "admin")
+
+
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, AGENT)
 
 
 def altered(astronaut: np.ndarray) -> bytes:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import jpeg_bytes, png_bytes, register
 
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
@@ -18,6 +18,11 @@ from airside.services.retention import PurgeScheduler, purge
 from airside.store.models import AuditRecord, Template
 
 OPS = Principal("ops", "admin")
+
+
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, OPS)
 
 
 def templates(app: Airside) -> int:
@@ -90,7 +95,7 @@ def test_past_retention_end_is_refused(app: Airside) -> None:
 def test_scheduler_purges_in_the_background(app: Airside, astronaut: np.ndarray) -> None:
     galleries.create_gallery(app, OPS, "g", "seamless-travel", retain_seconds=1)
     enrolment.enrol(app, OPS, "g", "A", [png_bytes(astronaut)], BasisInput("consent"))
-    sched = PurgeScheduler(app, OPS, interval=0.2).start()
+    sched = PurgeScheduler(app, interval=0.2).start()
     try:
         deadline = time.monotonic() + 15
         while templates(app) and time.monotonic() < deadline:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import select, update
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import jpeg_bytes, png_bytes, register
 
-from airside.errors import AirsideError, ConflictError
+from airside.errors import AccessDenied, AirsideError, ConflictError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching, review
@@ -20,6 +20,11 @@ OFFICER = Principal("officer", "admin")
 OPERATOR = Principal("operator-1", "operator")
 ANNA = Principal("anna", "reviewer")
 BEN = Principal("ben", "reviewer")
+
+
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, OFFICER, OPERATOR, ANNA, BEN, Principal("cleo", "reviewer"))
 
 
 @pytest.fixture
@@ -59,12 +64,26 @@ def test_the_same_reviewer_cannot_confirm_twice(app: Airside, hit: int) -> None:
     assert not review.get_case(app, BEN, hit).actionable
 
 
-def test_the_searcher_cannot_review_their_own_hit(app: Airside, hit: int) -> None:
-    with pytest.raises(AirsideError, match="reviewers only"):
+def test_an_operator_may_not_review(app: Airside, hit: int) -> None:
+    with pytest.raises(AccessDenied, match=r"may not review\.vote"):
         review.vote(app, OPERATOR, hit, "confirm")
-    searcher_as_reviewer = Principal("operator-1", "reviewer")
+
+
+def test_the_searcher_cannot_review_their_own_hit(
+    app: Airside, hit: int, astronaut: np.ndarray
+) -> None:
+    own = matching.identify(app, OFFICER, "wl", jpeg_bytes(astronaut, 70)).review_case
+    assert own is not None
     with pytest.raises(AirsideError, match="cannot review"):
-        review.vote(app, searcher_as_reviewer, hit, "confirm")
+        review.vote(app, OFFICER, own, "confirm")
+
+
+def test_a_reviewer_outside_the_gallery_scope_may_not_review(app: Airside, hit: int) -> None:
+    register(app, Principal("dan", "reviewer"), scopes=("boarding:*",))
+    with pytest.raises(AccessDenied, match="no scope") as e:
+        review.vote(app, Principal("dan", "reviewer"), hit, "confirm")
+    assert e.value.code == "out_of_scope"
+    assert review.list_cases(app, Principal("dan", "reviewer")) == []
 
 
 def test_a_rejection_closes_the_case(app: Airside, hit: int) -> None:
@@ -128,9 +147,16 @@ def test_cli_review_flow(
                                "--json"]).stdout)  # fmt: skip
     assert res["match"] and not res["actionable"]
     case = str(res["review_case"])
-    first = run(cli, [*base, "review", "confirm", case, "--reviewer", "anna", "--json"])
+    keys = {}
+    for name in ("anna", "ben"):
+        made = run(cli, [*base, "principal", "add", name, "--role", "reviewer", "--scope", "wl"])
+        assert made.exit_code == 0, made.output
+        issued = json.loads(run(cli, [*base, "apikey", "issue", name, "--json"]).stdout)
+        keys[name] = issued["key"]
+    as_anna, as_ben = {"AIRSIDE_API_KEY": keys["anna"]}, {"AIRSIDE_API_KEY": keys["ben"]}
+    first = run(cli, [*base, "review", "confirm", case, "--json"], env=as_anna)
     assert json.loads(first.stdout)["actionable"] is False
-    again = run(cli, [*base, "review", "confirm", case, "--reviewer", "anna"])
+    again = run(cli, [*base, "review", "confirm", case], env=as_anna)
     assert again.exit_code != 0
-    second = run(cli, [*base, "review", "confirm", case, "--reviewer", "ben", "--json"])
+    second = run(cli, [*base, "review", "confirm", case, "--json"], env=as_ben)
     assert json.loads(second.stdout)["actionable"] is True

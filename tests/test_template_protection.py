@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import jpeg_bytes, png_bytes, register
 
 from airside.config import Settings
 from airside.errors import AirsideError
@@ -46,6 +46,11 @@ CONSENT = BasisInput("consent")
 DIM = 128
 
 
+@pytest.fixture(autouse=True)
+def _principals(app: Airside) -> None:
+    register(app, ADMIN)
+
+
 # --------------------------------------------------------------------------------------------
 # helpers and fixtures
 
@@ -62,6 +67,7 @@ def make_app(tmp_path: Path, analyzer: FaceAnalyzer) -> Iterator[Callable[..., A
             Settings(data_dir=tmp_path / data, **settings), analyzer_factory=lambda _s: analyzer
         )
         made.append(a)
+        register(a, ADMIN)
         return a
 
     yield make
@@ -612,7 +618,7 @@ def bench_renewal(n: int = 20_000, dim: int = DIM) -> dict[str, float]:
     (encrypting ``n`` legacy rows), ``gallery rekey`` and ``keys rotate --retire-old`` on a
     gallery of ``n`` synthetic templates in SQLite."""
     from airside.biometrics.contract import EmbeddingContract
-    from airside.services.galleries import get_gallery
+    from airside.services.gallery_view import get_gallery
     from airside.store.models import Subject
 
     rng = np.random.default_rng(0)
@@ -622,6 +628,7 @@ def bench_renewal(n: int = 20_000, dim: int = DIM) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         app = Airside(Settings(data_dir=Path(d), template_protection="auto"))
         try:
+            register(app, ADMIN)
             with app.session() as s:
                 g = Gallery(
                     name="g",

@@ -250,18 +250,21 @@ def bench_search(sizes: list[int], dim: int = 128) -> list[dict[str, Any]]:
     return rows
 
 
+# enrol s/face, identify s/probe, audit append s, access check s, enrolled, searched
+_Sample = tuple[float, float, float, float, int, int]
+
+
 def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
     """What governance costs per enrol and identify: the same service calls with template
     protection on and off, and the audit append measured on its own (it cannot be off)."""
     from airside.config import DetectorSettings, Settings
     from airside.governance import audit
     from airside.governance.consent import BasisInput
-    from airside.governance.principals import Principal
-    from airside.services import enrolment, galleries, matching
+    from airside.services import access, enrolment, galleries, matching
     from airside.services.app import Airside
+    from airside.services.authz import authorize
     from airside.vision.factory import default_analyzer
 
-    who = Principal("bench", "admin")
     n = len(paths) // 2
     gallery_imgs, probes = paths[:n], paths[n : 2 * n]
     rows: list[dict[str, Any]] = []
@@ -272,7 +275,7 @@ def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
 
         capture_and_embed_many(analyzer, paths[-4:], max_pixels=base.max_image_pixels,
                                policy="largest")  # warm up the models  # fmt: skip
-        samples: dict[str, list[tuple[float, float, float, int, int]]] = {"auto": [], "on": []}
+        samples: dict[str, list[_Sample]] = {"auto": [], "on": []}
         # Alternate the configurations over rounds and keep medians: face processing
         # (~70 ms) varies more between runs than governance costs.
         for rnd in range(3):
@@ -281,12 +284,17 @@ def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
                     update={"data_dir": Path(tmp) / f"{mode}{rnd}", "template_protection": mode}
                 )
                 app = Airside(settings, analyzer_factory=lambda _s: analyzer)
-                galleries.create_gallery(app, who, "g", "bench", quality_bar=0)
+                admin = access.ensure_local_admin(app)
+                galleries.create_gallery(app, admin, "g", "bench", quality_bar=0)
+                # Searches and enrolments run as a scoped operator and officer, as in service.
+                scope = [("g", "*")]
+                officer = access.add_principal(app, admin, "officer", "enrolment_officer", scope)
+                who = access.add_principal(app, admin, "agent", "operator", scope)
                 t = time.perf_counter()
                 enrolled = 0
                 for i, p in enumerate(gallery_imgs):
                     try:
-                        enrolment.enrol(app, who, "g", f"S{i}", [p], BasisInput("consent"))
+                        enrolment.enrol(app, officer, "g", f"S{i}", [p], BasisInput("consent"))
                         enrolled += 1
                     except Exception:  # a refused photo (e.g. two faces) is skipped
                         continue
@@ -306,26 +314,34 @@ def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
                     for _ in range(200):
                         audit.append(sess, who, "bench", decision="x", result={"k": 1})
                     audit_s = (time.perf_counter() - t) / 200
+                t = time.perf_counter()
+                for _ in range(200):
+                    authorize(app, who, "identify", gallery="g")
+                authz_s = (time.perf_counter() - t) / 200
                 app.close()
-                samples[mode].append((enrol_s, ident_s, audit_s, enrolled, searched))
+                samples[mode].append((enrol_s, ident_s, audit_s, authz_s, enrolled, searched))
         for label, mode in (("template protection off", "auto"), ("template protection on", "on")):
-            med = [float(np.median([x[k] for x in samples[mode]])) for k in range(3)]
+            med = [float(np.median([x[k] for x in samples[mode]])) for k in range(4)]
             rows.append({"what": label, "enrol_ms": med[0] * 1000, "identify_ms": med[1] * 1000,
-                         "audit_append_ms": med[2] * 1000, "enrolled": samples[mode][0][3],
-                         "searched": samples[mode][0][4]})  # fmt: skip
+                         "audit_append_ms": med[2] * 1000, "authorize_ms": med[3] * 1000,
+                         "enrolled": samples[mode][0][4],
+                         "searched": samples[mode][0][5]})  # fmt: skip
     off, on = rows
-    audit_ms = on["audit_append_ms"]
+    # Audit and access checks cannot be switched off; they are timed on their own and
+    # taken out to get the same operation with no governance at all.
+    always_ms = on["audit_append_ms"] + on["authorize_ms"]
     for key in ("enrol_ms", "identify_ms"):
-        without = off[key] - audit_ms  # the same operation with no governance at all
+        without = off[key] - always_ms
         on[f"{key}_governance_share"] = (on[key] - without) / without
-    table = Table("configuration", "enrol ms/face", "identify ms/probe", "audit append ms")
+    table = Table("configuration", "enrol ms/face", "identify ms/probe", "audit append ms",
+                  "access check ms")  # fmt: skip
     for r in rows:
         table.add_row(r["what"], f"{r['enrol_ms']:.1f}", f"{r['identify_ms']:.1f}",
-                      f"{r['audit_append_ms']:.2f}")  # fmt: skip
+                      f"{r['audit_append_ms']:.2f}", f"{r['authorize_ms']:.2f}")  # fmt: skip
     console.print(f"governance cost on {source} ({n} enrolments, {n} searches, one process)")
     console.print(table)
     console.print(
-        f"governance share (audit + encryption + transform): enrol "
+        f"governance share (access check + audit + encryption + transform): enrol "
         f"{on['enrol_ms_governance_share']:.1%}, identify {on['identify_ms_governance_share']:.1%}"
         " (target: under 10%)"
     )

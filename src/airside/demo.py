@@ -22,8 +22,8 @@ from rich.table import Table
 from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
-from airside.governance.principals import local_principal
-from airside.services import enrolment, galleries, matching
+from airside.governance.principals import Principal
+from airside.services import access, enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain as audit_verify
 
@@ -72,7 +72,7 @@ def sample_images(folder: Path) -> dict[str, Path]:
 
 
 def run_steps(app: Airside, inputs: Path) -> list[Step]:
-    p = local_principal()
+    p = access.ensure_local_admin(app)  # the first run makes the local user admin
     imgs = sample_images(inputs)
     steps: list[Step] = []
     gallery = "demo-seamless-travel"
@@ -155,6 +155,8 @@ def run_steps(app: Airside, inputs: Path) -> list[Step]:
         except AirsideError as e:
             steps.append(Step(f"enrol {name}", "refused with reason", str(e), True))
 
+    steps.extend(_access_steps(app, p, gallery, imgs["astronaut, cropped"]))
+
     rep = audit_verify(app, p)
     steps.append(
         Step(
@@ -164,6 +166,29 @@ def run_steps(app: Airside, inputs: Path) -> list[Step]:
             rep.ok,
         )
     )
+    return steps
+
+
+def _access_steps(app: Airside, admin: Principal, gallery: str, probe: Path) -> list[Step]:
+    """A gate agent scoped to boarding galleries cannot search this gallery; a forged key
+    gets nobody in; the agent's own key works where its scope reaches."""
+    steps: list[Step] = []
+    agent = access.add_principal(app, admin, "gate-agent-7", "operator", [("boarding:*", "*")])
+    key = access.issue_key(app, admin, agent.name)
+    as_agent = access.authenticate(app, key.secret)
+    try:
+        matching.identify(app, as_agent, gallery, probe)
+        steps.append(Step("gate agent searches outside its scope", "refused", "searched", False))
+    except AirsideError as e:
+        steps.append(
+            Step("gate agent searches outside its scope", "refused", f"refused: {e.code}", True)
+        )
+    forged = key.secret[:-4] + ("AAAA" if not key.secret.endswith("AAAA") else "BBBB")
+    try:
+        access.authenticate(app, forged)
+        steps.append(Step("forged API key", "refused", "accepted", False))
+    except AirsideError as e:
+        steps.append(Step("forged API key", "refused", f"refused: {e.code}", True))
     return steps
 
 

@@ -38,3 +38,10 @@ class ContractMismatchError(AirsideError):
     """Templates from different embedding contracts must never be compared."""
 
     code = "contract_mismatch"
+
+
+class AccessDenied(AirsideError):
+    """The principal is unknown, disabled, lacks the role or scope, or asks for the wrong
+    purpose. ``code`` says which (``unknown_principal``, ``forbidden``, ``out_of_scope``...)."""
+
+    code = "forbidden"

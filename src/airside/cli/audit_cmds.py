@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated
 
 import typer
 
+from airside.cli.options import JsonOpt
 from airside.cli.render import emit_json, err, esc, fail, out, say
+from airside.cli.state import state
 from airside.errors import AirsideError
-from airside.governance.principals import local_principal
-from airside.services.app import Airside
 
 
-class _HasAirside(Protocol):
-    @property
-    def airside(self) -> Airside: ...
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
-def register(audit_app: typer.Typer, state_getter: Callable[[typer.Context], Any]) -> None:
-    """Add ``export`` and ``checkpoint`` to ``audit_app``; ``state_getter(ctx).airside`` is
-    the service context."""
-
-    def _app(ctx: typer.Context) -> Airside:
-        st: _HasAirside = state_getter(ctx)
-        return st.airside
+def register(audit_app: typer.Typer) -> None:
+    """Add ``export`` and ``checkpoint`` to ``audit_app``."""
 
     @audit_app.command("export")
     def audit_export(
@@ -48,7 +34,7 @@ def register(audit_app: typer.Typer, state_getter: Callable[[typer.Context], Any
         from airside.services.audit_service import export
 
         try:
-            summary = export(_app(ctx), local_principal(), dest, since_seq=since)
+            summary = export(state(ctx).airside, state(ctx).principal, dest, since_seq=since)
         except AirsideError as e:
             fail(e, as_json)
         if as_json:
@@ -72,7 +58,7 @@ def register(audit_app: typer.Typer, state_getter: Callable[[typer.Context], Any
         from airside.services.audit_service import make_checkpoint
 
         try:
-            cp = make_checkpoint(_app(ctx), local_principal())
+            cp = make_checkpoint(state(ctx).airside, state(ctx).principal)
         except AirsideError as e:
             fail(e, as_json)
         if as_json:

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Protocol
+from typing import Annotated
 
 import typer
 
+from airside.cli.options import JsonOpt
 from airside.cli.render import emit_json, esc, fail, out, say
+from airside.cli.state import state
 from airside.errors import AirsideError
-from airside.governance.principals import local_principal
-from airside.services.app import Airside
 
 
-class _HasAirside(Protocol):
-    @property
-    def airside(self) -> Airside: ...
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
-def register(
-    app: typer.Typer, gallery_app: typer.Typer, state_getter: Callable[[typer.Context], Any]
-) -> None:
-    """Add the ``keys`` group (``rotate``) to ``app`` and ``rekey`` to ``gallery_app``;
-    ``state_getter(ctx).airside`` is the service context."""
+def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
+    """Add the ``keys`` group (``rotate``) to ``app`` and ``rekey`` to ``gallery_app``."""
 
     keys_app = typer.Typer(
         help="Template encryption keys (docs/template_protection.md).", no_args_is_help=True
     )
     app.add_typer(keys_app, name="keys")
-
-    def _app(ctx: typer.Context) -> Airside:
-        st: _HasAirside = state_getter(ctx)
-        return st.airside
 
     @keys_app.command("rotate")
     def keys_rotate(
@@ -53,7 +37,7 @@ def register(
         from airside.governance.template_protection import rotate_keys
 
         try:
-            rep = rotate_keys(_app(ctx), local_principal(), retire_old=retire_old)
+            rep = rotate_keys(state(ctx).airside, state(ctx).principal, retire_old=retire_old)
         except AirsideError as e:
             fail(e, as_json)
         if as_json:
@@ -85,7 +69,7 @@ def register(
         from airside.governance.template_protection import rekey_gallery
 
         try:
-            rep = rekey_gallery(_app(ctx), local_principal(), name)
+            rep = rekey_gallery(state(ctx).airside, state(ctx).principal, name)
         except AirsideError as e:
             fail(e, as_json)
         if as_json:

@@ -14,12 +14,13 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from airside.cli.options import JsonOpt, parse_duration
 from airside.cli.render import emit_json, err, esc, fail, out, progress, say
+from airside.cli.state import State
+from airside.cli.state import state as _state
 from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
-from airside.governance.principals import local_principal
-from airside.services.app import Airside
 
 if TYPE_CHECKING:
     from airside.services.erasure import ErasureReceipt
@@ -45,33 +46,6 @@ subject_app = typer.Typer(help="Act on one subject's data (erasure).", no_args_i
 consent_app = typer.Typer(help="Consent and other legal bases.", no_args_is_help=True)
 app.add_typer(subject_app, name="subject")
 app.add_typer(consent_app, name="consent")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
-class State:
-    def __init__(self, data_dir: Path | None, settings: Settings | None = None) -> None:
-        self.data_dir = data_dir
-        self._settings = settings
-        self._app: Airside | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = Settings(data_dir=self.data_dir) if self.data_dir else Settings()
-        return self._settings
-
-    @property
-    def airside(self) -> Airside:
-        if self._app is None:
-            self._app = Airside(self.settings)
-        return self._app
-
-
-def _state(ctx: typer.Context) -> State:
-    st = ctx.obj
-    assert isinstance(st, State)
-    return st
 
 
 @app.callback()
@@ -108,17 +82,6 @@ def main(
     ctx.obj = State(data_dir, settings)
 
 
-_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> int:
-    """'90s', '30m', '12h', '30d' -> seconds."""
-    t = text.strip().lower()
-    if len(t) < 2 or t[-1] not in _DURATION or not t[:-1].replace(".", "", 1).isdigit():
-        raise ValueError(f"duration {text!r} must look like 90s, 30m, 12h or 30d")
-    return int(float(t[:-1]) * _DURATION[t[-1]])
-
-
 @gallery_app.command("create")
 def gallery_create(
     ctx: typer.Context,
@@ -146,7 +109,7 @@ def gallery_create(
     try:
         info = create_gallery(
             _state(ctx).airside,
-            local_principal(),
+            _state(ctx).principal,
             name,
             purpose,
             quality_bar=quality_bar,
@@ -173,7 +136,7 @@ def purge_cmd(
     from airside.services.retention import purge
 
     try:
-        rep = purge(_state(ctx).airside, local_principal(), dry_run=dry_run)
+        rep = purge(_state(ctx).airside, _state(ctx).principal, dry_run=dry_run)
     except AirsideError as e:
         fail(e, as_json)
     if as_json:
@@ -190,7 +153,10 @@ def galleries(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List galleries with their purpose, model and size."""
     from airside.services.galleries import list_galleries
 
-    rows = list_galleries(_state(ctx).airside, local_principal())
+    try:
+        rows = list_galleries(_state(ctx).airside, _state(ctx).principal)
+    except AirsideError as e:
+        fail(e, as_json)
     if as_json:
         emit_json([r.as_dict() for r in rows])
         return
@@ -218,7 +184,7 @@ def subjects(
     from airside.services.subjects import list_subjects
 
     try:
-        rows = list_subjects(_state(ctx).airside, local_principal(), gallery)
+        rows = list_subjects(_state(ctx).airside, _state(ctx).principal, gallery)
     except AirsideError as e:
         fail(e, as_json)
     if as_json:
@@ -296,7 +262,7 @@ def enrol(
             with progress("enrolling", len(rows), enabled=True) as tick:
                 res = enrol_batch(
                     _state(ctx).airside,
-                    local_principal(),
+                    _state(ctx).principal,
                     gallery,
                     rows,
                     skip_refused=skip_refused,
@@ -316,7 +282,7 @@ def enrol(
                 "enrolment needs a recorded legal basis: add --basis consent (or another basis)",
                 code="no_legal_basis",
             )
-        result = do_enrol(_state(ctx).airside, local_principal(), gallery, subject, images, b)
+        result = do_enrol(_state(ctx).airside, _state(ctx).principal, gallery, subject, images, b)
     except (AirsideError, ValueError, OSError) as e:
         fail(e, as_json)
     if as_json:
@@ -362,6 +328,10 @@ def verify(
     gallery: Annotated[str | None, typer.Option(help="Gallery of --subject.")] = None,
     subject: Annotated[str | None, typer.Option(help="Compare with this enrolled subject.")] = None,
     fmr: Annotated[float | None, typer.Option(help="Target false-match rate.")] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(help="The purpose of this search; refused unless it is the gallery's."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify 1:1: two photos of the same person? (or a photo against an enrolled subject)"""
@@ -372,13 +342,19 @@ def verify(
             if gallery is None or len(images) != 1:
                 raise ValueError("with --subject give --gallery and exactly one image")
             res = verify_subject(
-                _state(ctx).airside, local_principal(), gallery, subject, images[0], fmr=fmr
+                _state(ctx).airside,
+                _state(ctx).principal,
+                gallery,
+                subject,
+                images[0],
+                fmr=fmr,
+                purpose=purpose,
             )
         else:
             if len(images) != 2:
                 raise ValueError("give exactly two images (or one with --gallery/--subject)")
             res = verify_images(
-                _state(ctx).airside, local_principal(), images[0], images[1], fmr=fmr
+                _state(ctx).airside, _state(ctx).principal, images[0], images[1], fmr=fmr
             )
     except (AirsideError, ValueError) as e:
         fail(e, as_json)
@@ -401,13 +377,18 @@ def identify(
     fpir: Annotated[
         float | None, typer.Option(help="Target false-positive identification rate.")
     ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(help="The purpose of this search; refused unless it is the gallery's."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Identify 1:N: who in the gallery is this, if anyone?"""
     from airside.services.matching import identify as do_identify
 
     try:
-        res = do_identify(_state(ctx).airside, local_principal(), gallery, image, k=k, fpir=fpir)
+        st = _state(ctx)
+        res = do_identify(st.airside, st.principal, gallery, image, k=k, fpir=fpir, purpose=purpose)
     except (AirsideError, ValueError) as e:
         fail(e, as_json)
     if as_json:
@@ -435,7 +416,10 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Check the audit chain; names every altered, deleted, inserted or reordered record."""
     from airside.services.audit_service import verify_chain
 
-    rep = verify_chain(_state(ctx).airside, local_principal())
+    try:
+        rep = verify_chain(_state(ctx).airside, _state(ctx).principal)
+    except AirsideError as e:
+        fail(e, as_json)
     if as_json:
         emit_json(rep.as_dict())
     elif rep.ok:
@@ -477,7 +461,7 @@ def subject_erase(
 
     app_ = _state(ctx).airside
     _erasure(
-        lambda: erase_subject(app_, local_principal(), subject, reason),
+        lambda: erase_subject(app_, _state(ctx).principal, subject, reason),
         as_json,
         f"erased subject {esc(subject)}",
     )
@@ -495,19 +479,10 @@ def consent_withdraw(
 
     app_ = _state(ctx).airside
     _erasure(
-        lambda: withdraw_basis(app_, local_principal(), subject, purpose),
+        lambda: withdraw_basis(app_, _state(ctx).principal, subject, purpose),
         as_json,
         f"withdrawn {esc(subject)} for {esc(purpose)}",
     )
-
-
-def _reviewer(name: str | None) -> Any:
-    from airside.governance.principals import Principal
-
-    if not name:
-        raise ValueError("name the reviewer with --reviewer")
-    # Until remote principals with keys exist, a local reviewer is named, not authenticated.
-    return Principal(f"local:{name}", "reviewer")
 
 
 def _show_case(case: Any, as_json: bool) -> None:
@@ -534,7 +509,12 @@ def review_list(
     """Open review cases (watchlist hits awaiting two confirmations)."""
     from airside.services.review import list_cases
 
-    cases = list_cases(_state(ctx).airside, local_principal(), None if all_cases else "open")
+    try:
+        cases = list_cases(
+            _state(ctx).airside, _state(ctx).principal, None if all_cases else "open"
+        )
+    except AirsideError as e:
+        fail(e, as_json)
     if as_json:
         emit_json([c.as_dict() for c in cases])
         return
@@ -548,14 +528,13 @@ def _vote(
     ctx: typer.Context,
     case: int,
     decision: str,
-    reviewer: str | None,
     note: str | None,
     as_json: bool,
 ) -> None:
     from airside.services.review import vote
 
     try:
-        view = vote(_state(ctx).airside, _reviewer(reviewer), case, decision, note)
+        view = vote(_state(ctx).airside, _state(ctx).principal, case, decision, note)
     except (AirsideError, ValueError) as e:
         fail(e, as_json)
     _show_case(view, as_json)
@@ -565,24 +544,22 @@ def _vote(
 def review_confirm(
     ctx: typer.Context,
     case: int,
-    reviewer: Annotated[str | None, typer.Option(help="Who is confirming.")] = None,
     note: Annotated[str | None, typer.Option()] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Confirm a hit; it becomes actionable after a second, different reviewer confirms."""
-    _vote(ctx, case, "confirm", reviewer, note, as_json)
+    _vote(ctx, case, "confirm", note, as_json)
 
 
 @review_app.command("reject")
 def review_reject(
     ctx: typer.Context,
     case: int,
-    reviewer: Annotated[str | None, typer.Option(help="Who is rejecting.")] = None,
     note: Annotated[str | None, typer.Option()] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a hit: the case closes and nobody may act on it."""
-    _vote(ctx, case, "reject", reviewer, note, as_json)
+    _vote(ctx, case, "reject", note, as_json)
 
 
 @report_app.command("governance")
@@ -595,7 +572,7 @@ def report_governance(
     from airside.services.governance_report import build_report, render_html
 
     try:
-        rep = build_report(_state(ctx).airside, local_principal())
+        rep = build_report(_state(ctx).airside, _state(ctx).principal)
         if html is not None:
             html.parent.mkdir(parents=True, exist_ok=True)
             html.write_text(render_html(rep), encoding="utf-8")
@@ -630,10 +607,11 @@ from airside.cli import eval_cmds  # noqa: E402  (registers the eval sub-command
 
 eval_cmds.register(eval_app)
 
-from airside.cli import audit_cmds  # noqa: E402  (registers audit export/checkpoint)
+from airside.cli import access_cmds, audit_cmds  # noqa: E402  (register their commands)
 
-audit_cmds.register(audit_app, _state)
+audit_cmds.register(audit_app)
+access_cmds.register(app)
 
 from airside.cli import keys_cmds  # noqa: E402  (registers keys rotate, gallery rekey)
 
-keys_cmds.register(app, gallery_app, _state)
+keys_cmds.register(app, gallery_app)

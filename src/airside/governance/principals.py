@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass
 
 
@@ -12,10 +11,6 @@ class Principal:
     role: str
 
 
-def local_principal() -> Principal:
-    """The operator at this machine's CLI, acting as the local administrator."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Principal(name=f"local:{user}", role="admin")
+# The retention policy and other scheduled housekeeping act as this principal in the audit
+# log. It is not registered and cannot pass ``authorize``: only in-process code uses it.
+SYSTEM = Principal("system", "system")

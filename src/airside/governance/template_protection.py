@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
-from airside.governance import audit
+from airside.governance import access, audit
 from airside.governance.principals import Principal
 from airside.governance.secret_files import write_secret
 from airside.store.models import Gallery, Template
@@ -671,6 +671,8 @@ def rotate_keys(
     encrypted too. Vectors and transforms do not change, so neither do scores."""
     prot = app.template_protector
     try:
+        with app.session() as s:
+            access.authorize(s, principal, "keys.rotate")
         return _rotate(app, prot, principal, retire_old)
     except AirsideError as e:
         app.audit_refusal(principal, "keys.rotate", e, extra={"retire_old": retire_old})
@@ -822,6 +824,7 @@ def rekey_gallery(app: ProtectedApp, principal: Principal, gallery_name: str) ->
     purpose: str | None = None
     try:
         with app.session() as s:
+            access.authorize(s, principal, "gallery.rekey")
             g = s.scalar(select(Gallery).where(Gallery.name == gallery_name).with_for_update())
             if g is None:
                 raise NotFoundError(f"no gallery named {gallery_name!r}")

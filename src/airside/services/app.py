@@ -30,7 +30,7 @@ from airside.store.models import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
 
 if TYPE_CHECKING:
-    from airside.services.galleries import GalleryView
+    from airside.services.gallery_view import GalleryView
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.governance.signing import Signer, default_key_path
 from airside.services.app import Airside
+from airside.services.authz import authorize
 from airside.store.models import AuditCheckpoint, AuditRecord
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def export(app: Airside, principal: Principal, out: Path, since_seq: int = 1) ->
     A chain that no longer verifies is still exported (a regulator may need exactly that),
     without a fresh checkpoint.
     """
+    authorize(app, principal, "audit.export")
     try:
         if since_seq < 1:
             raise AirsideError("--since must be 1 or more", code="bad_request")
@@ -115,6 +117,7 @@ def export_jsonl(app: Airside, principal: Principal, out: Path, since_seq: int =
 
 def make_checkpoint(app: Airside, principal: Principal) -> dict[str, Any]:
     """Log the request, then sign the head (which covers that record)."""
+    authorize(app, principal, "audit.checkpoint")
     key = signer(app)
     try:
         with app.session() as s:
@@ -137,6 +140,7 @@ def verify_chain(
 ) -> audit.ChainReport:
     """Verify records and checkpoints. Without ``trusted`` fingerprints, the installation's
     own key is trusted when it exists (a rotated key's fingerprints must then be passed)."""
+    authorize(app, principal, "audit.verify")
     if trusted is None:
         key_path = default_key_path(app.settings.data_dir)
         if key_path.exists():

@@ -17,6 +17,7 @@ from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.governance.template_protection import TemplateProtector
 from airside.services.app import Airside
+from airside.services.authz import authorize_gallery
 from airside.services.captures import (
     Capture,
     ImageSource,
@@ -24,7 +25,7 @@ from airside.services.captures import (
     capture_many,
     embed_captures,
 )
-from airside.services.galleries import GalleryView, get_gallery
+from airside.services.gallery_view import GalleryView, get_gallery
 from airside.store.models import Gallery, Subject
 from airside.store.models import Template as TemplateRow
 
@@ -213,8 +214,7 @@ def enrol(
         raise ValueError("give at least one image")
     if basis is not None:
         basis.validate()
-    with app.session() as s:
-        gallery = get_gallery(s, gallery_name)
+    gallery = authorize_gallery(app, principal, "enrol", gallery_name)
     contract = app.analyzer.contract
     try:
         require_same(contract, gallery.contract_fingerprint)
@@ -267,8 +267,7 @@ def enrol_batch(
 ) -> BatchResult:
     """Enrol many subjects. By default all or nothing; with ``skip_refused`` the good rows
     are enrolled and the refused ones listed."""
-    with app.session() as s:
-        gallery = get_gallery(s, gallery_name)
+    gallery = authorize_gallery(app, principal, "enrol.batch", gallery_name)
     contract = app.analyzer.contract
     require_same(contract, gallery.contract_fingerprint)
     refused: list[tuple[int, str, Refusal]] = []

@@ -22,6 +22,7 @@ from airside.errors import AirsideError, ConsentError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.services.app import Airside
+from airside.services.authz import authorize
 from airside.store.models import Gallery, LegalBasis, Subject, Template
 
 
@@ -76,7 +77,7 @@ def _delete_templates(session: Session, template_rows: list[tuple[int, int, str]
 
 
 def _sync_indexes(app: Airside, gallery_names: list[str]) -> None:
-    from airside.services.galleries import get_gallery
+    from airside.services.gallery_view import get_gallery
 
     with app.session() as s:
         for name in gallery_names:
@@ -88,6 +89,7 @@ def erase_subject(
     app: Airside, principal: Principal, reference: str, reason: str = "erasure request"
 ) -> ErasureReceipt:
     """Remove every trace of a subject's biometrics; returns a sealed receipt."""
+    authorize(app, principal, "subject.erase")
     try:
         with app.session() as s:
             subj = _subject(s, reference)
@@ -137,6 +139,7 @@ def withdraw_basis(
     templates from every gallery of that purpose that no other basis still covers."""
     from airside.governance.consent import covering_basis
 
+    authorize(app, principal, "consent.withdraw", purpose=purpose)
     try:
         with app.session() as s:
             subj = _subject(s, reference)

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from airside.errors import ConflictError, NotFoundError
-from airside.governance import audit
+from airside.errors import ConflictError
+from airside.governance import access, audit
+from airside.governance.access import GalleryRef
 from airside.governance.principals import Principal
 from airside.services.app import Airside
+from airside.services.authz import authorize
 from airside.store.models import Gallery, Template
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")
@@ -34,34 +35,6 @@ class GalleryInfo:
         return dict(self.__dict__)
 
 
-@dataclass(frozen=True)
-class GalleryView:
-    """A detached snapshot of a gallery row, safe to use across transactions."""
-
-    id: int
-    name: str
-    purpose: str
-    contract_fingerprint: str
-    contract_json: str
-    quality_bar: float
-    fmr_target: float
-
-
-def get_gallery(session: Session, name: str) -> GalleryView:
-    g = session.scalar(select(Gallery).where(Gallery.name == name))
-    if g is None:
-        raise NotFoundError(f"no gallery named {name!r}; create it with 'airside gallery create'")
-    return GalleryView(
-        g.id,
-        g.name,
-        g.purpose,
-        g.contract_fingerprint,
-        g.contract_json,
-        g.quality_bar,
-        g.fmr_target,
-    )
-
-
 def create_gallery(
     app: Airside,
     principal: Principal,
@@ -78,6 +51,7 @@ def create_gallery(
     ``retain_until`` ends the whole gallery; ``departs`` (a flight's departure) sets
     ``retain_until`` to departure plus the boarding retention (12 h by default). Boarding
     galleries without either keep templates at most ``boarding_default_retention_hours``."""
+    authorize(app, principal, "gallery.create")
     if not _NAME.match(name):
         raise ValueError(
             f"gallery name {name!r} must start with a letter or digit and use only "
@@ -163,6 +137,8 @@ def retention_for(
 
 
 def list_galleries(app: Airside, principal: Principal) -> list[GalleryInfo]:
+    """The galleries the principal's scopes reach (all of them for global roles)."""
+    authorize(app, principal, "gallery.list")
     with app.session() as s:
         counts = dict(
             s.execute(
@@ -189,5 +165,12 @@ def list_galleries(app: Airside, principal: Principal) -> list[GalleryInfo]:
             )
             for g in s.scalars(select(Gallery).order_by(Gallery.name))
         ]
+        visible = {
+            g.name
+            for g in access.visible_galleries(
+                s, principal, [GalleryRef(i.name, i.purpose) for i in out]
+            )
+        }
+        out = [i for i in out if i.name in visible]
         audit.append(s, principal, "gallery.list", decision="listed", result={"n": len(out)})
     return out

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.services.app import Airside
+from airside.services.authz import authorize
 from airside.store.models import AuditRecord, Gallery, LegalBasis, Template
 
 
@@ -72,6 +73,7 @@ def _retention(g: Gallery) -> str:
 
 
 def build_report(app: Airside, principal: Principal, recent: int = 20) -> GovernanceReport:
+    authorize(app, principal, "report.governance")
     now = datetime.now(UTC)
     with app.session() as s:
         rows: list[GalleryGovernance] = []

@@ -12,8 +12,8 @@ from airside.governance import audit, consent
 from airside.governance.principals import Principal
 from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
+from airside.services.authz import authorize, authorize_gallery
 from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
-from airside.services.galleries import get_gallery
 from airside.services.review import open_case, requires_review
 from airside.store.models import Subject
 from airside.store.models import Template as TemplateRow
@@ -100,6 +100,7 @@ def verify_images(
     policy: FacePolicy = "single",
 ) -> VerifyResult:
     """Compare two photos (e.g. live capture vs document photo); nothing is stored."""
+    authorize(app, principal, "verify")
     fmr_target = app.settings.default_fmr if fmr is None else fmr
     try:
         threshold = app.calibration(app.analyzer.contract).threshold_for(fmr_target)
@@ -134,10 +135,12 @@ def verify_subject(
     probe: ImageSource,
     *,
     fmr: float | None = None,
+    purpose: str | None = None,
 ) -> VerifyResult:
-    """Compare a photo with one enrolled subject (best of their templates in the gallery)."""
-    with app.session() as s:
-        gallery = get_gallery(s, gallery_name)
+    """Compare a photo with one enrolled subject (best of their templates in the gallery).
+
+    ``purpose``, when the caller declares one, must be the gallery's."""
+    gallery = authorize_gallery(app, principal, "verify.subject", gallery_name, purpose)
     fmr_target = gallery.fmr_target if fmr is None else fmr
     try:
         require_same(app.analyzer.contract, gallery.contract_fingerprint)
@@ -196,14 +199,17 @@ def identify(
     k: int = 5,
     fpir: float | None = None,
     policy: FacePolicy = "single",
+    purpose: str | None = None,
 ) -> IdentifyResult:
     """Search one gallery. Open-set: the best candidate is a match only above a threshold
     chosen so that a person who is not enrolled is wrongly matched at most at rate ``fpir``
-    (per-comparison FMR = FPIR / gallery size, the usual independence approximation)."""
+    (per-comparison FMR = FPIR / gallery size, the usual independence approximation).
+
+    The search runs only if ``principal``'s scope covers the gallery for its purpose, and
+    ``purpose``, when the caller declares one, is the gallery's."""
     if k < 1:
         raise ValueError("k must be at least 1")
-    with app.session() as s:
-        gallery = get_gallery(s, gallery_name)
+    gallery = authorize_gallery(app, principal, "identify", gallery_name, purpose)
     fpir_target = gallery.fmr_target if fpir is None else fpir
     try:
         with app.session() as s:

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 
 from airside.governance import audit
-from airside.governance.principals import Principal
+from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
+from airside.services.authz import authorize
 from airside.store.models import Gallery, Template
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,16 @@ def purge(
     app: Airside, principal: Principal, *, now: datetime | None = None, dry_run: bool = False
 ) -> PurgeReport:
     """Delete every template past its gallery's retention, in one audited transaction."""
+    authorize(app, principal, "purge")
+    return run_purge(app, principal, now=now, dry_run=dry_run)
+
+
+def run_purge(
+    app: Airside, actor: Principal, *, now: datetime | None = None, dry_run: bool = False
+) -> PurgeReport:
+    """The purge itself, for callers that are the retention policy rather than a person
+    (the in-process scheduler acts as ``system``); people go through :func:`purge`."""
+    principal = actor
     now = now or datetime.now(UTC)
     report = PurgeReport(at=now.isoformat(timespec="seconds"), dry_run=dry_run)
     touched: list[str] = []
@@ -90,7 +101,7 @@ def purge(
                 result=report.as_dict(),
             )
     if touched:
-        from airside.services.galleries import get_gallery
+        from airside.services.gallery_view import get_gallery
 
         with app.session() as s:
             for name in touched:
@@ -104,9 +115,8 @@ class PurgeScheduler:
     processes (camera pipelines, the API server). A failed purge is logged and retried at
     the next tick; it never stops the host process."""
 
-    def __init__(self, app: Airside, principal: Principal, interval: float | None = None):
+    def __init__(self, app: Airside, interval: float | None = None):
         self.app = app
-        self.principal = principal
         self.interval = interval if interval is not None else app.settings.purge_interval_s
         self.runs = 0
         self._stop = threading.Event()
@@ -123,7 +133,7 @@ class PurgeScheduler:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                purge(self.app, self.principal)
+                run_purge(self.app, SYSTEM)
                 self.runs += 1
             except Exception:  # keep the host process alive; the next tick retries
                 log.exception("scheduled purge failed")

@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from airside.errors import AirsideError, ConflictError, NotFoundError
-from airside.governance import audit
-from airside.governance.principals import Principal
+from airside.errors import AccessDenied, AirsideError, ConflictError, NotFoundError
+from airside.governance import access, audit
+from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
+from airside.services.authz import authorize
 from airside.store.models import ReviewCase, ReviewVote
 
-REVIEWER_ROLES = ("reviewer", "admin")
 CONFIRMATIONS_NEEDED = 2
 
 
@@ -141,14 +141,15 @@ def _votes(session: Session, case_id: int) -> list[ReviewVote]:
     )
 
 
-def _expire_if_due(session: Session, principal: Principal, case: ReviewCase) -> bool:
+def _expire_if_due(session: Session, case: ReviewCase) -> bool:
+    """Expire an open case past its deadline (the review policy acts, as ``system``)."""
     now = datetime.now(UTC)
     if case.status == "open" and _aware(case.deadline) <= now:
         case.status = "expired"
         case.closed_at = now
         audit.append(
             session,
-            principal,
+            SYSTEM,
             "review.expire",
             decision="expired",
             purpose=case.purpose,
@@ -166,14 +167,13 @@ def vote(
     if decision not in ("confirm", "reject"):
         raise ValueError("decision must be confirm or reject")
     try:
-        if principal.role not in REVIEWER_ROLES:
-            raise ReviewError(
-                f"{principal.name} ({principal.role}) may not review: reviewers only",
-                code="forbidden",
-            )
         with app.session() as s:
+            access.authorize(s, principal, "review.vote")
             case = _case(s, case_id)
-            if _expire_if_due(s, principal, case):
+            access.authorize(
+                s, principal, "review.vote", access.GalleryRef(case.gallery, case.purpose)
+            )
+            if _expire_if_due(s, case):
                 view = _view(case, _votes(s, case_id))
                 expired = True
             else:
@@ -228,21 +228,34 @@ def vote(
 
 
 def get_case(app: Airside, principal: Principal, case_id: int) -> CaseView:
-    with app.session() as s:
-        case = _case(s, case_id)
-        _expire_if_due(s, principal, case)
-        return _view(case, _votes(s, case_id))
+    authorize(app, principal, "review.list")
+    try:
+        with app.session() as s:
+            case = _case(s, case_id)
+            ref = access.GalleryRef(case.gallery, case.purpose)
+            if not access.visible_galleries(s, principal, [ref]):
+                raise AccessDenied(f"case {case_id} is outside your scope", code="out_of_scope")
+            _expire_if_due(s, case)
+            return _view(case, _votes(s, case_id))
+    except AirsideError as e:
+        app.audit_refusal(principal, "review.get", e, extra={"case": case_id})
+        raise
 
 
 def list_cases(app: Airside, principal: Principal, status: str | None = "open") -> list[CaseView]:
-    """Cases with ``status`` (all when None). Open cases past their deadline expire first."""
+    """Cases with ``status`` (all when None) in the galleries the principal's scopes reach.
+    Open cases past their deadline expire first."""
+    authorize(app, principal, "review.list")
     with app.session() as s:
         for c in s.scalars(select(ReviewCase).where(ReviewCase.status == "open")):
-            _expire_if_due(s, principal, c)
+            _expire_if_due(s, c)
         q = select(ReviewCase).order_by(ReviewCase.id)
         if status is not None:
             q = q.where(ReviewCase.status == status)
         cases = list(s.scalars(q))
+        refs = {access.GalleryRef(c.gallery, c.purpose) for c in cases}
+        visible = set(access.visible_galleries(s, principal, refs))
+        cases = [c for c in cases if access.GalleryRef(c.gallery, c.purpose) in visible]
         votes: dict[int, list[ReviewVote]] = {c.id: [] for c in cases}
         if cases:
             for v in s.scalars(

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from airside.governance import audit
+from airside.governance import access, audit
+from airside.governance.access import GalleryRef
 from airside.governance.principals import Principal
 from airside.services.app import Airside
-from airside.services.galleries import get_gallery
+from airside.services.authz import authorize
+from airside.services.gallery_view import get_gallery
 from airside.store.models import Gallery, LegalBasis, Subject, Template
 
 
@@ -26,6 +28,8 @@ class SubjectInfo:
 def list_subjects(
     app: Airside, principal: Principal, gallery_name: str | None = None
 ) -> list[SubjectInfo]:
+    """Subjects in ``gallery_name``, or in every gallery the principal's scopes reach."""
+    authorize(app, principal, "subject.list", gallery=gallery_name)
     with app.session() as s:
         q = (
             select(Subject.id, Subject.reference, Gallery.name, func.count(Template.id))
@@ -39,6 +43,10 @@ def list_subjects(
             g = get_gallery(s, gallery_name)
             purpose = g.purpose
             q = q.where(Gallery.id == g.id)
+        else:
+            every = [GalleryRef(n, p) for n, p in s.execute(select(Gallery.name, Gallery.purpose))]
+            visible = [g.name for g in access.visible_galleries(s, principal, every)]
+            q = q.where(Gallery.name.in_(visible))
         by_subject: dict[int, tuple[str, dict[str, int]]] = {}
         for sid, ref, gname, n in s.execute(q):
             by_subject.setdefault(sid, (ref, {}))[1][gname] = int(n)

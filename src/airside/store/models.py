@@ -214,3 +214,61 @@ class ReviewVote(Base):
     decision: Mapped[str] = mapped_column(String(20), nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class PrincipalRecord(Base):
+    """Someone (or something: a camera, a service) that may call Airside, with one role."""
+
+    __tablename__ = "principals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    role: Mapped[str] = mapped_column(String(60), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    scopes: Mapped[list[PrincipalScope]] = relationship(
+        back_populates="principal", cascade="all, delete-orphan"
+    )
+
+
+class PrincipalScope(Base):
+    """A grant to use the galleries whose names match ``gallery_pattern`` (shell-style,
+    e.g. ``boarding:*``), for the purpose matching ``purpose_pattern``."""
+
+    __tablename__ = "principal_scopes"
+    __table_args__ = (
+        UniqueConstraint(
+            "principal_id", "gallery_pattern", "purpose_pattern", name="uq_principal_scope"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_id: Mapped[int] = mapped_column(
+        ForeignKey("principals.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    gallery_pattern: Mapped[str] = mapped_column(String(200), nullable=False)
+    purpose_pattern: Mapped[str] = mapped_column(String(200), nullable=False, default="*")
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    granted_by: Mapped[str] = mapped_column(String(200), nullable=False)
+
+    principal: Mapped[PrincipalRecord] = relationship(back_populates="scopes")
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of its secret part is kept (the key is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    principal_id: Mapped[int] = mapped_column(
+        ForeignKey("principals.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    secret_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,16 @@
+"""Operator-supplied model files and their manifests (see ``registry``)."""
+
+from airside.models.manifest import Manifest, ModelKind, Normalisation, OutputSpec
+from airside.models.registry import ModelCheck, add_model, list_models, load_model, verify_models
+
+__all__ = [
+    "Manifest",
+    "ModelCheck",
+    "ModelKind",
+    "Normalisation",
+    "OutputSpec",
+    "add_model",
+    "list_models",
+    "load_model",
+    "verify_models",
+]
