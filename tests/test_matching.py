@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
@@ -9,6 +12,7 @@ from sqlalchemy import select
 from tests.conftest import jpeg_bytes, png_bytes, register
 
 from airside.biometrics.contract import EmbeddingContract, Template, similarity
+from airside.config import Settings
 from airside.errors import ConsentError, ContractMismatchError, NotFoundError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
@@ -102,6 +106,22 @@ def test_every_search_is_audited(app: Airside, enrolled: str, hopper: np.ndarray
         rec = s.scalars(select(AuditRecord).where(AuditRecord.action == "identify")).one()
     assert rec.actor == "gate-agent" and rec.gallery == enrolled and rec.decision == "no_match"
     assert rec.input_digest and len(rec.input_digest) == 64
+
+
+def test_the_log_keeps_a_keyed_digest_of_the_probe_not_its_hash(
+    app: Airside, enrolled: str, hopper: np.ndarray, tmp_path: Path
+) -> None:
+    probe = png_bytes(hopper)
+    matching.identify(app, AGENT, enrolled, probe)
+    with app.session() as s:
+        rec = s.scalars(select(AuditRecord).where(AuditRecord.action == "identify")).one()
+    raw = hashlib.sha256(probe).hexdigest()
+    assert rec.input_digest == app.probe_digest(raw) and rec.input_digest != raw
+    elsewhere = Airside(Settings(data_dir=tmp_path / "elsewhere"))
+    try:  # another installation (another key) cannot link the record to the photo
+        assert elsewhere.probe_digest(raw) != rec.input_digest
+    finally:
+        elsewhere.close()
 
 
 def test_verify_against_enrolled_subject(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -103,3 +104,96 @@ def test_scheduler_purges_in_the_background(app: Airside, astronaut: np.ndarray)
     finally:
         sched.stop()
     assert templates(app) == 0 and sched.runs >= 1
+
+
+# --------------------------------------------------------------------------------------------
+# audit retention: the oldest records go, the chain still verifies from a signed checkpoint
+
+
+def age_records(app: Airside, through_seq: int, days: float) -> None:
+    """Back-date records 1..through_seq, re-hashing the chain and re-signing its
+    checkpoints, as if they had been written ``days`` ago (a test of time, not tampering)."""
+    from airside.governance.audit import checkpoint_message, record_hash
+    from airside.store.models import AuditCheckpoint, AuditHead
+
+    old = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="microseconds")
+    with app.session() as s:
+        prev = "0" * 64
+        new_hash: dict[int, str] = {}
+        for rec in s.scalars(select(AuditRecord).order_by(AuditRecord.seq)):
+            if rec.seq <= through_seq:
+                rec.ts = old
+            rec.prev_hash = prev
+            rec.hash = record_hash({k: getattr(rec, k) for k in audit_fields()})
+            new_hash[rec.seq] = prev = rec.hash
+        head = s.get(AuditHead, 1)
+        assert head is not None
+        head.hash = prev
+        for cp in s.scalars(select(AuditCheckpoint)):
+            cp.head_hash = new_hash[cp.seq]
+            cp.signature = app.signer.sign(checkpoint_message(cp.seq, cp.head_hash))
+
+
+def audit_fields() -> tuple[str, ...]:
+    from airside.governance.audit import _FIELDS
+
+    return _FIELDS
+
+
+def test_old_audit_records_are_pruned_at_a_signed_checkpoint(app: Airside) -> None:
+    from airside.services.audit_service import make_checkpoint, verify_chain
+
+    for _ in range(5):
+        galleries.list_galleries(app, OPS)
+    cut = make_checkpoint(app, OPS)["seq"]
+    for _ in range(3):
+        galleries.list_galleries(app, OPS)
+    age_records(app, cut + 2, days=400)  # older than a year, two past the checkpoint
+    rep = purge(app, OPS)
+    assert rep.audit_records == cut  # cut at the checkpoint, not at the newest old record
+    with app.session() as s:
+        first = s.scalar(select(func.min(AuditRecord.seq)))
+        prune = s.scalars(select(AuditRecord).where(AuditRecord.action == "audit.prune")).one()
+    assert first == cut + 1
+    assert json.loads(prune.result)["through_seq"] == cut
+    chain = verify_chain(app, OPS)
+    assert chain.ok, chain.problems
+    make_checkpoint(app, OPS)  # signing continues from the cut
+    assert verify_chain(app, OPS).ok
+
+
+def test_nothing_is_pruned_without_a_checkpoint_old_enough(app: Airside) -> None:
+    for _ in range(3):
+        galleries.list_galleries(app, OPS)
+    age_records(app, 3, days=400)
+    assert purge(app, OPS).audit_records == 0
+
+
+def test_deleting_the_oldest_records_by_hand_is_still_detected(app: Airside) -> None:
+    from airside.services.audit_service import make_checkpoint, verify_chain
+
+    for _ in range(4):
+        galleries.list_galleries(app, OPS)
+    cut = make_checkpoint(app, OPS)["seq"]
+    galleries.list_galleries(app, OPS)
+    with app.session() as s:  # a prefix cut at a real checkpoint, but not by retention
+        s.execute(AuditRecord.__table__.delete().where(AuditRecord.seq <= cut))
+    chain = verify_chain(app, OPS)
+    assert not chain.ok
+    assert any(p["problem"] == "deleted" for p in chain.problems)
+
+
+def test_a_chain_that_does_not_verify_is_never_pruned(app: Airside) -> None:
+    from airside.errors import AirsideError
+    from airside.services.audit_service import make_checkpoint
+
+    for _ in range(4):
+        galleries.list_galleries(app, OPS)
+    cut = make_checkpoint(app, OPS)["seq"]
+    age_records(app, cut, days=400)
+    with app.session() as s:
+        s.execute(AuditRecord.__table__.update().where(AuditRecord.seq == 2).values(decision="x"))
+    with pytest.raises(AirsideError, match="refusing to prune"):
+        purge(app, OPS)
+    with app.session() as s:
+        assert s.scalar(select(func.min(AuditRecord.seq))) == 1

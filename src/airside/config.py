@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     review_timeout_s: float = Field(900.0, gt=0)
     # A signed (Ed25519) checkpoint of the audit chain every this many records.
     audit_checkpoint_every: int = Field(100, ge=1)
+    # Audit records are kept this long; the purge then cuts the log at a signed checkpoint.
+    audit_retention_days: float = Field(365.0, gt=0)
     # Template protection (docs/template_protection.md). "on" (default): templates are
     # encrypted (AES-256-GCM) and each gallery keyed-transformed; the key ring is created
     # when missing. "auto": only when a key exists (AIRSIDE_TEMPLATE_KEY or the key ring).

@@ -132,7 +132,8 @@ def purge_cmd(
     dry_run: Annotated[bool, typer.Option(help="Report what is due without deleting.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete every template past its gallery's retention (audited)."""
+    """Delete every template past its gallery's retention, and audit records past theirs
+    (cut at a signed checkpoint); everything deleted is recorded in the audit log."""
     from airside.services.retention import purge
 
     try:
@@ -146,6 +147,7 @@ def purge_cmd(
     say(out, f"{rep.templates} templates {verb}")
     for g, n in rep.galleries.items():
         say(out, f"  {esc(g)}: {n}")
+    say(out, f"{rep.audit_records} audit records past retention {verb}")
 
 
 @app.command("galleries")

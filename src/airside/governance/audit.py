@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from airside.errors import AirsideError
@@ -130,10 +130,15 @@ def verify(
     wanted = {cp.seq for cp in checkpoints}
     hash_at: dict[int, str] = {}
     problems: list[dict[str, Any]] = []
-    prev_hash = GENESIS
-    expected_seq = 1
+    base = _base(session, checkpoints)
+    problems.extend(base.problems)
+    if base.seq:
+        # The signed head the retained log starts from stands in for the pruned records.
+        hash_at[base.seq] = base.hash
+    prev_hash = base.hash
+    expected_seq = base.seq + 1
     count = 0
-    last_hash = GENESIS
+    last_hash = base.hash
     stmt = select(AuditRecord).order_by(AuditRecord.seq).execution_options(yield_per=batch)
     for rec in session.scalars(stmt):
         count += 1
@@ -182,6 +187,8 @@ def verify(
     trusted = None if public_keys is None else {_normalise_key(k) for k in public_keys}
     signed_seq = 0
     for cp in checkpoints:
+        if cp.seq < base.seq:
+            continue  # covered records were pruned; the anchor checkpoint vouches for them
         found = _checkpoint_problems(cp, hash_at.get(cp.seq), trusted)
         problems.extend(found)
         if not found:
@@ -283,9 +290,15 @@ def _segment_problem(
         ):
             return f"the checkpoint at record {last.seq} does not carry this key's signature"
         rec = session.get(AuditRecord, last.seq)
-        if rec is None or rec.hash != last.head_hash:
+        pruned_to_here = rec is None and _first_seq(session) == last.seq + 1
+        if not pruned_to_here and (rec is None or rec.hash != last.head_hash):
             return f"record {last.seq} no longer matches its checkpoint"
         seq, prev = last.seq, last.head_hash
+    else:
+        anchor = _base(session, None)
+        if anchor.problems:
+            return str(anchor.problems[0]["detail"])
+        seq, prev = anchor.seq, anchor.hash
     for rec in session.scalars(
         select(AuditRecord).where(AuditRecord.seq > seq).order_by(AuditRecord.seq)
     ):
@@ -339,3 +352,134 @@ def _checkpoint_problems(
             "(it, or a record before it, was altered)",
         )
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# retention: pruning the oldest records
+
+
+PRUNE_ACTION = "audit.prune"
+
+
+@dataclass
+class _Base:
+    """Where the retained log starts: after record ``seq`` whose hash is ``hash``."""
+
+    seq: int
+    hash: str
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _first_seq(session: Session) -> int | None:
+    first: int | None = session.scalar(select(func.min(AuditRecord.seq)))
+    return first
+
+
+def _base(session: Session, checkpoints: list[AuditCheckpoint] | None) -> _Base:
+    """The genesis, or, once old records were pruned, the signed checkpoint the log was
+    cut at. A cut is accepted only where a checkpoint signs the head just before the first
+    retained record and the newest ``audit.prune`` record says the log was cut there;
+    anything else is reported as deleted records."""
+    first = session.scalar(select(AuditRecord).order_by(AuditRecord.seq).limit(1))
+    if first is None or first.seq == 1:
+        return _Base(0, GENESIS)
+    cut = first.seq - 1
+    if checkpoints is None:
+        checkpoints = list(
+            session.scalars(select(AuditCheckpoint).where(AuditCheckpoint.seq == cut))
+        )
+    anchors = [
+        cp
+        for cp in checkpoints
+        if cp.seq == cut
+        and cp.head_hash == first.prev_hash
+        and signing.verify_signature(
+            cp.public_key, cp.signature, checkpoint_message(cp.seq, cp.head_hash)
+        )
+    ]
+    last_prune = session.scalar(
+        select(AuditRecord)
+        .where(AuditRecord.action == PRUNE_ACTION)
+        .order_by(AuditRecord.seq.desc())
+        .limit(1)
+    )
+    said = json.loads(last_prune.result).get("through_seq") if last_prune else None
+    if anchors and said == cut:
+        return _Base(cut, first.prev_hash)
+    why = (
+        "no signed checkpoint matches the first retained record"
+        if not anchors
+        else f"the newest {PRUNE_ACTION} record says the log was cut at {said}, not at {cut}"
+    )
+    return _Base(
+        0,
+        GENESIS,
+        [
+            {
+                "seq": first.seq,
+                "problem": "deleted",
+                "detail": f"records 1-{cut} are missing and were not pruned by retention ({why})",
+            }
+        ],
+    )
+
+
+@dataclass
+class PruneResult:
+    through_seq: int
+    records: int
+    checkpoints: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def prune(
+    session: Session, principal: Principal, signer: Signer, before: datetime
+) -> PruneResult | None:
+    """Delete the records older than ``before``, up to the newest checkpoint signed by
+    ``signer`` at or before them, and log the cut (``audit.prune``) in the same
+    transaction. The retained log then starts at that signed head, so ``verify`` still
+    proves it whole from there. Returns None when nothing can be pruned yet (no checkpoint
+    old enough). A chain that does not verify is never pruned: that would destroy the
+    evidence of tampering."""
+    cutoff_ts = before.astimezone(UTC).isoformat(timespec="microseconds")
+    old_seq = session.scalar(select(func.max(AuditRecord.seq)).where(AuditRecord.ts < cutoff_ts))
+    if old_seq is None:
+        return None
+    anchor = session.scalars(
+        select(AuditCheckpoint)
+        .where(
+            AuditCheckpoint.seq <= old_seq,
+            AuditCheckpoint.key_fingerprint == signer.fingerprint,
+        )
+        .order_by(AuditCheckpoint.seq.desc())
+        .limit(1)
+    ).first()
+    first = _first_seq(session) or 1
+    if anchor is None or anchor.seq < first:
+        return None
+    report = verify(session, public_keys=[signer.fingerprint])
+    if not report.ok:
+        raise AirsideError(
+            f"the audit chain does not verify ({report.problems[0]['detail']}); "
+            "refusing to prune it",
+            code="audit_chain_broken",
+        )
+    n = session.scalar(
+        select(func.count()).select_from(AuditRecord).where(AuditRecord.seq <= anchor.seq)
+    )
+    n_cp = session.scalar(
+        select(func.count()).select_from(AuditCheckpoint).where(AuditCheckpoint.seq < anchor.seq)
+    )
+    session.execute(delete(AuditRecord).where(AuditRecord.seq <= anchor.seq))
+    session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq < anchor.seq))
+    result = PruneResult(anchor.seq, int(n or 0), int(n_cp or 0))
+    append(
+        session,
+        principal,
+        PRUNE_ACTION,
+        decision="pruned",
+        result={**result.as_dict(), "anchor_hash": anchor.head_hash, "before": cutoff_ts},
+    )
+    return result

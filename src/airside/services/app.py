@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +22,7 @@ from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
+from airside.governance.secret_files import write_secret
 from airside.governance.signing import Signer, default_key_path
 from airside.governance.template_protection import (
     GalleryTransform,
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from airside.services.gallery_view import GalleryView
 
 log = logging.getLogger(__name__)
+# The key of the audit log's probe-image digests (see ``Airside.probe_digest``).
+PROBE_DIGEST_KEY_FILE = "keys/probe_digest.key"
 
 
 class Airside:
@@ -53,6 +59,7 @@ class Airside:
         self._lock = threading.RLock()
         self._signer: Signer | None = None
         self._protector: TemplateProtector | None = None
+        self._probe_key: bytes | None = None
         # The transform each in-memory index was built in (probes must go through it too).
         self._index_transforms: dict[int, GalleryTransform] = {}
 
@@ -91,6 +98,28 @@ class Airside:
             if self._signer is None:
                 self._signer = Signer.load_or_create(default_key_path(self.settings.data_dir))
             return self._signer
+
+    def probe_digest(self, image_sha256: str) -> str:
+        """What the audit log and review cases record for a search's input image: an HMAC
+        under this installation's digest key, not the raw SHA-256. A raw hash would let
+        anyone holding a photo prove it was searched; the keyed one needs the key (kept
+        0600 beside the signing key), which an investigator with a warrant can be given."""
+        return hmac.new(self._digest_key(), image_sha256.encode(), hashlib.sha256).hexdigest()
+
+    def _digest_key(self) -> bytes:
+        with self._lock:
+            if self._probe_key is None:
+                path = self.settings.data_dir / PROBE_DIGEST_KEY_FILE
+                if not path.exists():
+                    write_secret(path, secrets.token_bytes(32), exclusive=True)
+                key = path.read_bytes()
+                if len(key) != 32:
+                    raise AirsideError(
+                        f"{path} is not a 32-byte digest key; restore it from backup",
+                        code="bad_digest_key",
+                    )
+                self._probe_key = key
+            return self._probe_key
 
     @property
     def template_protector(self) -> TemplateProtector:

@@ -121,7 +121,7 @@ def verify_images(
             principal,
             "verify",
             decision="match" if result.match else "no_match",
-            input_digest=[c.sha256 for c in caps],
+            input_digest=[app.probe_digest(c.sha256) for c in caps],
             result={"score": round(score, 6), "threshold": round(threshold, 6)},
         )
     return result
@@ -184,7 +184,7 @@ def verify_subject(
             decision="match" if result.match else "no_match",
             purpose=gallery.purpose,
             gallery=gallery.name,
-            input_digest=cap.sha256,
+            input_digest=app.probe_digest(cap.sha256),
             result={"subject": subject_ref, "score": round(score, 6)},
         )
     return result
@@ -250,7 +250,7 @@ def identify(
             decision="match" if match else "no_match",
             purpose=gallery.purpose,
             gallery=gallery.name,
-            input_digest=cap.sha256,
+            input_digest=app.probe_digest(cap.sha256),
             result={
                 "candidates": [[c.subject, round(c.score, 6)] for c in candidates],
                 "threshold": round(threshold, 6),
@@ -267,7 +267,7 @@ def identify(
                 subject=candidates[0].subject,
                 score=candidates[0].score,
                 threshold=threshold,
-                probe_digest=cap.sha256,
+                probe_digest=app.probe_digest(cap.sha256),
             ).id
     return IdentifyResult(
         match,

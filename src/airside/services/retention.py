@@ -8,13 +8,14 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from airside.governance import audit
 from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import Gallery, Template
+from airside.store.models import AuditRecord, Gallery, Template
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ class PurgeReport:
     at: str
     dry_run: bool
     galleries: dict[str, int] = field(default_factory=dict)
+    # Audit records past retention, cut at a signed checkpoint (due ones, in a dry run).
+    audit_records: int = 0
 
     @property
     def templates(self) -> int:
@@ -35,6 +38,7 @@ class PurgeReport:
             "dry_run": self.dry_run,
             "templates": self.templates,
             "galleries": self.galleries,
+            "audit_records": self.audit_records,
         }
 
 
@@ -92,7 +96,13 @@ def run_purge(
                 result={"templates": len(ids), "template_ids": ids, "rule": rule},
             )
             touched.append(g.name)
-        if not touched:
+        before = now - timedelta(days=app.settings.audit_retention_days)
+        if dry_run:
+            report.audit_records = _audit_due(s, before)
+        else:
+            pruned = audit.prune(s, principal, app.signer, before)
+            report.audit_records = pruned.records if pruned else 0
+        if not touched and not report.audit_records:
             audit.append(
                 s,
                 principal,
@@ -108,6 +118,13 @@ def run_purge(
                 app.index(s, get_gallery(s, name))
         app.db.compact_wal()
     return report
+
+
+def _audit_due(session: Session, before: datetime) -> int:
+    """Records older than ``before`` (a dry run does not say where a real one would cut)."""
+    cutoff = before.astimezone(UTC).isoformat(timespec="microseconds")
+    n = session.scalar(select(func.count()).select_from(AuditRecord).where(AuditRecord.ts < cutoff))
+    return int(n or 0)
 
 
 class PurgeScheduler:
