@@ -19,7 +19,7 @@ from airside.governance.principals import Principal
 from airside.services import access, enrolment, galleries, matching, subjects
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain
-from airside.store.models import ApiKey, AuditRecord, PrincipalRecord, Template
+from airside.store.models import ApiKey, AuditRecord, PrincipalRecord, PrincipalScope, Template
 
 CONSENT = BasisInput("consent")
 
@@ -329,3 +329,49 @@ def test_the_cli_acts_as_the_keys_principal_and_refuses_a_forged_key(
         env={"AIRSIDE_API_KEY": agent_key.secret},
     )
     assert denied.exit_code == 1 and json.loads(denied.stdout)["error"] == "forbidden"
+
+
+# --------------------------------------------------------------------------------------------
+# the registry itself, edited behind Airside's back
+
+
+def test_a_role_raised_in_the_database_is_refused_and_audited(
+    app: Airside, admin: Principal, boarding: str
+) -> None:
+    access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    with app.session() as s:
+        s.execute(
+            update(PrincipalRecord).where(PrincipalRecord.name == "agent").values(role="admin")
+        )
+    with pytest.raises(AccessDenied, match="changed outside Airside") as e:
+        galleries.create_gallery(app, Principal("agent", "admin"), "mine", "anything")
+    assert e.value.code == "registry_tampered"
+    assert [r.actor for r in refusals(app, "registry_tampered")] == ["agent"]
+    assert "mine" not in {g.name for g in galleries.list_galleries(app, admin)}
+
+
+def test_a_scope_inserted_in_the_database_is_refused(
+    app: Airside, admin: Principal, boarding: str, astronaut: np.ndarray
+) -> None:
+    agent = access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    with app.session() as s:
+        rec = s.scalar(select(PrincipalRecord).where(PrincipalRecord.name == "agent"))
+        assert rec is not None
+        s.add(PrincipalScope(principal_id=rec.id, gallery_pattern="*", purpose_pattern="*",
+                             granted_by="nobody"))  # fmt: skip
+    with pytest.raises(AccessDenied) as e:
+        matching.identify(app, agent, "seamless", jpeg_bytes(astronaut, 70))
+    assert e.value.code == "registry_tampered"
+    with pytest.raises(AccessDenied):
+        access.grant(app, admin, "agent", "other")  # a tampered entry is not re-sealed
+
+
+def test_a_revoked_key_restored_in_the_database_is_refused(
+    app: Airside, admin: Principal, agent_key: access.IssuedKey
+) -> None:
+    access.revoke_key(app, admin, agent_key.key_id)
+    with app.session() as s:
+        s.execute(update(ApiKey).values(revoked_at=None))
+    with pytest.raises(AccessDenied) as e:
+        access.authenticate(app, agent_key.secret)
+    assert e.value.code == "registry_tampered"

@@ -242,7 +242,7 @@ def test_offline_verification_rejects_a_key_it_does_not_trust(app: Airside, tmp_
 
 
 def test_key_file_is_created_0600_and_reused(tmp_path: Path) -> None:
-    path = default_key_path(tmp_path / "data")
+    path = default_key_path(tmp_path / "fresh")  # not the app's folder: it holds other keys
     first = Signer.load_or_create(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0

@@ -67,3 +67,21 @@ def test_report_says_when_the_chain_is_broken(app: Airside) -> None:
     rep = build_report(app, ADMIN)
     assert not rep.audit["ok"]
     assert "BROKEN" in render_html(rep)
+
+
+def test_report_names_who_may_search_each_gallery(app: Airside) -> None:
+    from airside.services import access
+
+    galleries.create_gallery(app, ADMIN, "KE123", "boarding:KE123")
+    galleries.create_gallery(app, ADMIN, "seamless", "seamless-travel")
+    access.add_principal(app, ADMIN, "gate-7", "operator", [("KE123", "*")])
+    access.add_principal(app, ADMIN, "cam-1", "camera", [("*", "seamless-travel")])
+    access.add_principal(app, ADMIN, "officer", "enrolment_officer", [("*", "*")])
+    access.add_principal(app, ADMIN, "anna", "reviewer", [("*", "*")])
+    access.add_principal(app, ADMIN, "gone", "operator", [("*", "*")])
+    access.disable_principal(app, ADMIN, "gone")
+    by_name = {g.name: g.searchable_by for g in build_report(app, ADMIN).galleries}
+    admins = [p for p in by_name["KE123"] if p.endswith("(admin)")]
+    assert len(admins) == 2  # the first-run administrator and ADMIN
+    assert set(by_name["KE123"]) == {*admins, "gate-7 (operator)", "officer (enrolment_officer)"}
+    assert set(by_name["seamless"]) == {*admins, "cam-1 (camera)", "officer (enrolment_officer)"}

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from airside.errors import AccessDenied
 from airside.governance.principals import Principal
+from airside.governance.registry_seal import SESSION_KEY, RegistrySeal
 from airside.store.models import PrincipalRecord, PrincipalScope
 
 ROLES: dict[str, str] = {
@@ -32,6 +33,10 @@ ROLES: dict[str, str] = {
 GALLERY_ACTIONS = frozenset(
     {"enrol", "enrol.batch", "verify.subject", "identify", "subject.list", "review.vote"}
 )
+# Configuration changes only an administrator makes (no other role lists them): adding or
+# removing a model changes what every later decision rests on, and migrating a gallery
+# re-enrols its subjects under another model. Each is audited.
+ADMIN_ONLY_ACTIONS = frozenset({"model.add", "model.remove", "gallery.migrate"})
 # Roles whose grants are not bounded by gallery scopes.
 GLOBAL_ROLES = frozenset({"admin", "auditor"})
 
@@ -50,6 +55,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")
+
+
+def seal_of(session: Session) -> RegistrySeal:
+    """The registry seal of this unit of work (``Airside.session`` provides it)."""
+    seal = session.info.get(SESSION_KEY)
+    if not isinstance(seal, RegistrySeal):
+        raise RuntimeError("access checks need a session from Airside.session()")
+    return seal
 
 
 def validate_name(name: str) -> str:
@@ -99,6 +112,7 @@ def authorize(
             "with `airside principal add`",
             code="unknown_principal",
         )
+    seal_of(session).check_principal(rec)
     if rec.disabled_at is not None:
         raise AccessDenied(f"principal {rec.name!r} is disabled", code="principal_disabled")
     if rec.role != principal.role:
@@ -137,7 +151,7 @@ def visible_galleries(
 ) -> list[GalleryRef]:
     """The galleries among ``galleries`` that ``principal``'s scopes reach."""
     rec = session.scalar(select(PrincipalRecord).where(PrincipalRecord.name == principal.name))
-    if rec is None or rec.disabled_at is not None:
+    if rec is None or rec.disabled_at is not None or not seal_of(session).principal_ok(rec):
         return []
     if rec.role in GLOBAL_ROLES:
         return list(galleries)
@@ -150,3 +164,26 @@ def visible_galleries(
             for s in scopes
         )
     ]
+
+
+def who_may(session: Session, actions: Iterable[str], gallery: GalleryRef) -> list[str]:
+    """Active principals that may do any of ``actions`` on ``gallery``, as "name (role)"."""
+    wanted = list(actions)
+    out = []
+    for rec in session.scalars(
+        select(PrincipalRecord)
+        .where(PrincipalRecord.disabled_at.is_(None))
+        .order_by(PrincipalRecord.name)
+    ):
+        if not any(allowed(rec.role, a) for a in wanted):
+            continue
+        if not seal_of(session).principal_ok(rec):
+            out.append(f"{rec.name} (TAMPERED registry entry: refused)")
+            continue
+        if rec.role in GLOBAL_ROLES or any(
+            fnmatchcase(gallery.name, s.gallery_pattern)
+            and fnmatchcase(gallery.purpose, s.purpose_pattern)
+            for s in rec.scopes
+        ):
+            out.append(f"{rec.name} ({rec.role})")
+    return out

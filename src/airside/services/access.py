@@ -77,7 +77,9 @@ def ensure_local_admin(app: Airside) -> Principal:
             return Principal(rec.name, rec.role)
         if s.scalar(select(func.count()).select_from(PrincipalRecord)):
             return Principal(name, "unregistered")
-        s.add(PrincipalRecord(name=name, role="admin", created_by=SYSTEM.name))
+        rec = PrincipalRecord(name=name, role="admin", created_by=SYSTEM.name)
+        app.registry_seal.seal_principal(rec)
+        s.add(rec)
         audit.append(
             s,
             SYSTEM,
@@ -138,6 +140,7 @@ def add_principal(
                 PrincipalScope(gallery_pattern=g, purpose_pattern=p, granted_by=actor.name)
                 for g, p in grants
             ]
+            app.registry_seal.seal_principal(rec)
             s.add(rec)
             audit.append(
                 s,
@@ -159,6 +162,7 @@ def grant(
         access.validate_pattern(purpose_pattern, "purpose")
         with app.session() as s:
             rec = _record(s, name)
+            app.registry_seal.check_principal(rec)  # never re-seal a tampered entry
             if any(
                 sc.gallery_pattern == gallery_pattern and sc.purpose_pattern == purpose_pattern
                 for sc in rec.scopes
@@ -171,6 +175,7 @@ def grant(
                     granted_by=actor.name,
                 )
             )
+            app.registry_seal.seal_principal(rec)
             audit.append(s, actor, "principal.grant", decision="granted", result=extra)
 
 
@@ -188,7 +193,9 @@ def revoke_scope(
         ]
         if len(keep) == len(rec.scopes):
             raise NotFoundError(f"{name!r} has no scope {gallery_pattern} / {purpose_pattern}")
+        app.registry_seal.check_principal(rec)
         rec.scopes = keep
+        app.registry_seal.seal_principal(rec)
         audit.append(s, actor, "principal.revoke", decision="revoked", result=extra)
 
 
@@ -201,11 +208,13 @@ def disable_principal(app: Airside, actor: Principal, name: str) -> None:
             raise ConflictError("a principal cannot disable itself")
         now = datetime.now(UTC)
         rec.disabled_at = now
+        app.registry_seal.seal_principal(rec)
         keys = s.scalars(
             select(ApiKey).where(ApiKey.principal_id == rec.id, ApiKey.revoked_at.is_(None))
         ).all()
         for k in keys:
             k.revoked_at = now
+            app.registry_seal.seal_key(k, rec.name)
         audit.append(
             s,
             actor,
@@ -270,15 +279,15 @@ def issue_key(
             rec = _record(s, name)
             if rec.disabled_at is not None:
                 raise ConflictError(f"principal {name!r} is disabled")
-            s.add(
-                ApiKey(
-                    key_id=key_id,
-                    principal_id=rec.id,
-                    secret_sha256=_secret_hash(secret),
-                    created_by=actor.name,
-                    expires_at=expires,
-                )
+            row = ApiKey(
+                key_id=key_id,
+                principal_id=rec.id,
+                secret_sha256=_secret_hash(secret),
+                created_by=actor.name,
+                expires_at=expires,
             )
+            app.registry_seal.seal_key(row, rec.name)
+            s.add(row)
             audit.append(
                 s,
                 actor,
@@ -298,6 +307,8 @@ def revoke_key(app: Airside, actor: Principal, key_id: str) -> None:
         if k.revoked_at is not None:
             raise ConflictError(f"API key {key_id} is already revoked")
         k.revoked_at = datetime.now(UTC)
+        owner = s.get(PrincipalRecord, k.principal_id)
+        app.registry_seal.seal_key(k, owner.name if owner else "")
         audit.append(s, actor, "apikey.revoke", decision="revoked", result={"key_id": key_id})
 
 
@@ -321,6 +332,9 @@ def authenticate(app: Airside, presented: str) -> Principal:
             if k.expires_at is not None and _aware(k.expires_at) <= now:
                 raise AccessDenied(f"API key {key_id} has expired", code="key_expired")
             rec = s.get(PrincipalRecord, k.principal_id)
+            if rec is not None:
+                app.registry_seal.check_key(k, rec.name)
+                app.registry_seal.check_principal(rec)
             if rec is None or rec.disabled_at is not None:
                 raise AccessDenied(
                     f"API key {key_id}'s principal is disabled", code="principal_disabled"

@@ -20,8 +20,9 @@ from airside.biometrics.contract import EmbeddingContract
 from airside.biometrics.index import GalleryIndex
 from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
-from airside.governance import audit
+from airside.governance import audit, registry_seal
 from airside.governance.principals import Principal
+from airside.governance.registry_seal import RegistrySeal
 from airside.governance.secret_files import write_secret
 from airside.governance.signing import Signer, default_key_path
 from airside.governance.template_protection import (
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # The key of the audit log's probe-image digests (see ``Airside.probe_digest``).
 PROBE_DIGEST_KEY_FILE = "keys/probe_digest.key"
+# The key that seals the principal registry (see ``Airside.registry_seal``).
+REGISTRY_KEY_FILE = "keys/registry.key"
 
 
 class Airside:
@@ -59,7 +62,8 @@ class Airside:
         self._lock = threading.RLock()
         self._signer: Signer | None = None
         self._protector: TemplateProtector | None = None
-        self._probe_key: bytes | None = None
+        self._keys: dict[str, bytes] = {}
+        self._seal: RegistrySeal | None = None
         # The transform each in-memory index was built in (probes must go through it too).
         self._index_transforms: dict[int, GalleryTransform] = {}
 
@@ -88,6 +92,7 @@ class Airside:
         """A unit of work. Before it commits, the audit chain gets a signed checkpoint when
         the head has moved ``audit_checkpoint_every`` records past the last one."""
         with self.db.session() as s:
+            s.info[registry_seal.SESSION_KEY] = self.registry_seal
             yield s
             if s.info.pop(audit.APPENDED, False):
                 audit.maybe_checkpoint(s, self.signer, self.settings.audit_checkpoint_every)
@@ -107,19 +112,32 @@ class Airside:
         return hmac.new(self._digest_key(), image_sha256.encode(), hashlib.sha256).hexdigest()
 
     def _digest_key(self) -> bytes:
+        return self._installation_key(PROBE_DIGEST_KEY_FILE)
+
+    @property
+    def registry_seal(self) -> RegistrySeal:
+        """Seals principal and API key rows (governance/registry_seal.py)."""
         with self._lock:
-            if self._probe_key is None:
-                path = self.settings.data_dir / PROBE_DIGEST_KEY_FILE
+            if self._seal is None:
+                self._seal = RegistrySeal(self._installation_key(REGISTRY_KEY_FILE))
+            return self._seal
+
+    def _installation_key(self, name: str) -> bytes:
+        """A 32-byte secret of this installation, created 0600 on first use."""
+        with self._lock:
+            key = self._keys.get(name)
+            if key is None:
+                path = self.settings.data_dir / name
                 if not path.exists():
                     write_secret(path, secrets.token_bytes(32), exclusive=True)
                 key = path.read_bytes()
                 if len(key) != 32:
                     raise AirsideError(
-                        f"{path} is not a 32-byte digest key; restore it from backup",
-                        code="bad_digest_key",
+                        f"{path} is not a 32-byte key; restore it from backup",
+                        code="bad_installation_key",
                     )
-                self._probe_key = key
-            return self._probe_key
+                self._keys[name] = key
+            return key
 
     @property
     def template_protector(self) -> TemplateProtector:

@@ -12,11 +12,14 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 from sqlalchemy import func, select
 
-from airside.governance import audit
+from airside.governance import access, audit
 from airside.governance.principals import Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.store.models import AuditRecord, Gallery, LegalBasis, Template
+
+# The actions that search or compare against a gallery's templates.
+SEARCH_ACTIONS = ("identify", "verify.subject")
 
 
 @dataclass
@@ -98,9 +101,7 @@ def build_report(app: Airside, principal: Principal, recent: int = 20) -> Govern
                 GalleryGovernance(
                     g.name, g.purpose, g.contract_fingerprint, int(n_s), int(n_t), kinds,
                     withdrawn, expired, _retention(g), g.quality_bar, g.fmr_target,
-                    # Roles and per-gallery scopes are not implemented yet: today every
-                    # caller is the local administrator. Said plainly rather than hidden.
-                    ["local administrator (CLI); no remote access"],
+                    access.who_may(s, SEARCH_ACTIONS, access.GalleryRef(g.name, g.purpose)),
                 )
             )  # fmt: skip
 

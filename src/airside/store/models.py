@@ -227,6 +227,8 @@ class PrincipalRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False)
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # HMAC of name, role, state and scopes (governance/registry_seal.py).
+    mac: Mapped[str | None] = mapped_column(String(64))
 
     scopes: Mapped[list[PrincipalScope]] = relationship(
         back_populates="principal", cascade="all, delete-orphan"
@@ -272,3 +274,5 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # HMAC of the key's id, principal, secret hash, expiry and state (registry_seal.py).
+    mac: Mapped[str | None] = mapped_column(String(64))
