@@ -23,7 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(width=130)
-LFW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces" / "lfw_view1"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+LFW = SHARED_DATA / "faces" / "lfw_view1"
+SHARED_MODELS = SHARED_DATA / "models"
+# (registry name, family, file under SHARED_MODELS, licence): what the detector section
+# registers (opencv_zoo's YuNet and Ultra-Light-Fast-Generic-Face-Detector are MIT).
+BENCH_DETECTORS = (
+    ("yunet-2023mar", "yunet", "yunet/face_detection_yunet_2023mar.onnx", "MIT"),
+    ("ultraface-rfb320", "ultraface", "ultraface/version-RFB-320.onnx", "MIT"),
+)
 
 
 def _rss_bytes() -> int:
@@ -348,6 +356,49 @@ def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_detectors(images: int) -> dict[str, Any] | None:
+    """Registered ONNX face detectors beside dlib HOG (airside models bench), when the
+    development models are present: they are registered into a temporary models directory
+    (the shared files are read, never copied into the repository)."""
+    from airside.evaluation.detector_bench import (
+        hog_baselines,
+        registered_detectors,
+        result_table,
+        run_bench,
+        verdict,
+    )
+    from airside.models import add_model
+    from airside.services.models import validate_detector
+
+    if not SHARED_MODELS.is_dir():
+        console.print(f"[yellow]detector bench skipped: {SHARED_MODELS} is absent[/]")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "models"
+        for name, family, rel, licence in BENCH_DETECTORS:
+            path = SHARED_MODELS / rel
+            if not path.is_file():
+                console.print(f"[yellow]{path} is absent: {name} not benched[/]")
+                continue
+            add_model(folder, path, family, name=name, licence=licence, validate=validate_detector)
+        found, _ = registered_detectors(folder)
+        try:
+            result = run_bench(hog_baselines() + found, images=images)
+        except ValueError as e:
+            console.print(f"[yellow]detector bench skipped: {e}[/]")
+            return None
+    data = result.as_dict()
+    data["verdict"] = verdict(data)
+    console.print(
+        f"face detectors, one thread: latency per {data['frame']} frame ({data['frames']} "
+        f"frames x {data['repeats']} calls), recall of the labelled face ({data['rule']})"
+    )
+    console.print(result_table(data))
+    for line in data["verdict"]:
+        console.print(line)
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -361,11 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         governance = bench_governance(paths[:80], source)
     sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
     search = bench_search(sizes)
+    detectors = bench_detectors(20 if args.quick else args.images)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"enrolment": enrol, "governance": governance, "search": search}, indent=2)
-        )
+        report: dict[str, Any] = {"enrolment": enrol, "governance": governance, "search": search}
+        if detectors is not None:
+            report["detectors"] = detectors
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -31,8 +31,10 @@ class DetectorSettings(BaseSettings):
     kind: Literal["hog", "cnn"] = "hog"
     # When HOG finds no face, try dlib's CNN detector once on a <=640 px copy (~2 s). On LFW
     # development images this took failures-to-enrol from 1.4% to 0%. "none" turns it off
-    # (the video pipeline never uses it).
-    fallback: Literal["none", "cnn"] = "cnn"
+    # (the video pipeline never uses it). "auto" (default): "cnn" behind dlib's HOG, "none"
+    # behind a registered ONNX detector (AIRSIDE_FACE_DETECTOR), which copes with turned
+    # faces itself; "cnn" forces it behind either.
+    fallback: Literal["auto", "none", "cnn"] = "auto"
     upsample: int = Field(1, ge=0, le=4)
     # dlib HOG scores below ~0.3 are mostly false positives (e.g. the mission patch in
     # scikit-image's astronaut scores ~0.12).
@@ -40,6 +42,15 @@ class DetectorSettings(BaseSettings):
     # Large photos are detected on a downscaled copy: HOG cost grows with pixels, faces in
     # enrolment photos are large, and landmarks are then fitted on the full-resolution image.
     max_detect_side: int = Field(1280, ge=160)
+    # Video frames are detected on a copy downscaled to this side (dlib HOG; registered
+    # detectors use ``model_max_side``): camera faces need speed more than pixels.
+    video_detect_side: int = Field(640, ge=160)
+    # Registered ONNX detectors only: None takes the family's default threshold (YuNet 0.6,
+    # UltraFace 0.7, ...); free-size models see the image scaled to at most this side.
+    model_score_threshold: float | None = Field(None, gt=0, lt=1)
+    model_max_side: int = Field(640, ge=64)
+    # ONNX Runtime intra-op threads for a registered detector (0: ONNX Runtime decides).
+    threads: int = Field(0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -59,6 +70,20 @@ class Settings(BaseSettings):
     # "onnx": dlib's ResNet weights run by ONNX Runtime (same descriptors to ~1e-7, ~12x
     # faster); "dlib": dlib's own forward pass, the reference.
     embedder: Literal["onnx", "dlib"] = "onnx"
+    # A registered face embedder (``airside models add``) instead of dlib's ResNet: its
+    # chips are cut by ArcFace 5-point alignment. A different contract (galleries of the
+    # dlib contract must be migrated: ``airside gallery migrate``).
+    embedder_model: str | None = None
+    # A registered face detector (``airside models add``) instead of dlib's HOG/CNN
+    # (AIRSIDE_FACE_DETECTOR=yunet). Empty or "dlib": the dlib detector of ``detector.kind``.
+    face_detector: str | None = None
+    # Where registered models and their manifests live (default <data_dir>/models).
+    models_dir: Path | None = None
+    # Where registered ONNX models run: "cpu"; "cuda" (refused, loudly, when onnxruntime-gpu
+    # or the GPU is not usable); "auto" (CUDA when usable, else the CPU; reported).
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # Chips per forward pass of a registered embedder.
+    embed_max_batch: int = Field(32, ge=1)
     embed_threads: int = Field(0, ge=0)
     # Images processed concurrently in batch work (0: one per core).
     capture_threads: int = Field(0, ge=0)
@@ -77,6 +102,12 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(100, ge=1)
     # Audit records are kept this long; the purge then cuts the log at a signed checkpoint.
     audit_retention_days: float = Field(365.0, gt=0)
+    # Events (services/events.py) are kept this long; their face crops at most
+    # ``event_crop_retention_days`` and never longer than the gallery's own retention.
+    # ``keep_event_crops`` off: no crop is stored (and the purge drops those kept before).
+    event_retention_days: float = Field(90.0, gt=0)
+    event_crop_retention_days: float = Field(30.0, ge=0)
+    keep_event_crops: bool = True
     # Template protection (docs/template_protection.md). "on" (default): templates are
     # encrypted (AES-256-GCM) and each gallery keyed-transformed; the key ring is created
     # when missing. "auto": only when a key exists (AIRSIDE_TEMPLATE_KEY or the key ring).
@@ -120,6 +151,23 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'airside.db'}"
+
+    @field_validator("models_dir", mode="before")
+    @classmethod
+    def _models_dir(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip():
+            return None
+        return Path(v).expanduser() if isinstance(v, str | Path) else v
+
+    @field_validator("face_detector", "embedder_model", mode="before")
+    @classmethod
+    def _model_name(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @property
+    def model_registry(self) -> Path:
+        """The models directory in force: ``models_dir``, else ``<data_dir>/models``."""
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
 
     @property
     def cache_dir(self) -> Path:

@@ -46,8 +46,8 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
         say(
             out,
             f"{'new key' if rep.created else 'key'} {esc(rep.key_id)}: re-encrypted "
-            f"{rep.templates} templates and {rep.galleries} gallery seeds "
-            f"({esc(rep.source)})",
+            f"{rep.templates} templates, {rep.galleries} gallery seeds and "
+            f"{rep.event_crops} event crops ({esc(rep.source)})",
         )
         if rep.retired:
             say(out, f"retired {esc(', '.join(rep.retired))}")

@@ -617,3 +617,16 @@ access_cmds.register(app)
 from airside.cli import keys_cmds  # noqa: E402  (registers keys rotate, gallery rekey)
 
 keys_cmds.register(app, gallery_app)
+
+from airside.cli import models_cmds  # noqa: E402  (registers models ..., gallery migrate)
+
+models_cmds.register(app, gallery_app)
+
+from airside.cli import track_cmds, watch_cmds  # noqa: E402  (eval track; watch)
+
+track_cmds.register(eval_app)
+watch_cmds.register(app)
+
+from airside.cli import events_cmds  # noqa: E402  (registers events list, events crop)
+
+events_cmds.register(app)

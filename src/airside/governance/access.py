@@ -31,8 +31,9 @@ ROLES: dict[str, str] = {
 
 # Actions that act on one gallery: non-global roles need a scope that covers it.
 GALLERY_ACTIONS = frozenset(
-    {"enrol", "enrol.batch", "verify.subject", "identify", "subject.list", "review.vote"}
-)
+    {"enrol", "enrol.batch", "verify.subject", "identify", "subject.list", "review.vote",
+     "event.record", "event.list", "event.crop"}
+)  # fmt: skip
 # Configuration changes only an administrator makes (no other role lists them): adding or
 # removing a model changes what every later decision rests on, and migrating a gallery
 # re-enrols its subjects under another model. Each is audited.
@@ -45,13 +46,18 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         {"enrol", "enrol.batch", "consent.withdraw", "subject.list", "verify",
          "verify.subject", "gallery.list"}
     ),
-    "operator": frozenset({"verify", "verify.subject", "identify", "gallery.list"}),
-    "reviewer": frozenset({"review.list", "review.vote", "gallery.list"}),
+    "operator": frozenset(
+        {"verify", "verify.subject", "identify", "gallery.list", "event.record", "event.list",
+         "event.crop"}
+    ),
+    "reviewer": frozenset(
+        {"review.list", "review.vote", "gallery.list", "event.list", "event.crop"}
+    ),
     "auditor": frozenset(
         {"audit.verify", "audit.export", "audit.checkpoint", "report.governance",
-         "gallery.list", "review.list", "principal.list"}
+         "gallery.list", "review.list", "principal.list", "event.list"}
     ),
-    "camera": frozenset({"identify"}),
+    "camera": frozenset({"identify", "event.record"}),
 }  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")

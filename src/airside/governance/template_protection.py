@@ -48,7 +48,7 @@ from airside.errors import AirsideError, NotFoundError
 from airside.governance import access, audit
 from airside.governance.principals import Principal
 from airside.governance.secret_files import write_secret
-from airside.store.models import Gallery, Template
+from airside.store.models import Event, Gallery, Template
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,11 @@ def template_aad(
 
 def seed_aad(gallery_id: int, key_id: str) -> bytes:
     return json.dumps(["airside/gallery-seed/v1", gallery_id, key_id]).encode()
+
+
+def event_crop_aad(event_id: int, key_id: str) -> bytes:
+    """What an event's sealed face crop is bound to: its event row (services/events.py)."""
+    return json.dumps(["airside/event-crop/v1", event_id, key_id]).encode()
 
 
 @dataclass(frozen=True)
@@ -607,6 +612,7 @@ class RotationReport:
     previous: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     source: str = ""
+    event_crops: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -657,6 +663,34 @@ def _reseal_templates(
         last = rows[-1].id
 
 
+def _reseal_event_crops(s: Session, prot: TemplateProtector, key: tuple[str, bytes]) -> int:
+    """Re-encrypt (or, for plain ones, encrypt) the face crops kept in events under ``key``."""
+    kid, k = key
+    q = select(Event.id, Event.evidence, Event.evidence_key_id).where(
+        Event.evidence.is_not(None),
+        (Event.evidence_key_id.is_(None)) | (Event.evidence_key_id != kid),
+    )
+    done = 0
+    last = 0
+    while True:
+        rows = s.execute(q.where(Event.id > last).order_by(Event.id).limit(_BATCH)).all()
+        if not rows:
+            return done
+        updates = []
+        for eid, blob, old in rows:
+            assert blob is not None
+            raw = blob
+            if old is not None:
+                raw = prot.open(old, blob, event_crop_aad(eid, old), f"the crop of event {eid}")
+            updates.append(
+                {"id": eid, "evidence": prot.seal(kid, k, raw, event_crop_aad(eid, kid)),
+                 "evidence_key_id": kid}
+            )  # fmt: skip
+        s.execute(update(Event), updates)
+        done += len(rows)
+        last = rows[-1][0]
+
+
 def rotate_keys(
     app: ProtectedApp, principal: Principal, *, retire_old: bool = False
 ) -> RotationReport:
@@ -698,6 +732,7 @@ def _rotate(
         with app.session() as s:
             used = set(s.scalars(select(Template.key_id).distinct()).all())
             used |= set(s.scalars(select(Gallery.transform_key_id).distinct()).all())
+            used |= set(s.scalars(select(Event.evidence_key_id).distinct()).all())
         used.discard(None)
         for kid in sorted(k for k in used if k is not None):
             if kid not in ring.keys:
@@ -728,6 +763,7 @@ def _rotate(
         try:
             with app.session() as s:
                 n_templates = _reseal_templates(s, prot, key)
+                n_crops = _reseal_event_crops(s, prot, key)
                 n_galleries = 0
                 for g in s.scalars(
                     select(Gallery).where(
@@ -756,6 +792,7 @@ def _rotate(
                         "created": created,
                         "templates": n_templates,
                         "galleries": n_galleries,
+                        "event_crops": n_crops,
                         "previous": previous,
                     },
                 )
@@ -769,7 +806,13 @@ def _rotate(
             write_keyring(ring)
             prot.set_ring(ring)
         report = RotationReport(
-            key[0], created, n_templates, n_galleries, previous, source=ring.source
+            key[0],
+            created,
+            n_templates,
+            n_galleries,
+            previous,
+            source=ring.source,
+            event_crops=n_crops,
         )
         if retire_old:
             report.retired = _retire(app, prot, principal, ring)
@@ -792,10 +835,19 @@ def _retire(
             .select_from(Gallery)
             .where(Gallery.transform_seed.is_not(None), Gallery.transform_key_id != active)
         )
-        if left or left_g:
+        left_e = s.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(
+                Event.evidence.is_not(None),
+                (Event.evidence_key_id.is_(None)) | (Event.evidence_key_id != active),
+            )
+        )
+        if left or left_g or left_e:
             raise TemplateKeyError(
-                f"{left} templates and {left_g} gallery seeds were written under another key "
-                "while rotating; run `airside keys rotate` again before retiring old keys"
+                f"{left} templates, {left_g} gallery seeds and {left_e} event crops were "
+                "written under another key while rotating; run `airside keys rotate` again "
+                "before retiring old keys"
             )
         retired = sorted(k for k in ring.keys if k != active)
         audit.append(

@@ -1,7 +1,14 @@
 """Operator-supplied model files and their manifests (see ``registry``)."""
 
 from airside.models.manifest import Manifest, ModelKind, Normalisation, OutputSpec
-from airside.models.registry import ModelCheck, add_model, list_models, load_model, verify_models
+from airside.models.registry import (
+    ModelCheck,
+    add_model,
+    list_models,
+    load_model,
+    remove_model,
+    verify_models,
+)
 
 __all__ = [
     "Manifest",
@@ -12,5 +19,6 @@ __all__ = [
     "add_model",
     "list_models",
     "load_model",
+    "remove_model",
     "verify_models",
 ]

@@ -402,3 +402,19 @@ def load_model(models_dir: Path, name: str) -> tuple[Manifest, Path]:
         code = "model_missing" if not file.is_file() else "model_tampered"
         raise AirsideError(f"refusing model {name!r}: {problem}", code=code)
     return manifest, file
+
+
+def remove_model(models_dir: Path, name: str) -> Manifest:
+    """Remove model ``name``: its manifest first (so it is never half-registered), then its
+    file unless another manifest names the same file. Returns the removed manifest."""
+    models_dir = Path(models_dir)
+    path = models_dir / manifest_name(name)
+    if not NAME_PATTERN.match(name) or not path.is_file():
+        raise NotFoundError(f"no model named {name!r} in {models_dir}", code="model_not_found")
+    manifest = _read_manifest(path)
+    path.unlink()
+    shared = any(m.file == manifest.file for m in list_models(models_dir))
+    if not shared:
+        (models_dir / manifest.file).unlink(missing_ok=True)
+    log.info("removed model %s (%s)", name, manifest.file)
+    return manifest

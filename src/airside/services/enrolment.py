@@ -99,7 +99,7 @@ def _validate_reference(reference: str) -> str:
     return ref
 
 
-def _write(
+def write_subject(
     session: Session,
     principal: Principal,
     gallery: GalleryView,
@@ -110,7 +110,10 @@ def _write(
     vectors: np.ndarray,
     protector: TemplateProtector,
 ) -> tuple[EnrolResult, list[tuple[int, np.ndarray]]]:
-    """Store one subject's templates; returns the result and (template id, vector) to index."""
+    """Store one subject's templates in ``session``; returns the result and (template id,
+    vector) to index. Requires a legal basis covering the gallery's purpose (``basis`` is
+    recorded first when given); audits the enrolment in the same transaction. Callers
+    have authorised the request and checked ``contract`` is the gallery's."""
     subj = _subject(session, subject_ref)
     if basis is not None:
         consent.record_basis(session, subj, gallery.purpose, basis, principal.name)
@@ -231,7 +234,7 @@ def enrol(
         vectors = embed_captures(app.analyzer, captures)
         with app.session() as s:
             gallery = get_gallery(s, gallery_name)
-            result, added = _write(
+            result, added = write_subject(
                 s,
                 principal,
                 gallery,
@@ -380,7 +383,7 @@ def _write_batch(
             basis = next((good[i][1].basis for i in idxs if good[i][1].basis), None)
             try:
                 with s.begin_nested():
-                    res, added = _write(
+                    res, added = write_subject(
                         s,
                         principal,
                         gallery,

@@ -1,11 +1,12 @@
 """Erasure on request and withdrawal of consent.
 
-Erasure deletes a subject's templates (vectors and source-image digests), legal-basis
-records and the subject row in one transaction, with its audit record, and drops the
-vectors from every in-memory index. What the append-only audit log keeps about the
-subject's photos was keyed with the subject's own salt, erased with them, so it no longer
-links to any image. SQLite runs with ``secure_delete`` and the write-ahead log is
-truncated afterwards, so the deleted bytes are not left in the files either.
+Erasure deletes a subject's templates (vectors and source-image digests), events (and the
+face crops they keep), legal-basis records and the subject row in one transaction, with
+its audit record, and drops the vectors from every in-memory index. What the append-only
+audit log keeps about the subject's photos was keyed with the subject's own salt, erased
+with them, so it no longer links to any image. SQLite runs with ``secure_delete`` and the
+write-ahead log is truncated afterwards, so the deleted bytes are not left in the files
+either.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import Gallery, LegalBasis, Subject, Template
+from airside.store.models import Event, Gallery, LegalBasis, Subject, Template
 
 
 @dataclass
@@ -37,6 +38,8 @@ class ErasureReceipt:
     receipt: str = ""
     reason: str = "erasure request"
     details: dict[str, object] = field(default_factory=dict)
+    # Events about the subject (identity matches, watchlist hits), with their face crops.
+    events: int = 0
 
     def seal(self) -> None:
         body = {k: v for k, v in self.as_dict().items() if k != "receipt"}
@@ -52,6 +55,7 @@ class ErasureReceipt:
             "templates": self.templates,
             "galleries": self.galleries,
             "legal_bases": self.legal_bases,
+            "events": self.events,
             "audit_seq": self.audit_seq,
             "receipt": self.receipt,
         }
@@ -74,6 +78,17 @@ def _delete_templates(session: Session, template_rows: list[tuple[int, int, str]
         update(Gallery).where(Gallery.id.in_(gallery_ids)).values(revision=Gallery.revision + 1)
     )
     return sorted({name for _, _, name in template_rows})
+
+
+def _delete_events(session: Session, subject_id: int, purpose: str | None = None) -> int:
+    """Delete the subject's events (of galleries of ``purpose`` when given), crops included."""
+    where = [Event.subject_id == subject_id]
+    if purpose is not None:
+        where.append(Event.purpose == purpose)
+    ids = list(session.scalars(select(Event.id).where(*where)))
+    if ids:
+        session.execute(delete(Event).where(Event.id.in_(ids)))
+    return len(ids)
 
 
 def _sync_indexes(app: Airside, gallery_names: list[str]) -> None:
@@ -102,6 +117,7 @@ def erase_subject(
                 ).all()
             ]
             galleries = _delete_templates(s, rows)
+            n_events = _delete_events(s, subj.id)
             n_bases = len(
                 s.scalars(select(LegalBasis.id).where(LegalBasis.subject_id == subj.id)).all()
             )
@@ -115,6 +131,7 @@ def erase_subject(
                 legal_bases=n_bases,
                 audit_seq=0,
                 reason=reason,
+                events=n_events,
             )
             rec = audit.append(
                 s,
@@ -136,7 +153,8 @@ def withdraw_basis(
     app: Airside, principal: Principal, reference: str, purpose: str
 ) -> ErasureReceipt:
     """Withdraw the subject's basis for ``purpose`` and, in the same transaction, erase their
-    templates from every gallery of that purpose that no other basis still covers."""
+    templates and events from every gallery of that purpose that no other basis still
+    covers."""
     from airside.governance.consent import covering_basis
 
     authorize(app, principal, "consent.withdraw", purpose=purpose)
@@ -160,7 +178,9 @@ def withdraw_basis(
                 b.withdrawn_at = now
             s.flush()
             rows: list[tuple[int, int, str]] = []
+            n_events = 0
             if covering_basis(s, subj, purpose) is None:
+                n_events = _delete_events(s, subj.id, purpose)
                 rows = [
                     (t, g, n)
                     for t, g, n in s.execute(
@@ -178,6 +198,7 @@ def withdraw_basis(
                 legal_bases=len(bases),
                 audit_seq=0,
                 reason=f"withdrawal of basis for {purpose}",
+                events=n_events,
             )
             rec = audit.append(
                 s,

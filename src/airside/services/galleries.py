@@ -16,7 +16,8 @@ from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.store.models import Gallery, Template
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._\-]{0,199}$")
+# "@" names a migrated copy: ``G@model`` (services/migration.py).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._@\-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,15 @@ class GalleryInfo:
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
+
+
+def validate_gallery_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"gallery name {name!r} must start with a letter or digit and use only "
+            "letters, digits and : . _ @ -"
+        )
+    return name
 
 
 def create_gallery(
@@ -52,11 +62,7 @@ def create_gallery(
     ``retain_until`` to departure plus the boarding retention (12 h by default). Boarding
     galleries without either keep templates at most ``boarding_default_retention_hours``."""
     authorize(app, principal, "gallery.create")
-    if not _NAME.match(name):
-        raise ValueError(
-            f"gallery name {name!r} must start with a letter or digit and use only "
-            "letters, digits and : . _ -"
-        )
+    validate_gallery_name(name)
     if not purpose.strip():
         raise ValueError("a gallery needs a purpose")
     bar = app.settings.default_quality_bar if quality_bar is None else quality_bar

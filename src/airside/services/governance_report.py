@@ -16,7 +16,7 @@ from airside.governance import access, audit
 from airside.governance.principals import Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import AuditRecord, Gallery, LegalBasis, Template
+from airside.store.models import AuditRecord, Event, Gallery, LegalBasis, Template
 
 # The actions that search or compare against a gallery's templates.
 SEARCH_ACTIONS = ("identify", "verify.subject")
@@ -36,6 +36,9 @@ class GalleryGovernance:
     quality_bar: float
     fmr_target: float
     searchable_by: list[str]
+    # Events about people of this gallery, and how many of them still keep a face crop.
+    events: int = 0
+    event_crops: int = 0
 
 
 @dataclass
@@ -46,6 +49,8 @@ class GovernanceReport:
     recent_erasures: list[dict[str, Any]]
     audit: dict[str, Any]
     activity: dict[str, int] = field(default_factory=dict)
+    # Event retention in force and event counts overall (services/events.py).
+    events: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +60,7 @@ class GovernanceReport:
             "recent_erasures": self.recent_erasures,
             "audit": self.audit,
             "activity": self.activity,
+            "events": self.events,
         }
 
 
@@ -78,7 +84,16 @@ def _retention(g: Gallery) -> str:
 def build_report(app: Airside, principal: Principal, recent: int = 20) -> GovernanceReport:
     authorize(app, principal, "report.governance")
     now = datetime.now(UTC)
+    st = app.settings
     with app.session() as s:
+        ev_counts: dict[str | None, tuple[int, int]] = {
+            g: (int(n), int(c or 0))
+            for g, n, c in s.execute(
+                select(Event.gallery, func.count(), func.count(Event.evidence)).group_by(
+                    Event.gallery
+                )
+            )
+        }
         rows: list[GalleryGovernance] = []
         for g in s.scalars(select(Gallery).order_by(Gallery.name)):
             n_t, n_s = s.execute(
@@ -102,6 +117,7 @@ def build_report(app: Airside, principal: Principal, recent: int = 20) -> Govern
                     g.name, g.purpose, g.contract_fingerprint, int(n_s), int(n_t), kinds,
                     withdrawn, expired, _retention(g), g.quality_bar, g.fmr_target,
                     access.who_may(s, SEARCH_ACTIONS, access.GalleryRef(g.name, g.purpose)),
+                    *ev_counts.get(g.name, (0, 0)),
                 )
             )  # fmt: skip
 
@@ -134,6 +150,15 @@ def build_report(app: Airside, principal: Principal, recent: int = 20) -> Govern
         recent_erasures=erasures,
         audit=chain.as_dict(),
         activity={k: int(v) for k, v in activity.items()},
+        events={
+            "retention_days": st.event_retention_days,
+            "crop_retention_days": st.event_crop_retention_days,
+            "keep_crops": st.keep_event_crops,
+            "crops_bounded_by_gallery_retention": True,
+            "total": sum(n for n, _ in ev_counts.values()),
+            "with_crop": sum(c for _, c in ev_counts.values()),
+            "system": ev_counts.get(None, (0, 0))[0],
+        },
     )
 
 
@@ -162,11 +187,23 @@ Audit chain: {% if r.audit.ok %}<span class="ok">intact</span>{% else %}
 <td>FMR {{ g.fmr_target }}, quality bar {{ g.quality_bar }}</td>
 <td>{{ g.searchable_by|join(", ") }}</td></tr>
 {% else %}<tr><td colspan="8">no galleries</td></tr>{% endfor %}</table>
+<h2>Events</h2>
+<p>{{ r.events.total }} events ({{ r.events.system }} system events), {{ r.events.with_crop }}
+with a face crop. Events are kept {{ r.events.retention_days }} days; face crops
+{% if r.events.keep_crops %}at most {{ r.events.crop_retention_days }} days and never longer
+than their gallery's retention{% else %}not at all{% endif %}.</p>
+<table><tr><th>gallery</th><th>events</th><th>with a face crop</th></tr>
+{% for g in r.galleries %}<tr><td>{{ g.name }}</td><td>{{ g.events }}</td>
+<td>{{ g.event_crops }}</td></tr>{% endfor %}</table>
 <h2>Recent purges</h2>
-<table><tr><th>record</th><th>time</th><th>gallery</th><th>templates</th><th>rule</th></tr>
+<table><tr><th>record</th><th>time</th><th>gallery</th><th>templates</th><th>events / crops</th>
+<th>rule</th></tr>
 {% for p in r.recent_purges %}<tr><td>{{ p.seq }}</td><td>{{ p.ts }}</td><td>{{ p.gallery }}</td>
-<td>{{ p.result.templates }}</td><td>{{ p.result.rule }}</td></tr>
-{% else %}<tr><td colspan="5">none</td></tr>{% endfor %}</table>
+<td>{{ p.result.templates }}</td>
+<td>{% if p.result.events is defined %}{{ p.result.events }} /
+{{ p.result.event_crops }}{% endif %}</td>
+<td>{{ p.result.rule }}</td></tr>
+{% else %}<tr><td colspan="6">none</td></tr>{% endfor %}</table>
 <h2>Recent erasures and withdrawals</h2>
 <table><tr><th>record</th><th>time</th><th>by</th><th>subject</th><th>templates</th>
 <th>galleries</th><th>reason</th></tr>

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy import select
 
+from airside.biometrics.calibration import CalibrationTable
 from airside.biometrics.contract import EmbeddingContract, Template, require_same, similarity
+from airside.biometrics.index import GalleryIndex
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit, consent
 from airside.governance.principals import Principal
-from airside.governance.template_protection import StoredTemplate
+from airside.governance.template_protection import GalleryTransform, StoredTemplate
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
 from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
+from airside.services.gallery_view import GalleryView
 from airside.services.review import open_case, requires_review
 from airside.store.models import Subject
 from airside.store.models import Template as TemplateRow
@@ -210,20 +214,83 @@ def identify(
     if k < 1:
         raise ValueError("k must be at least 1")
     gallery = authorize_gallery(app, principal, "identify", gallery_name, purpose)
-    fpir_target = gallery.fmr_target if fpir is None else fpir
+    contract = app.analyzer.contract
     try:
-        with app.session() as s:
-            # A missing or wrong template key refuses here (audited), when the index loads.
-            ix, tf = app.index_with_transform(s, gallery)
-        require_same(app.analyzer.contract, gallery.contract_fingerprint)
-        cal = app.calibration(app.analyzer.contract)
+        search = _prepare_search(app, gallery, contract)
         cap = _capture(app, probe, policy)
     except AirsideError as e:
         app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
         raise
     q = embed_captures(app.analyzer, [cap])[0]
+    return _search(
+        app, principal, search, q, cap.face.quality.score, app.probe_digest(cap.sha256), k, fpir
+    )
+
+
+def identify_embedding(
+    app: Airside,
+    principal: Principal,
+    gallery_name: str,
+    embedding: np.ndarray,
+    *,
+    contract: EmbeddingContract,
+    quality: float,
+    input_sha256: str,
+    k: int = 5,
+    fpir: float | None = None,
+    purpose: str | None = None,
+    context: dict[str, object] | None = None,
+) -> IdentifyResult:
+    """Search one gallery with an embedding the caller already computed (the camera
+    pipeline embeds each track's best crop once). The same checks, audit and review as
+    :func:`identify`; ``input_sha256`` is the SHA-256 of the crop, logged keyed, and
+    ``context`` (camera, track) goes into the audit record."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    gallery = authorize_gallery(app, principal, "identify", gallery_name, purpose)
+    try:
+        search = _prepare_search(app, gallery, contract)
+    except AirsideError as e:
+        app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
+        raise
+    vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    if vec.shape[0] != contract.dim or not np.isfinite(vec).all():
+        raise ValueError(f"embedding must be {contract.dim} finite numbers")
+    digest = app.probe_digest(input_sha256)
+    return _search(app, principal, search, vec, quality, digest, k, fpir, context)
+
+
+@dataclass
+class _Search:
+    gallery: GalleryView
+    index: GalleryIndex
+    transform: GalleryTransform
+    calibration: CalibrationTable
+
+
+def _prepare_search(app: Airside, gallery: GalleryView, contract: EmbeddingContract) -> _Search:
+    with app.session() as s:
+        # A missing or wrong template key refuses here (audited), when the index loads.
+        ix, tf = app.index_with_transform(s, gallery)
+    require_same(contract, gallery.contract_fingerprint)
+    return _Search(gallery, ix, tf, app.calibration(contract))
+
+
+def _search(
+    app: Airside,
+    principal: Principal,
+    search: _Search,
+    q: np.ndarray,
+    quality: float,
+    digest: str,
+    k: int,
+    fpir: float | None,
+    context: dict[str, object] | None = None,
+) -> IdentifyResult:
+    gallery, ix, cal = search.gallery, search.index, search.calibration
+    fpir_target = gallery.fmr_target if fpir is None else fpir
     # The index holds the gallery's templates in its secret transform: so must the probe.
-    hits = ix.search(tf.forward(q[None, :]), k * 4)[0]
+    hits = ix.search(search.transform.forward(q[None, :]), k * 4)[0]
     with app.session() as s:
         # Every template is one comparison a non-enrolled person could falsely match.
         comparisons = len(ix)
@@ -250,10 +317,11 @@ def identify(
             decision="match" if match else "no_match",
             purpose=gallery.purpose,
             gallery=gallery.name,
-            input_digest=app.probe_digest(cap.sha256),
+            input_digest=digest,
             result={
                 "candidates": [[c.subject, round(c.score, 6)] for c in candidates],
                 "threshold": round(threshold, 6),
+                **(context or {}),
             },
         )
         case_id = None
@@ -267,7 +335,7 @@ def identify(
                 subject=candidates[0].subject,
                 score=candidates[0].score,
                 threshold=threshold,
-                probe_digest=app.probe_digest(cap.sha256),
+                probe_digest=digest,
             ).id
     return IdentifyResult(
         match,
@@ -276,6 +344,6 @@ def identify(
         fpir_target,
         comparison_fmr,
         comparisons,
-        cap.face.quality.score,
+        quality,
         review_case=case_id,
     )

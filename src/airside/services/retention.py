@@ -15,6 +15,7 @@ from airside.governance import audit
 from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
+from airside.services.events import purge_events
 from airside.store.models import AuditRecord, Gallery, Template
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ class PurgeReport:
     galleries: dict[str, int] = field(default_factory=dict)
     # Audit records past retention, cut at a signed checkpoint (due ones, in a dry run).
     audit_records: int = 0
+    # Events past ``event_retention_days``, and crops taken off events (services/events.py).
+    events: int = 0
+    event_crops: int = 0
 
     @property
     def templates(self) -> int:
@@ -39,6 +43,8 @@ class PurgeReport:
             "templates": self.templates,
             "galleries": self.galleries,
             "audit_records": self.audit_records,
+            "events": self.events,
+            "event_crops": self.event_crops,
         }
 
 
@@ -96,13 +102,17 @@ def run_purge(
                 result={"templates": len(ids), "template_ids": ids, "rule": rule},
             )
             touched.append(g.name)
+        due_events = purge_events(s, app, principal, now, dry_run=dry_run)
+        report.events = due_events["events"]
+        report.event_crops = due_events["event_crops"]
         before = now - timedelta(days=app.settings.audit_retention_days)
         if dry_run:
             report.audit_records = _audit_due(s, before)
         else:
             pruned = audit.prune(s, principal, app.signer, before)
             report.audit_records = pruned.records if pruned else 0
-        if not touched and not report.audit_records:
+        events_purged = not dry_run and bool(report.events or report.event_crops)
+        if not touched and not report.audit_records and not events_purged:
             audit.append(
                 s,
                 principal,
@@ -110,7 +120,7 @@ def run_purge(
                 decision="dry_run" if dry_run else "nothing_due",
                 result=report.as_dict(),
             )
-    if touched:
+    if touched or events_purged:
         from airside.services.gallery_view import get_gallery
 
         with app.session() as s:

@@ -276,3 +276,46 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # HMAC of the key's id, principal, secret hash, expiry and state (registry_seal.py).
     mac: Mapped[str | None] = mapped_column(String(64))
+
+
+class Event(Base):
+    """One thing a camera saw or a pipeline noticed: an identity match, a watchlist hit
+    (``review_case`` names its two-person review), a safety event, a system event.
+
+    An event about a person is their personal data: it goes with them (erasure, withdrawal)
+    and with its retention. ``evidence`` is the best face crop (JPEG) kept only while the
+    gallery's retention allows (``evidence_until``); when ``evidence_key_id`` is set it is
+    ``nonce || AES-256-GCM`` under that template key (services/events.py)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_camera_started_at", "camera", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    severity: Mapped[str] = mapped_column(String(20), nullable=False)
+    camera: Mapped[str] = mapped_column(String(200), nullable=False)
+    track: Mapped[int | None] = mapped_column(Integer)
+    subject_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subjects.id", ondelete="CASCADE"), index=True
+    )
+    # Denormalised for reading (the subject's reference, the gallery's name and purpose
+    # when the event was recorded); erasure and withdrawal select by subject_id and purpose.
+    subject_ref: Mapped[str | None] = mapped_column(String(200))
+    gallery: Mapped[str | None] = mapped_column(String(200))
+    purpose: Mapped[str | None] = mapped_column(String(200))
+    score: Mapped[float | None] = mapped_column(Float)
+    zone: Mapped[str | None] = mapped_column(String(200))
+    # Stream time (seconds since the stream started) of the first and last sighting.
+    first_seen: Mapped[float] = mapped_column(Float, nullable=False)
+    last_seen: Mapped[float] = mapped_column(Float, nullable=False)
+    # Wall clock of ``first_seen``: what retention and listings go by.
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # JSON: the decision trail (identity events), the message (system events).
+    detail: Mapped[str | None] = mapped_column(Text)
+    review_case: Mapped[int | None] = mapped_column(Integer)
+    evidence: Mapped[bytes | None] = mapped_column(LargeBinary)
+    evidence_key_id: Mapped[str | None] = mapped_column(String(40))
+    evidence_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)

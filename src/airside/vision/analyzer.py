@@ -36,23 +36,40 @@ class FaceAnalyzer:
     def __init__(
         self, detector: FaceDetector, aligner: LandmarkAligner, embedder: FaceEmbedder
     ) -> None:
+        built_for = getattr(embedder, "alignment", None)
+        if built_for is not None and built_for != aligner.preprocessing:
+            raise ValueError(
+                f"the embedder was built for chips cut by {built_for!r}, but the aligner "
+                f"cuts {aligner.preprocessing!r}: build the embedder with "
+                "alignment=aligner.preprocessing"
+            )
         self.detector = detector
         self.aligner = aligner
         self.embedder = embedder
 
     @property
     def contract(self) -> EmbeddingContract:
-        """The embedder's weights with this aligner's preprocessing: both shape the vector."""
+        """What shapes the vector: the embedder's weights, the alignment and the views.
+
+        An embedder whose contract already names its alignment (ONNX embedders: alignment,
+        then pixel normalisation) is taken as it is; otherwise (dlib's ResNet) the aligner's
+        preprocessing replaces the embedder's placeholder.
+        """
+        if getattr(self.embedder, "alignment", None) is not None:
+            return self.embedder.contract
         return replace(self.embedder.contract, preprocessing=self.aligner.preprocessing)
 
     def observe(self, image: np.ndarray) -> list[FaceObservation]:
         out = []
         for det in self.detector.detect(image):
-            lm = det.landmarks if det.landmarks is not None else self.aligner.landmarks(image, det)
+            # The aligner decides whether the detector's landmarks are in the layout it
+            # needs (dlib's aligner always runs its own predictor), and reads eyes and nose
+            # for the pose estimate out of its own layout.
+            lm = self.aligner.landmarks(image, det)
             views = self.aligner.views(image, det, lm)
             q = assess(
                 det,
-                lm,
+                self.aligner.pose_points(lm),
                 views[0],
                 confident_score=self.detector.confident_score,
                 score_threshold=self.detector.score_threshold,

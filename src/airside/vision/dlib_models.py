@@ -21,6 +21,7 @@ import numpy as np
 
 from airside.biometrics.contract import EmbeddingContract
 from airside.vision.protocols import Detection, FaceDetector
+from airside.vision.quality import dlib_pose_points
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,14 @@ class DlibFivePointAligner:
         return dlib.rectangle(x0, y0, x1, y1)
 
     def landmarks(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        """dlib's 5 points, always from its own predictor inside the box: a detector's
+        landmarks (InsightFace order: eye centres, nose tip, mouth corners) are another
+        layout, and the chips dlib's ResNet was trained on are cut from these."""
         shape = self._predictor()(image, self._rect(detection))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def pose_points(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return dlib_pose_points(landmarks)
 
     def views(self, image: np.ndarray, detection: Detection, landmarks: np.ndarray) -> np.ndarray:
         parts = [dlib.point(round(float(x)), round(float(y))) for x, y in landmarks]
@@ -218,6 +225,7 @@ class DlibResNetEmbedder:
     """dlib's own forward pass: the reference implementation (single-threaded, holds the GIL)."""
 
     provider = "dlib"
+    alignment: str | None = None  # the analyzer's aligner supplies it
 
     def __init__(self) -> None:
         self.contract = resnet_contract()

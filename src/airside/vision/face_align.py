@@ -191,6 +191,8 @@ class ArcFaceAligner:
         self.preprocessing = "+".join(parts)
 
     def landmarks(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        """The detector's 5 points (InsightFace order, what the template expects) when it
+        gives them, else the fallback's, else a refusal (``no_landmarks``)."""
         if detection.landmarks is not None:
             return np.asarray(detection.landmarks, dtype=np.float32)
         if self.fallback is None:
@@ -201,6 +203,12 @@ class ArcFaceAligner:
                 code="no_landmarks",
             )
         return self.fallback.landmarks(image, detection)
+
+    def pose_points(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(eye on the image's right, eye on the image's left, nose) in ArcFace order. With
+        the dlib eye fallback the nose is dlib's nose base, which serves a yaw estimate."""
+        lm = np.asarray(landmarks, dtype=np.float32)
+        return lm[1], lm[0], lm[2]
 
     def transform(self, landmarks: np.ndarray) -> np.ndarray:
         """Image -> chip: all 5 points when known, else the two eye centres alone."""

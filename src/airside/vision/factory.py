@@ -1,15 +1,25 @@
-"""Builds the default face analyzer from settings (dlib models bundled via PyPI packages)."""
+"""Builds the face analyzer from settings: dlib's bundled models by default, or models an
+operator registered (``airside models add``), loaded only through ``load_model``, which
+refuses a file whose digest no longer matches its manifest.
+
+Which aligner cuts the chips follows from the embedder: dlib's ResNet takes dlib's
+5-point chips (its own predictor, whatever the detector), a registered embedder takes
+ArcFace-template chips from the detector's 5 landmarks, or, for detectors that give none
+(dlib, UltraFace), from the eye centres of dlib's 5-point predictor.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
+from airside.errors import AirsideError
 from airside.vision.analyzer import FaceAnalyzer
 from airside.vision.dlib_models import (
     CHIP_PADDING,
@@ -22,7 +32,12 @@ from airside.vision.dlib_models import (
     models_dir,
     resnet_contract,
 )
-from airside.vision.protocols import FaceDetector, FaceEmbedder
+from airside.vision.protocols import FaceDetector, FaceEmbedder, LandmarkAligner
+
+if TYPE_CHECKING:
+    from airside.models.manifest import Manifest
+    from airside.vision.detectors import OnnxFaceDetector
+    from airside.vision.face_align import ArcFaceAligner
 
 log = logging.getLogger(__name__)
 # Converted descriptors agree with dlib's to ~3e-7; anything worse means a broken conversion.
@@ -36,6 +51,7 @@ class OnnxDlibResNet:
     """
 
     provider = "onnxruntime:CPUExecutionProvider"
+    alignment: str | None = None  # the analyzer's aligner supplies it
 
     def __init__(self, onnx_path: Path, threads: int = 0) -> None:
         from airside.vision.dlib_onnx import OnnxResNetEmbedder
@@ -79,14 +95,63 @@ def build_embedder(settings: Settings) -> FaceEmbedder:
 CNN_FALLBACK_MAX_SIDE = 640
 
 
+def uses_dlib_detector(settings: Settings) -> bool:
+    name = settings.face_detector
+    return name is None or name.strip().lower() == "dlib"
+
+
+def _registered(settings: Settings, name: str, kind: str) -> tuple[Manifest, Path]:
+    """A registered model of ``kind``, its file checked against its manifest's sha256."""
+    from airside.models import load_model
+
+    manifest, path = load_model(settings.model_registry, name)
+    if manifest.kind != kind:
+        raise AirsideError(
+            f"model {name!r} is a {manifest.kind}, not a {kind}", code="model_incompatible"
+        )
+    return manifest, path
+
+
+def registered_detector(settings: Settings, name: str) -> OnnxFaceDetector:
+    """The registered face detector ``name`` (refused if its file was changed)."""
+    from airside.vision.detectors import build_onnx_detector
+
+    manifest, path = _registered(settings, name, "face-detector")
+    d = settings.detector
+    return build_onnx_detector(
+        manifest.family,
+        path,
+        score_threshold=d.model_score_threshold,
+        max_detect_side=d.model_max_side,
+        input_size=manifest.input_size,
+        threads=d.threads,
+        device=settings.device,
+    )
+
+
 def build_detector(settings: Settings) -> FaceDetector:
     d = settings.detector
+    if not uses_dlib_detector(settings):
+        assert settings.face_detector is not None
+        primary: FaceDetector = registered_detector(settings, settings.face_detector.strip())
+        if d.fallback == "cnn":
+            return FallbackDetector(
+                primary, DlibCnnDetector(1, d.score_threshold, CNN_FALLBACK_MAX_SIDE)
+            )
+        return primary
     if d.kind == "cnn":
         return DlibCnnDetector(d.upsample, d.score_threshold, d.max_detect_side)
     hog = DlibHogDetector(d.upsample, d.score_threshold, d.max_detect_side)
-    if d.fallback == "cnn":
+    if d.fallback in ("auto", "cnn"):
         return FallbackDetector(hog, DlibCnnDetector(1, d.score_threshold, CNN_FALLBACK_MAX_SIDE))
     return hog
+
+
+def gives_landmarks(detector: FaceDetector) -> bool:
+    """Whether every detection ``detector`` returns carries 5 InsightFace-order landmarks."""
+    if isinstance(detector, FallbackDetector):
+        return gives_landmarks(detector.primary) and gives_landmarks(detector.fallback)
+    return bool(getattr(detector, "gives_landmarks", False))
 
 
 def build_aligner(settings: Settings) -> DlibFivePointAligner:
@@ -95,10 +160,72 @@ def build_aligner(settings: Settings) -> DlibFivePointAligner:
     return DlibFivePointAligner()
 
 
+def arcface_aligner(
+    settings: Settings, manifest: Manifest, detector: FaceDetector
+) -> ArcFaceAligner:
+    """ArcFace-template chips of the embedder's input size; eye centres from dlib's 5-point
+    predictor where the detector gives no landmarks. ``embed_views=tta`` adds the mirror."""
+    from airside.vision.face_align import ArcFaceAligner, DlibEyeLandmarks
+
+    size = manifest.input_size or (112, 112)
+    if size[0] != size[1]:
+        raise AirsideError(
+            f"model {manifest.name!r} takes {size[0]}x{size[1]} chips; ArcFace alignment "
+            "cuts square ones",
+            code="model_incompatible",
+        )
+    fallback = None if gives_landmarks(detector) else DlibEyeLandmarks()
+    return ArcFaceAligner(size[0], mirror=settings.embed_views == "tta", fallback=fallback)
+
+
+def registered_embedder(
+    settings: Settings, manifest: Manifest, path: Path, aligner: LandmarkAligner
+) -> FaceEmbedder:
+    """The embedder of a registered model (``path`` as ``load_model`` checked it), fed the
+    chips ``aligner`` cuts."""
+    from airside.vision.onnx_embedders import embedder_from_manifest
+
+    return embedder_from_manifest(
+        manifest,
+        path,
+        alignment=aligner.preprocessing,
+        max_batch=settings.embed_max_batch,
+        threads=settings.embed_threads,
+        device=settings.device,
+    )
+
+
 def default_contract(settings: Settings) -> EmbeddingContract:
     """The contract templates made with these settings will carry."""
+    if settings.embedder_model is not None:
+        return default_analyzer(settings).contract
     return replace(resnet_contract(), preprocessing=build_aligner(settings).preprocessing)
 
 
 def default_analyzer(settings: Settings) -> FaceAnalyzer:
-    return FaceAnalyzer(build_detector(settings), build_aligner(settings), build_embedder(settings))
+    """The analyzer these settings describe. Registered models are loaded through the
+    registry: a model whose file no longer matches its manifest stops it (AirsideError,
+    code ``model_tampered``), as does a GPU asked for and not usable
+    (``provider_unavailable``)."""
+    detector = build_detector(settings)
+    if settings.embedder_model is None:
+        analyzer = FaceAnalyzer(detector, build_aligner(settings), build_embedder(settings))
+    else:
+        manifest, path = _registered(settings, settings.embedder_model.strip(), "face-embedder")
+        aligner = arcface_aligner(settings, manifest, detector)
+        embedder = registered_embedder(settings, manifest, path, aligner)
+        analyzer = FaceAnalyzer(detector, aligner, embedder)
+    log.info("face analyzer: %s", ", ".join(f"{k} on {v}" for k, v in providers(analyzer).items()))
+    return analyzer
+
+
+def providers(analyzer: FaceAnalyzer) -> dict[str, str]:
+    """Which runtime actually runs each model of ``analyzer`` (detector name -> provider)."""
+
+    def of(detector: FaceDetector) -> dict[str, str]:
+        if isinstance(detector, FallbackDetector):
+            return {**of(detector.primary), **of(detector.fallback)}
+        return {detector.name: str(getattr(detector, "provider", "dlib"))}
+
+    contract = analyzer.contract
+    return {**of(analyzer.detector), contract.model_id: analyzer.embedder.provider}

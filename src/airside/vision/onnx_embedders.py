@@ -121,6 +121,9 @@ class GenericOnnxEmbedder:
                     "say which alignment cuts them (alignment=...)"
                 )
             alignment = ArcFaceAligner(self.width).preprocessing
+        # The chips this embedder's contract was made for: an analyzer checks its aligner
+        # cuts these, and takes the contract as it is (it names alignment and pixels).
+        self.alignment: str | None = alignment
         self.contract = EmbeddingContract(
             model_id=model_id or f"{self.family}:{self.path.stem}",
             version=version,

@@ -47,6 +47,14 @@ class FaceDetector(Protocol):
 class LandmarkAligner(Protocol):
     """Finds 5 landmarks for a detection and cuts the aligned views the embedder expects.
 
+    Landmark layouts differ between models, so only the aligner reads its landmarks:
+
+    - ``landmarks`` decides whether the detector's own points (``detection.landmarks``,
+      InsightFace order when present) are the ones it needs, or finds its own (dlib's
+      aligner always runs its 5-point predictor inside the box);
+    - ``pose_points`` reads the eye on the image's right, the eye on the image's left and
+      the nose out of its layout, for the quality score's head-pose estimate.
+
     ``views`` returns (V, H, W, 3): view 0 is the canonical chip (used for quality); the
     embedding of a face is the normalised mean of its views' embeddings.
     ``preprocessing`` names the alignment and views: it is part of the embedding contract.
@@ -56,14 +64,23 @@ class LandmarkAligner(Protocol):
 
     def landmarks(self, image: np.ndarray, detection: Detection) -> np.ndarray: ...
 
+    def pose_points(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(eye on the image's right, eye on the image's left, nose) from ``landmarks``."""
+        ...
+
     def views(
         self, image: np.ndarray, detection: Detection, landmarks: np.ndarray
     ) -> np.ndarray: ...
 
 
 class FaceEmbedder(Protocol):
+    """``alignment``: the aligner preprocessing the embedder's contract already names (ONNX
+    embedders are built for one alignment and record it with their pixel normalisation),
+    or None when the analyzer's aligner supplies it (dlib's ResNet)."""
+
     contract: EmbeddingContract
     provider: str
+    alignment: str | None
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 aligned chips → (N, dim) float32 embeddings."""

@@ -54,15 +54,24 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
-    """(yaw ratio, roll degrees, interocular px) from dlib's 5 points.
+PosePoints = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-    Yaw ratio is the nose's sideways offset from the eye midpoint over the eye distance:
-    about 0 when frontal, ~0.3 at 30-40 degrees of head turn.
+
+def dlib_pose_points(landmarks: np.ndarray) -> PosePoints:
+    """(eye on the image's right, eye on the image's left, nose base) from dlib's 5 points:
+    two corners per eye, then the base of the nose."""
+    return landmarks[0:2].mean(axis=0), landmarks[2:4].mean(axis=0), landmarks[4]
+
+
+def pose_from_points(points: PosePoints) -> tuple[float, float, float]:
+    """(yaw ratio, roll degrees, interocular px) from the two eyes and the nose.
+
+    ``points`` is (eye on the image's right, eye on the image's left, nose), as
+    ``LandmarkAligner.pose_points`` reads them from its own landmark layout. Yaw ratio is
+    the nose's sideways offset from the eye midpoint over the eye distance: about 0 when
+    frontal, ~0.3 at 30-40 degrees of head turn.
     """
-    eye_a = landmarks[0:2].mean(axis=0)
-    eye_b = landmarks[2:4].mean(axis=0)
-    nose = landmarks[4]
+    eye_a, eye_b, nose = points
     axis = eye_a - eye_b
     iod = float(np.hypot(*axis))
     if iod < 1e-6:
@@ -74,16 +83,23 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
     return yaw, roll, iod
 
 
+def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(yaw ratio, roll degrees, interocular px) from dlib's 5 points."""
+    return pose_from_points(dlib_pose_points(landmarks))
+
+
 def assess(
     detection: Detection,
-    landmarks: np.ndarray,
+    pose_points: PosePoints,
     chip: np.ndarray,
     *,
     confident_score: float,
     score_threshold: float,
 ) -> QualityReport:
+    """``pose_points``: (eye on the image's right, eye on the image's left, nose), from the
+    aligner that found the landmarks (``LandmarkAligner.pose_points``)."""
     width = detection.width
-    yaw, roll, iod = pose_from_landmarks(landmarks)
+    yaw, roll, iod = pose_from_points(pose_points)
     # The chip has 25% padding around the face; measure the central face area.
     h, w = chip.shape[:2]
     core = chip[int(h * 0.2) : int(h * 0.85), int(w * 0.2) : int(w * 0.8)]

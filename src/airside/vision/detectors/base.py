@@ -136,6 +136,9 @@ class OnnxFaceDetector(ABC):
     std: ClassVar[float] = 1.0
     divisor: int = 32  # free input sizes are padded to a multiple of this (largest stride)
     top_k: ClassVar[int] = 5000  # candidates kept (best first) before NMS
+    # Whether detections carry 5 landmarks (InsightFace order); set per model where an
+    # export may leave them out (SCRFD).
+    gives_landmarks: bool = True
 
     def __init__(
         self,

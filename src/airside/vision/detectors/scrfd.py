@@ -43,6 +43,7 @@ class ScrfdDetector(OnnxFaceDetector):
                 f"it has {len(outputs)} outputs; SCRFD exports have 6, 9, 10 or 15"
             )
         self.strides, self.use_kps = _LAYOUTS[len(outputs)]
+        self.gives_landmarks = self.use_kps
         self.divisor = max(self.strides)
         self._widths = (1, 4, 10) if self.use_kps else (1, 4)
         for spec in outputs:

@@ -25,6 +25,7 @@ SIZE_VARIANCE = 0.2
 
 class UltraFaceDetector(OnnxFaceDetector):
     family = "ultraface"
+    gives_landmarks = False
     default_score_threshold = 0.7
     default_nms_iou = 0.3
     default_confident_score = 0.95

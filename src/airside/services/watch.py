@@ -1,0 +1,267 @@
+"""Watching a camera: the video pipeline wired to the face models and the services.
+
+Every identification goes through ``matching.identify_embedding`` (authorised for the
+camera's principal, audited, watchlist hits opened for review), and every event through
+``services.events`` (stored only where retention allows). Only the galleries the caller
+names, and its scopes allow, are searched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image
+
+from airside.errors import AirsideError
+from airside.governance.principals import Principal
+from airside.services import events, matching
+from airside.services.app import Airside
+from airside.services.authz import authorize_gallery
+from airside.video.annotate import H264Writer
+from airside.video.pipeline import (
+    FaceCrop,
+    IdentityEvent,
+    Match,
+    Pipeline,
+    WatchConfig,
+    WatchStats,
+    WatchSummary,
+)
+from airside.video.sources import SystemEvent, VideoSource
+from airside.video.track_identity import IdentityConfig
+from airside.vision.analyzer import FaceAnalyzer, FaceObservation
+from airside.vision.dlib_models import (
+    CHIP_PADDING,
+    DlibFivePointAligner,
+    DlibHogDetector,
+    FallbackDetector,
+)
+from airside.vision.protocols import Detection
+from airside.vision.quality import assess
+
+# Margin kept around a face in its crop: enough for the widest aligned view.
+CROP_MARGIN = 0.6
+
+
+class AnalyzerEngine:
+    """Detection and per-face assessment with the installation's face models."""
+
+    def __init__(self, analyzer: FaceAnalyzer, video_detect_side: int = 640) -> None:
+        self.analyzer = analyzer
+        det = analyzer.detector
+        # No slow fallback per frame (dlib's CNN takes ~2 s): a face the fast detector
+        # misses now is found a few frames later as it turns or comes closer.
+        det = det.primary if isinstance(det, FallbackDetector) else det
+        if isinstance(det, DlibHogDetector):
+            det = DlibHogDetector(det.upsample, det.score_threshold, video_detect_side)
+        self.detector = det
+        # Quality is judged on the canonical view alone; all the views are cut only for
+        # the few crops that are identified.
+        aligner = analyzer.aligner
+        self.preview = (
+            DlibFivePointAligner(paddings=(CHIP_PADDING,), mirror=False)
+            if isinstance(aligner, DlibFivePointAligner)
+            else aligner
+        )
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detector.detect(image)
+
+    def crop(self, image: np.ndarray, detection: Detection) -> FaceCrop | None:
+        x0, y0, x1, y1 = detection.box
+        m = CROP_MARGIN * max(x1 - x0, y1 - y0)
+        h, w = image.shape[:2]
+        cx0, cy0 = max(0, int(x0 - m)), max(0, int(y0 - m))
+        cx1, cy1 = min(w, int(np.ceil(x1 + m))), min(h, int(np.ceil(y1 + m)))
+        if cx1 - cx0 < 8 or cy1 - cy0 < 8:
+            return None
+        region = np.ascontiguousarray(image[cy0:cy1, cx0:cx1])
+        lm_local = None
+        if detection.landmarks is not None:
+            lm_local = detection.landmarks - np.array([cx0, cy0], dtype=np.float64)
+        local = Detection(
+            (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0),
+            detection.score,
+            detection.detector,
+            lm_local,
+            detection.fallback,
+        )
+        aligner = self.preview
+        lm = aligner.landmarks(region, local)
+        views = aligner.views(region, local, lm)
+        q = assess(
+            local,
+            aligner.pose_points(lm),
+            views[0],
+            confident_score=self.detector.confident_score,
+            score_threshold=self.detector.score_threshold,
+        )
+        return FaceCrop(q.score, region, local, detection.box, FaceObservation(local, lm, views, q))
+
+    def embed(self, crop: FaceCrop) -> np.ndarray:
+        obs = crop.observation
+        assert isinstance(obs, FaceObservation)
+        if self.preview is not self.analyzer.aligner:
+            views = self.analyzer.aligner.views(crop.image, obs.detection, obs.landmarks)
+            obs = FaceObservation(obs.detection, obs.landmarks, views, obs.quality)
+        vec: np.ndarray = self.analyzer.embed([obs])[0]
+        return vec
+
+
+class ServiceIdentifier:
+    """Searches each of the camera's galleries through the service layer."""
+
+    def __init__(
+        self,
+        app: Airside,
+        principal: Principal,
+        engine: AnalyzerEngine,
+        galleries: list[str],
+        camera: str,
+        purpose: str | None = None,
+    ) -> None:
+        self.app, self.principal, self.engine = app, principal, engine
+        self.galleries, self.camera, self.purpose = galleries, camera, purpose
+
+    def identify(self, crop: FaceCrop, track_id: int, t: float) -> Match:
+        vec = self.engine.embed(crop)
+        best = Match(None, 0.0)
+        for g in self.galleries:
+            res = matching.identify_embedding(
+                self.app,
+                self.principal,
+                g,
+                vec,
+                contract=self.engine.analyzer.contract,
+                quality=crop.quality,
+                input_sha256=crop.sha256,
+                k=1,
+                purpose=self.purpose,
+                context={"camera": self.camera, "track": track_id, "t": round(t, 3)},
+            )
+            top = res.candidates[0].score if res.candidates else 0.0
+            if res.match and (best.subject is None or top > best.score):
+                best = Match(res.candidates[0].subject, top, g, res.review_case)
+            elif best.subject is None:
+                best = Match(None, max(best.score, top))
+        return best
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+class StoreSink:
+    """Identity events into the store (at decision time) and, complete, into JSON lines."""
+
+    def __init__(
+        self, app: Airside, principal: Principal, camera: str, jsonl: IO[str] | None
+    ) -> None:
+        self.app, self.principal, self.camera, self.jsonl = app, principal, camera, jsonl
+
+    def decided(self, event: IdentityEvent) -> None:
+        event.event_id = events.record_identity_event(
+            self.app,
+            self.principal,
+            camera=event.camera,
+            track=event.track,
+            subject=event.subject,
+            gallery=event.gallery or "",
+            score=event.score,
+            first_seen=event.first_seen,
+            last_seen=event.last_seen,
+            crop_jpeg=_jpeg(event.crop.image) if event.crop is not None else None,
+            review_case=event.review_case,
+        )
+
+    def ended(self, event: IdentityEvent) -> None:
+        if event.event_id is not None:
+            events.update_event_seen(self.app, self.principal, event.event_id, event.last_seen)
+        self._line({**event.as_dict(), "event_id": event.event_id})
+
+    def system(self, event: SystemEvent) -> None:
+        events.record_system_event(
+            self.app,
+            self.principal,
+            camera=self.camera,
+            type_=event.type,
+            at=event.at,
+            detail=event.detail,
+        )
+        self._line({"type": event.type, "camera": self.camera, "at": round(event.at, 3),
+                    "detail": event.detail})  # fmt: skip
+
+    def _line(self, obj: dict[str, object]) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(obj) + "\n")
+            self.jsonl.flush()  # an event written is an event kept, whatever happens next
+
+
+@dataclass
+class WatchRequest:
+    galleries: list[str]
+    camera: str = "camera"
+    purpose: str | None = None
+    out: Path | None = None
+    events_path: Path | None = None
+    redact: bool = False
+    detect_every: int = 1
+    realtime: bool | None = None
+    max_identifications: int = 3
+
+
+def watch(
+    app: Airside,
+    principal: Principal,
+    source: VideoSource,
+    request: WatchRequest,
+    on_status: Callable[[WatchStats], None] | None = None,
+) -> WatchSummary:
+    """Run the pipeline over ``source`` until it ends (or is stopped)."""
+    if not request.galleries:
+        raise AirsideError("name at least one gallery to search", code="bad_request")
+    bars = []
+    for g in request.galleries:  # refuse up front (audited), not at the first face
+        bars.append(authorize_gallery(app, principal, "identify", g, request.purpose).quality_bar)
+    engine = AnalyzerEngine(app.analyzer, app.settings.detector.video_detect_side)
+    identifier = ServiceIdentifier(
+        app, principal, engine, request.galleries, request.camera, request.purpose
+    )
+    config = WatchConfig(
+        camera=request.camera,
+        detect_every=request.detect_every,
+        realtime=request.realtime,
+        redact=request.redact,
+        identity=IdentityConfig(
+            quality_bar=min(bars), max_identifications=request.max_identifications
+        ),
+    )
+    out = request.out
+
+    def writer(w: int, h: int, fps: float) -> H264Writer:
+        assert out is not None
+        return H264Writer(out, source.fps or fps, w, h)
+
+    jsonl = request.events_path.open("a", encoding="utf-8") if request.events_path else None
+    try:
+        sink = StoreSink(app, principal, request.camera, jsonl)
+        pipe = Pipeline(
+            engine,
+            identifier,
+            sink,
+            config,
+            writer_factory=writer if out is not None else None,
+            on_status=on_status,
+        )
+        return pipe.run(source)
+    finally:
+        if jsonl is not None:
+            jsonl.close()

@@ -1,0 +1,1 @@
+"""Real-time video: sources, tracking, per-track identity, annotated output, the pipeline."""

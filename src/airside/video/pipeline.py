@@ -1,0 +1,446 @@
+"""The camera pipeline: decode -> schedule -> detect -> track -> identify -> emit.
+
+Decoding runs in its own thread and hands frames over through :class:`FrameQueue`. For a
+live source the queue keeps the newest frames and drops the oldest when processing falls
+behind (the decoder never waits); for a file it waits instead, so every frame is seen.
+System events (stream lost, restored, ...) go through the same queue and are never dropped.
+
+Each tracked face is identified at most a few times (when a crop passes the gallery's
+quality bar, then only for a clearly better crop), and its identity is decided by
+quality-weighted votes (:mod:`airside.video.track_identity`). A track that ends without a
+decided identity leaves nothing behind: its crops and votes are discarded and no event is
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from airside.video.annotate import H264Writer, TrackDraw, annotate
+from airside.video.sources import Frame, SystemEvent, VideoSource
+from airside.video.track_identity import IdentityConfig, TrackIdentity
+from airside.video.tracking import EndedTrack, Tracker, TrackState, make_tracker
+from airside.vision.protocols import Detection
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class FaceCrop:
+    """A face cut from a frame with some margin, kept only while its track lives."""
+
+    quality: float
+    image: np.ndarray  # RGB region around the face
+    detection: Detection  # in the region's coordinates
+    box: Box  # in frame coordinates
+    # What the engine needs to embed it later (e.g. the aligned views), engine-specific.
+    observation: object = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.image).tobytes()).hexdigest()
+
+
+class FaceEngine(Protocol):
+    """Detects faces in frames, scores and cuts crops, embeds crops."""
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+    def crop(self, image: np.ndarray, detection: Detection) -> FaceCrop | None: ...
+
+
+@dataclass(frozen=True)
+class Match:
+    subject: str | None
+    score: float
+    gallery: str | None = None
+    review_case: int | None = None
+
+
+class Identifier(Protocol):
+    """Embeds a crop and searches the camera's galleries (audited by the service layer)."""
+
+    def identify(self, crop: FaceCrop, track_id: int, t: float) -> Match: ...
+
+
+@dataclass
+class IdentityEvent:
+    camera: str
+    track: int
+    subject: str
+    gallery: str | None
+    score: float
+    first_seen: float
+    last_seen: float
+    review_case: int | None = None
+    crop: FaceCrop | None = None
+    # Set by the sink that stores it (so the end of the track can update the same row).
+    event_id: int | None = None
+    type: str = "identity"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "type": self.type,
+            "camera": self.camera,
+            "subject": self.subject,
+            "gallery": self.gallery,
+            "score": round(self.score, 6),
+            "track": self.track,
+            "first_seen": round(self.first_seen, 3),
+            "last_seen": round(self.last_seen, 3),
+            "review_case": self.review_case,
+        }
+
+
+class EventSink(Protocol):
+    def decided(self, event: IdentityEvent) -> None:
+        """A track's identity was decided (or changed): the real-time moment."""
+
+    def ended(self, event: IdentityEvent) -> None:
+        """A known track ended: ``last_seen`` is final."""
+
+    def system(self, event: SystemEvent) -> None: ...
+
+
+@dataclass
+class WatchConfig:
+    camera: str = "camera"
+    # Detect on every n-th frame (by source frame index); tracks are predicted in between.
+    detect_every: int = 1
+    # None: drop frames under load for live sources only; True/False forces it.
+    realtime: bool | None = None
+    queue_frames: int = 8
+    tracker: str = "bytetrack"
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    redact: bool = False
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ValueError("detect_every must be at least 1")
+        if self.queue_frames < 1:
+            raise ValueError("queue_frames must be at least 1")
+
+
+@dataclass
+class WatchStats:
+    frames_read: int = 0
+    frames_processed: int = 0
+    frames_skipped: int = 0
+    detections: int = 0
+    tracks: int = 0
+    active_tracks: int = 0
+    embedding_calls: int = 0
+    events: int = 0
+    lag_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    # Decode of the frame that decided an identity -> the decision emitted, in seconds.
+    latencies: list[float] = field(default_factory=list)
+
+    def rates(self) -> tuple[float, float]:
+        dt = max(1e-9, time.monotonic() - self.started)
+        return self.frames_read / dt, self.frames_processed / dt
+
+
+@dataclass
+class WatchSummary:
+    stats: WatchStats
+    events: list[IdentityEvent]
+    system_events: list[SystemEvent]
+    stream_time_s: float
+    wall_s: float
+
+    def as_dict(self) -> dict[str, object]:
+        s = self.stats
+        lat = np.array(s.latencies) if s.latencies else None
+        return {
+            "frames_read": s.frames_read,
+            "frames_processed": s.frames_processed,
+            "frames_skipped": s.frames_skipped,
+            "tracks": s.tracks,
+            "embedding_calls": s.embedding_calls,
+            "detections": s.detections,
+            "stream_time_s": round(self.stream_time_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "realtime_factor": round(self.stream_time_s / self.wall_s, 3) if self.wall_s else None,
+            "event_latency_ms": None
+            if lat is None
+            else {
+                "p50": round(float(np.percentile(lat, 50)) * 1000, 1),
+                "p99": round(float(np.percentile(lat, 99)) * 1000, 1),
+            },
+            "events": [e.as_dict() for e in self.events],
+            "system_events": [
+                {"type": e.type, "at": round(e.at, 3), "detail": e.detail}
+                for e in self.system_events
+            ],
+        }
+
+
+_END = object()
+
+
+class FrameQueue:
+    """Decoder -> processor hand-over. Frames are bounded; system events never dropped.
+
+    With ``drop_oldest`` (live sources) a full queue discards its oldest frame to make
+    room, so the decoder never waits; otherwise ``put`` waits for room (files)."""
+
+    def __init__(self, max_frames: int, drop_oldest: bool) -> None:
+        self._items: deque[object] = deque()
+        self._frames = 0
+        self._max = max_frames
+        self._drop = drop_oldest
+        self._cv = threading.Condition()
+        self.dropped = 0
+        self._closed = False
+
+    def put(self, item: object) -> None:
+        with self._cv:
+            if isinstance(item, Frame):
+                if self._drop:
+                    while self._frames >= self._max:
+                        self._drop_oldest_frame()
+                else:
+                    while self._frames >= self._max and not self._closed:
+                        self._cv.wait(0.1)
+                self._frames += 1
+            self._items.append(item)
+            self._cv.notify_all()
+
+    def _drop_oldest_frame(self) -> None:
+        for i, it in enumerate(self._items):
+            if isinstance(it, Frame):
+                del self._items[i]
+                self._frames -= 1
+                self.dropped += 1
+                return
+
+    def get(self) -> object:
+        with self._cv:
+            while not self._items:
+                self._cv.wait(0.1)
+            item = self._items.popleft()
+            if isinstance(item, Frame):
+                self._frames -= 1
+            self._cv.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engine: FaceEngine,
+        identifier: Identifier,
+        sink: EventSink,
+        config: WatchConfig | None = None,
+        *,
+        tracker: Tracker | None = None,
+        writer_factory: Callable[[int, int, float], H264Writer] | None = None,
+        on_status: Callable[[WatchStats], None] | None = None,
+        status_every_s: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.identifier = identifier
+        self.sink = sink
+        self.config = config or WatchConfig()
+        self.tracker = tracker or make_tracker(self.config.tracker)
+        self.writer_factory = writer_factory
+        self.on_status = on_status
+        self.status_every_s = status_every_s
+        self.stats = WatchStats()
+        self._identities: dict[int, TrackIdentity[FaceCrop, str]] = {}
+        self._galleries: dict[tuple[int, str], tuple[str | None, int | None]] = {}
+        self._open: dict[int, IdentityEvent] = {}
+        self._events: list[IdentityEvent] = []
+        self._system: list[SystemEvent] = []
+        self._writer: H264Writer | None = None
+        self._last_detect: int | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---------------------------------------------------------------------------- running
+
+    def run(self, source: VideoSource) -> WatchSummary:
+        realtime = self.config.realtime if self.config.realtime is not None else source.live
+        queue = FrameQueue(self.config.queue_frames, drop_oldest=realtime)
+        failure: list[BaseException] = []
+
+        def decode() -> None:
+            try:
+                for item in source:
+                    if self._stop.is_set():
+                        source.stop()
+                        break
+                    if isinstance(item, Frame):
+                        self.stats.frames_read += 1
+                    queue.put(item)
+            except BaseException as e:  # handed to the processing thread, re-raised there
+                failure.append(e)
+            finally:
+                queue.put(_END)
+
+        started = time.monotonic()
+        reader = threading.Thread(target=decode, name="airside-decode", daemon=True)
+        reader.start()
+        last_status = 0.0
+        last_pts = 0.0
+        try:
+            for item in self._items(queue):
+                if isinstance(item, SystemEvent):
+                    self._system.append(item)
+                    self.sink.system(item)
+                    continue
+                assert isinstance(item, Frame)
+                last_pts = item.pts
+                self._process(item)
+                self.stats.frames_skipped = queue.dropped
+                self.stats.lag_s = max(0.0, time.time() - item.wall) if item.wall else 0.0
+                now = time.monotonic()
+                if self.on_status is not None and now - last_status >= self.status_every_s:
+                    last_status = now
+                    self.on_status(self.stats)
+        finally:
+            self._stop.set()
+            queue.close()
+            source.stop()
+            reader.join(timeout=5)
+            for ended in self.tracker.finish():
+                self._end_track(ended)
+            if self._writer is not None:
+                self._writer.close()
+            source.close()
+        if failure:
+            raise failure[0]
+        self.stats.frames_skipped = queue.dropped
+        if self.on_status is not None:
+            self.on_status(self.stats)
+        return WatchSummary(
+            self.stats, list(self._events), list(self._system), last_pts, time.monotonic() - started
+        )
+
+    def _items(self, queue: FrameQueue) -> Iterator[object]:
+        while True:
+            item = queue.get()
+            if item is _END:
+                return
+            yield item
+            if self._stop.is_set():
+                return
+
+    # ------------------------------------------------------------------------ per frame
+
+    def _process(self, frame: Frame) -> None:
+        self.stats.frames_processed += 1
+        due = (
+            self._last_detect is None or frame.index - self._last_detect >= self.config.detect_every
+        )
+        detections: list[Detection] = []
+        if due:
+            self._last_detect = frame.index
+            detections = self.engine.detect(frame.image)
+            self.stats.detections += len(detections)
+            boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
+            scores = np.array([d.score for d in detections], dtype=np.float64)
+            states = self.tracker.update(boxes, scores, frame.index, frame.pts)
+            for st in states:
+                if st.det_index is not None:
+                    self._observe(frame, st, detections[st.det_index])
+        else:
+            states = self.tracker.predict_only(frame.index, frame.pts)
+        for ended in self.tracker.drain_ended():
+            self._end_track(ended)
+        self.stats.active_tracks = len(self._identities)
+        if self.writer_factory is not None:
+            self._write(frame, states, detections)
+
+    def _observe(self, frame: Frame, st: TrackState, det: Detection) -> None:
+        ti = self._identities.get(st.track_id)
+        if ti is None:
+            ti = TrackIdentity[FaceCrop, str](self.config.identity, st.track_id)
+            self._identities[st.track_id] = ti
+            self.stats.tracks += 1
+        open_event = self._open.get(st.track_id)
+        if open_event is not None:
+            open_event.last_seen = frame.pts
+        if not ti.wants_crops:
+            return  # settled: no crop could be identified again, so none is cut
+        crop = self.engine.crop(frame.image, det)
+        if crop is None or not ti.offer(crop.quality, crop):
+            return
+        self.stats.embedding_calls += 1
+        match = self.identifier.identify(crop, st.track_id, frame.pts)
+        before = ti.identity
+        if match.subject is not None:
+            self._galleries[(st.track_id, match.subject)] = (match.gallery, match.review_case)
+        ti.record(match.subject, match.score, crop.quality)
+        after = ti.decision
+        if after is not None and after.subject is not None and after.subject != before:
+            gallery, case = self._galleries.get((st.track_id, after.subject), (None, None))
+            event = IdentityEvent(
+                camera=self.config.camera,
+                track=st.track_id,
+                subject=after.subject,
+                gallery=gallery,
+                score=after.score,
+                first_seen=st.first_t,
+                last_seen=frame.pts,
+                review_case=case,
+                crop=ti.crops[0].payload if ti.crops else crop,
+                type="watchlist_hit" if case is not None else "identity",
+            )
+            self._open[st.track_id] = event
+            self.sink.decided(event)
+            if frame.wall:
+                self.stats.latencies.append(max(0.0, time.time() - frame.wall))
+
+    def _end_track(self, ended: EndedTrack) -> None:
+        ti = self._identities.pop(ended.track_id, None)
+        event = self._open.pop(ended.track_id, None)
+        for key in [k for k in self._galleries if k[0] == ended.track_id]:
+            del self._galleries[key]
+        if ti is None:
+            return
+        outcome = ti.end()  # unknown or undecided: crops and votes are wiped, None returned
+        if outcome is None or event is None:
+            return
+        event.subject = outcome.decision.subject or event.subject
+        event.score = outcome.decision.score
+        event.first_seen = ended.first_t
+        event.last_seen = max(event.last_seen, ended.last_t)
+        event.crop = outcome.crops[0].payload if outcome.crops else event.crop
+        self._events.append(event)
+        self.stats.events += 1
+        self.sink.ended(event)
+        event.crop = None  # the sink stored what retention allows; nothing more is kept
+
+    def _write(self, frame: Frame, states: list[TrackState], detections: list[Detection]) -> None:
+        if self._writer is None:
+            assert self.writer_factory is not None
+            fps = 25.0
+            self._writer = self.writer_factory(frame.width, frame.height, fps)
+        draws = []
+        tracked = {st.det_index for st in states if st.det_index is not None}
+        for st in states:
+            ti = self._identities.get(st.track_id)
+            who = ti.identity if ti is not None else None
+            draws.append(TrackDraw(st.box, st.track_id, who, matched=who is not None))
+        untracked = [d.box for i, d in enumerate(detections) if i not in tracked]
+        img = annotate(
+            frame.image, draws, redact_unmatched=self.config.redact, extra_faces=untracked
+        )
+        self._writer.write(img, pts=frame.pts)

@@ -1,0 +1,159 @@
+"""The camera pipeline: every face tracked, each track identified a few times at most, the
+enrolled person found, the unenrolled one not, and nothing about unknown faces stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from sqlalchemy import select
+from tests.conftest import png_bytes
+
+from airside.errors import AccessDenied
+from airside.governance.consent import BasisInput
+from airside.governance.principals import Principal
+from airside.services import access, enrolment, galleries
+from airside.services.app import Airside
+from airside.services.watch import WatchRequest, watch
+from airside.store.models import AuditRecord, Event
+from airside.video.sources import open_source
+from airside.video.synthetic import Sprite, face_image, make_video
+
+FACE = (150, 180)
+
+
+@pytest.fixture
+def camera(app: Airside) -> Principal:
+    """A boarding gallery with the astronaut enrolled, and a camera scoped to it."""
+    admin = access.ensure_local_admin(app)
+    galleries.create_gallery(app, admin, "gate-12", "boarding")
+    enrolment.enrol(
+        app, admin, "gate-12", "PNR-1", [png_bytes(face_image("astronaut"))], BasisInput("consent")
+    )
+    return access.add_principal(app, admin, "cam-gate-12", "camera", [("gate-12", "boarding")])
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s at 25 fps: the astronaut walks left to right; Grace Hopper enters at 0.4 s."""
+    path = tmp_path_factory.mktemp("clips") / "gate.mp4"
+    make_video(
+        path,
+        50,
+        (640, 480),
+        25,
+        [
+            Sprite("astronaut", "astronaut", FACE, ((100, 150), (450, 150))),
+            Sprite("hopper", "hopper", FACE, ((500, 260), (200, 260)), start=10),
+        ],
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def strangers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "strangers.mp4"
+    make_video(path, 30, (640, 480), 25, [Sprite("hopper", "hopper", FACE, ((200, 150),))])
+    return path
+
+
+def events_in_store(app: Airside) -> list[Event]:
+    with app.session() as s:
+        return list(s.scalars(select(Event).where(Event.type != "system")))
+
+
+def test_the_enrolled_person_is_identified_and_the_other_is_not(
+    app: Airside, camera: Principal, clip: Path, tmp_path: Path
+) -> None:
+    summary = watch(
+        app,
+        camera,
+        open_source(str(clip)),
+        WatchRequest(["gate-12"], camera="gate-12", events_path=tmp_path / "ev.jsonl"),
+    )
+    d = summary.as_dict()
+    assert d["frames_read"] == d["frames_processed"] == 50
+    assert d["tracks"] == 2
+    [event] = d["events"]
+    assert event["subject"] == "PNR-1" and event["type"] == "identity"
+    assert event["first_seen"] < 0.2 and event["last_seen"] > 1.8
+    lines = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [x["subject"] for x in lines if x["type"] == "identity"] == ["PNR-1"]
+    [stored] = events_in_store(app)
+    assert stored.subject_ref == "PNR-1" and stored.camera == "gate-12"
+
+
+def test_each_track_is_identified_a_few_times_not_every_frame(
+    app: Airside, camera: Principal, clip: Path
+) -> None:
+    summary = watch(app, camera, open_source(str(clip)), WatchRequest(["gate-12"]))
+    assert summary.stats.detections >= 0.8 * (50 + 40)  # 90 faces shown: most are found
+    assert 2 <= summary.stats.embedding_calls <= 2 * 3
+    with app.session() as s:
+        searches = s.scalars(select(AuditRecord).where(AuditRecord.action == "identify")).all()
+    assert len(searches) == summary.stats.embedding_calls  # every search is audited
+    assert {json.loads(r.result)["camera"] for r in searches} == {"camera"}
+
+
+def test_a_face_that_matches_nothing_leaves_no_trace(
+    app: Airside, camera: Principal, strangers: Path
+) -> None:
+    summary = watch(app, camera, open_source(str(strangers)), WatchRequest(["gate-12"]))
+    assert summary.stats.tracks == 1 and summary.stats.embedding_calls >= 1
+    assert summary.events == []
+    assert events_in_store(app) == []
+
+
+def test_a_camera_cannot_search_a_gallery_outside_its_scope(
+    app: Airside, camera: Principal, clip: Path
+) -> None:
+    admin = access.ensure_local_admin(app)
+    galleries.create_gallery(app, admin, "watchlist", "watchlist:court-order-1")
+    with pytest.raises(AccessDenied):
+        watch(app, camera, open_source(str(clip)), WatchRequest(["gate-12", "watchlist"]))
+
+
+def test_the_annotated_video_has_every_frame_and_redacts_the_unknown_face(
+    app: Airside, camera: Principal, clip: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "annotated.mp4"
+    watch(app, camera, open_source(str(clip)), WatchRequest(["gate-12"], out=out, redact=True))
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(clip)) as c:
+        original = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 50
+
+    # Frame 40: Grace Hopper (unknown) around x 260-410, y 260-440 is blurred; the
+    # astronaut (matched) is not.
+    def detail(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
+        x0, y0, x1, y1 = box
+        g = img[y0:y1, x0:x1].astype(np.float64).mean(axis=2)
+        return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
+
+    hopper_box = (290, 290, 380, 410)
+    assert detail(frames[40], hopper_box) < 0.5 * detail(original[40], hopper_box)
+
+
+def test_the_cli_prints_the_json_summary(
+    app: Airside, camera: Principal, clip: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from airside.cli.main import app as cli
+
+    app.close()
+    base = ["--data-dir", str(app.settings.data_dir)]
+    res = CliRunner().invoke(cli, [*base, "watch", str(clip), "--gallery", "gate-12", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert {"frames_read", "frames_processed", "tracks", "embedding_calls", "events"} <= set(d)
+    assert [(e["type"], e["subject"]) for e in d["events"]] == [("identity", "PNR-1")]
+    assert all(isinstance(e["first_seen"], float) for e in d["events"])
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    res = CliRunner().invoke(cli, [*base, "watch", str(bad), "--gallery", "gate-12", "--json"])
+    assert res.exit_code == 1 and json.loads(res.stdout)["error"].startswith("source_")
