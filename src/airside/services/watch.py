@@ -23,6 +23,7 @@ from airside.governance.principals import Principal
 from airside.services import events, matching
 from airside.services.app import Airside
 from airside.services.authz import authorize_gallery
+from airside.services.retention import PurgeScheduler
 from airside.video.annotate import H264Writer
 from airside.video.pipeline import (
     FaceCrop,
@@ -251,6 +252,8 @@ def watch(
         return H264Writer(out, source.fps or fps, w, h)
 
     jsonl = request.events_path.open("a", encoding="utf-8") if request.events_path else None
+    # A camera runs for months: retention is enforced while it does, not only at `purge`.
+    purger = PurgeScheduler(app).start()
     try:
         sink = StoreSink(app, principal, request.camera, jsonl)
         pipe = Pipeline(
@@ -263,5 +266,6 @@ def watch(
         )
         return pipe.run(source)
     finally:
+        purger.stop()
         if jsonl is not None:
             jsonl.close()
