@@ -254,8 +254,11 @@ def test_only_a_hash_of_the_key_is_stored(
     assert secret_part not in dump and secret_part not in log
     app.db.compact_wal()
     for f in app.settings.data_dir.rglob("*"):
-        if f.is_file():
-            assert secret_part.encode() not in f.read_bytes(), f
+        try:
+            data = f.read_bytes() if f.is_file() else b""
+        except FileNotFoundError:  # a journal SQLite removed meanwhile
+            continue
+        assert secret_part.encode() not in data, f
 
 
 def test_a_forged_key_is_refused_and_audited(app: Airside, agent_key: access.IssuedKey) -> None:

@@ -66,6 +66,12 @@ def test_model_choices_are_read_from_the_environment(
     assert s.embed_max_batch == 8 and s.model_registry == tmp_path / "m"
 
 
+def test_dlib_or_nothing_names_the_bundled_models(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, face_detector="dlib", embedder_model=" ")
+    assert (s.face_detector, s.embedder_model) == (None, None)
+    assert default_contract(s) == default_contract(Settings(data_dir=tmp_path))
+
+
 def test_a_registered_embedder_gets_arcface_chips_and_its_own_contract(
     settings: Settings,
 ) -> None:

@@ -70,9 +70,9 @@ class Settings(BaseSettings):
     # "onnx": dlib's ResNet weights run by ONNX Runtime (same descriptors to ~1e-7, ~12x
     # faster); "dlib": dlib's own forward pass, the reference.
     embedder: Literal["onnx", "dlib"] = "onnx"
-    # A registered face embedder (``airside models add``) instead of dlib's ResNet: its
-    # chips are cut by ArcFace 5-point alignment. A different contract (galleries of the
-    # dlib contract must be migrated: ``airside gallery migrate``).
+    # A registered face embedder (``airside models add``) instead of dlib's ResNet (empty
+    # or "dlib": the ResNet): its chips are cut by ArcFace 5-point alignment. A different
+    # contract: galleries of the dlib contract must be migrated (``airside gallery migrate``).
     embedder_model: str | None = None
     # A registered face detector (``airside models add``) instead of dlib's HOG/CNN
     # (AIRSIDE_FACE_DETECTOR=yunet). Empty or "dlib": the dlib detector of ``detector.kind``.
@@ -162,7 +162,10 @@ class Settings(BaseSettings):
     @field_validator("face_detector", "embedder_model", mode="before")
     @classmethod
     def _model_name(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v
+        # Empty or "dlib": the bundled dlib model.
+        if isinstance(v, str) and v.strip().lower() in ("", "dlib"):
+            return None
+        return v.strip() if isinstance(v, str) else v
 
     @property
     def model_registry(self) -> Path:

@@ -97,7 +97,7 @@ CNN_FALLBACK_MAX_SIDE = 640
 
 def uses_dlib_detector(settings: Settings) -> bool:
     name = settings.face_detector
-    return name is None or name.strip().lower() == "dlib"
+    return name is None or name.strip().lower() in ("", "dlib")
 
 
 def _registered(settings: Settings, name: str, kind: str) -> tuple[Manifest, Path]:
