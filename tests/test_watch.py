@@ -190,3 +190,65 @@ def test_hamilton_clip_identifies_a_cast_member_and_matches_nobody_else(tmp_path
     assert "lin-manuel-miranda" in subjects
     assert subjects <= set(cast)
     assert summary.stats.tracks > len(summary.events)  # others on stage stay unknown
+
+
+# --------------------------------------------------------------------------------------------
+# safety analytics in the same pipeline
+
+
+INTRUSION_SCENE = """
+camera = "apron"
+
+[zones.restricted]
+points = [[0.6, 0.3], [0.98, 0.3], [0.98, 0.98], [0.6, 0.98]]
+
+[[rules]]
+type = "intrusion"
+zone = "restricted"
+severity = "critical"
+"""
+
+
+@pytest.fixture(scope="module")
+def walker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s at 10 fps: a figure walks from the left into the restricted zone on the right."""
+    from airside.analytics.figures import Figure, render_scene
+    from airside.video.synthetic import encode
+
+    frames = render_scene(40, (320, 240), [Figure("p", path=((60.0, 200.0), (280.0, 200.0)))])
+    path = tmp_path_factory.mktemp("clips") / "walker.mp4"
+    encode(path, frames.images, fps=10)
+    return path
+
+
+def test_safety_alone_raises_an_intrusion_and_identifies_nobody(
+    app: Airside, walker: Path, tmp_path: Path
+) -> None:
+    admin = access.ensure_local_admin(app)
+    cam = access.add_principal(app, admin, "cam-apron", "camera")
+    scene = tmp_path / "scene.toml"
+    scene.write_text(INTRUSION_SCENE)
+    summary = watch(
+        app,
+        cam,
+        open_source(str(walker)),
+        WatchRequest(camera="apron", scene=scene, person_detector="motion"),
+    )
+    assert summary.stats.embedding_calls == 0 and summary.events == []
+    kinds = [e.type for e in summary.safety_events]
+    assert kinds == ["intrusion"]
+    assert summary.safety_events[0].at > 1.0  # it is not in the zone at the start
+    with app.session() as s:
+        stored = s.scalars(select(Event).where(Event.type == "intrusion")).all()
+    assert len(stored) == 1 and stored[0].subject_id is None and stored[0].zone == "restricted"
+
+
+def test_a_scene_without_galleries_needs_the_safety_permission(
+    app: Airside, walker: Path, tmp_path: Path
+) -> None:
+    admin = access.ensure_local_admin(app)
+    reviewer = access.add_principal(app, admin, "rev", "reviewer", [("*", "*")])
+    scene = tmp_path / "scene.toml"
+    scene.write_text(INTRUSION_SCENE)
+    with pytest.raises(AccessDenied):
+        watch(app, reviewer, open_source(str(walker)), WatchRequest(scene=scene))

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # A registered face detector (``airside models add``) instead of dlib's HOG/CNN
     # (AIRSIDE_FACE_DETECTOR=yunet). Empty or "dlib": the dlib detector of ``detector.kind``.
     face_detector: str | None = None
+    # The person/pose detector of safety analytics: empty or "auto" for MoveNet MultiPose
+    # (when its wheel is installed, else motion blobs), "movenet", "motion", or a registered
+    # YOLO model's name (docs/people.md).
+    person_detector: str | None = None
     # Where registered models and their manifests live (default <data_dir>/models).
     models_dir: Path | None = None
     # Where registered ONNX models run: "cpu"; "cuda" (refused, loudly, when onnxruntime-gpu

@@ -104,8 +104,8 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
         family: Annotated[
             str,
             typer.Option(
-                help="yunet, scrfd, retinaface, centerface, ultraface (detectors); "
-                "arcface, sface, generic (embedders)."
+                help="yunet, scrfd, retinaface, centerface, ultraface (face detectors); "
+                "arcface, sface, generic (embedders); yolo, yolox (person detectors)."
             ),
         ],
         licence: Annotated[

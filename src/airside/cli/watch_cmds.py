@@ -40,8 +40,22 @@ def register(app: typer.Typer) -> None:
             str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, camera:0, or folder.")
         ],
         gallery: Annotated[
-            list[str], typer.Option("--gallery", help="Gallery to search; repeatable.")
-        ] = ...,  # type: ignore[assignment]
+            list[str] | None,
+            typer.Option("--gallery", help="Gallery to search (identity); repeatable."),
+        ] = None,
+        scene: Annotated[
+            Path | None,
+            typer.Option(
+                help="Scene file (TOML): zones, lines and safety rules (docs/analytics.md)."
+            ),
+        ] = None,
+        person_detector: Annotated[
+            str | None, typer.Option(help="movenet, motion or a registered YOLO model.")
+        ] = None,
+        abandoned_after: Annotated[
+            float | None,
+            typer.Option(help="Report objects left unattended this many seconds (needs --scene)."),
+        ] = None,
         camera: Annotated[str | None, typer.Option(help="Camera name in events.")] = None,
         purpose: Annotated[
             str | None, typer.Option(help="Purpose of the searches (must be the galleries').")
@@ -65,7 +79,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Track every face, identify each track a few times at most, store nothing unknown."""
+        """Track every face, identify each track a few times at most, store nothing unknown;
+        with --scene, also people and the scene's safety rules (either alone, or both)."""
         from airside.services.watch import WatchRequest, watch
         from airside.video.sources import open_source
 
@@ -76,7 +91,10 @@ def register(app: typer.Typer) -> None:
         except AirsideError as e:
             fail(e, as_json)
         request = WatchRequest(
-            galleries=list(gallery),
+            galleries=list(gallery or []),
+            scene=scene,
+            person_detector=person_detector,
+            abandoned_after_s=abandoned_after,
             camera=name,
             purpose=purpose,
             out=out_path,
@@ -111,7 +129,8 @@ def register(app: typer.Typer) -> None:
         say(
             out,
             f"{d['frames_processed']}/{d['frames_read']} frames, {d['tracks']} tracks, "
-            f"{d['embedding_calls']} embeddings, {len(summary.events)} identity events "
+            f"{d['embedding_calls']} embeddings, {len(summary.events)} identity events, "
+            f"{len(summary.safety_events)} safety events "
             f"({d['realtime_factor']}x real time)",
         )
         for ev_ in summary.events:
@@ -120,6 +139,9 @@ def register(app: typer.Typer) -> None:
                 f"  track {ev_.track}: {esc(ev_.subject)} in {esc(ev_.gallery)} "
                 f"({ev_.score:.3f}) {ev_.first_seen:.1f}-{ev_.last_seen:.1f} s",
             )
+        for sev in summary.safety_events:
+            say(out, f"  [red]{sev.type}[/] {esc(sev.zone or sev.line or '')} tracks "
+                     f"{list(sev.tracks)} at {sev.at:.1f} s")  # fmt: skip
         for ev in summary.system_events:
             if ev.type != "stream_ended":
                 say(out, f"  [yellow]{ev.type}[/] at {ev.at:.1f} s: {esc(ev.detail)}")

@@ -48,7 +48,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     ),
     "operator": frozenset(
         {"verify", "verify.subject", "identify", "gallery.list", "event.record", "event.list",
-         "event.crop"}
+         "event.crop", "event.safety"}
     ),
     "reviewer": frozenset(
         {"review.list", "review.vote", "gallery.list", "event.list", "event.crop"}
@@ -57,7 +57,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         {"audit.verify", "audit.export", "audit.checkpoint", "report.governance",
          "gallery.list", "review.list", "principal.list", "event.list"}
     ),
-    "camera": frozenset({"identify", "event.record"}),
+    # event.safety: record a safety event (no identity involved, so not a gallery action).
+    "camera": frozenset({"identify", "event.record", "event.safety"}),
 }  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")

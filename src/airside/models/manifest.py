@@ -33,6 +33,7 @@ FAMILY_KINDS: dict[str, ModelKind] = {
     "sface": "face-embedder",
     "generic": "face-embedder",
     "yolo": "person-detector",
+    "yolox": "person-detector",
     "rtmpose": "pose",
     "movenet": "pose",
 }

@@ -1,7 +1,8 @@
 """Events: what cameras saw and pipelines noticed, stored, listed, purged and erased.
 
 One model (``store.models.Event``) for identity matches, watchlist hits (which name the
-review case they opened), safety events (later) and system events (a stream lost). An
+review case they opened), safety events (``record_safety_event``: no identity, a
+face-blurred snapshot at most) and system events (a stream lost). An
 identity event is a biometric operation on a person: it is authorised on its gallery
 (``event.record``), audited in the same transaction, linked to the subject row so that
 erasure and withdrawal remove it, and it may carry evidence: the track's best face crop
@@ -48,6 +49,11 @@ SYSTEM = "system"
 SEVERITIES = ("info", "warning", "critical")
 # System events that need someone's attention (everything else is informational).
 SYSTEM_WARNINGS = frozenset({"stream_lost"})
+# Safety events (analytics/rules.py and abandoned objects): the Event's type is the rule's.
+SAFETY_TYPES = frozenset(
+    {"intrusion", "loitering", "crowding", "running", "fall", "line_cross", "abandoned_object"}
+)
+MAX_SAFETY_TRACKS = 1000
 # A face crop is a few kilobytes; anything this large is not one.
 MAX_CROP_BYTES = 2 * 1024 * 1024
 MAX_LIST = 10_000
@@ -357,6 +363,115 @@ def record_system_event(
         )
         s.add(ev)
         s.flush()
+        return ev.id
+
+
+def safety_snapshot_until(settings: Settings, now: datetime) -> datetime | None:
+    """Until when a safety event's snapshot taken ``now`` may be kept: at most
+    ``event_crop_retention_days`` (and never past the event itself); None when snapshots
+    may not be kept (``keep_event_crops`` off, or a retention of 0 days)."""
+    if not settings.keep_event_crops:
+        return None
+    days = min(settings.event_crop_retention_days, settings.event_retention_days)
+    until = now + timedelta(days=days)
+    return until if until > now else None
+
+
+def record_safety_event(
+    app: Airside,
+    principal: Principal,
+    *,
+    camera: str,
+    type_: str,
+    severity: str,
+    at: float,
+    first_seen: float,
+    zone: str | None,
+    tracks: list[int],
+    detail: dict[str, Any],
+    snapshot_jpeg: bytes | None = None,
+    started_at: datetime | None = None,
+) -> int:
+    """Store a safety event (``type_``: the rule type, e.g. ``intrusion``, ``fall``) that
+    ``camera`` noticed from stream second ``first_seen`` to ``at``; returns its id.
+
+    No identity is involved: no subject, no gallery, no template; ``tracks`` (the track ids
+    involved) go into ``detail``. Authorised as ``event.safety`` (roles camera and operator;
+    not a gallery action) and audited as ``event.safety`` with the type, zone, track ids
+    and whether a snapshot is kept, never with any biometric data.
+
+    ``snapshot_jpeg`` is evidence of the scene: **the caller must have blurred every face
+    in it already** (it is stored as given). It is kept only for
+    ``event_crop_retention_days`` (:func:`safety_snapshot_until`) and sealed like face
+    crops when template protection is in force. ``started_at``: the wall clock of
+    ``first_seen`` (default: now minus ``at - first_seen``)."""
+    _text(camera, "camera")
+    if type_ not in SAFETY_TYPES:
+        raise ValueError(
+            f"safety event type {type_!r} must be one of {', '.join(sorted(SAFETY_TYPES))}"
+        )
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
+    if zone is not None:
+        _text(zone, "zone")
+    first = _seconds(first_seen, "first_seen")
+    last = _seconds(at, "at")
+    if last < first:
+        raise ValueError("at must not be before first_seen")
+    if not isinstance(tracks, list | tuple) or len(tracks) > MAX_SAFETY_TRACKS:
+        raise ValueError(f"tracks must be a list of at most {MAX_SAFETY_TRACKS} track ids")
+    if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in tracks):
+        raise ValueError("tracks must be integers >= 0")
+    ids = [int(k) for k in tracks]
+    if not isinstance(detail, dict):
+        raise ValueError("detail must be a dict")
+    trail = _detail({**detail, "tracks": ids})
+    snapshot = _check_crop(snapshot_jpeg)
+    authorize(app, principal, "event.safety")
+    now = datetime.now(UTC)
+    start = _utc(started_at) if started_at is not None else now - timedelta(seconds=last - first)
+    with app.session() as s:
+        ev = Event(
+            type=type_,
+            severity=severity,
+            camera=camera,
+            track=ids[0] if ids else None,
+            zone=zone,
+            first_seen=first,
+            last_seen=last,
+            started_at=start,
+            created_at=now,
+            detail=trail,
+        )
+        s.add(ev)
+        s.flush()  # the id, which a sealed snapshot is bound to
+        until = safety_snapshot_until(app.settings, now) if snapshot is not None else None
+        if snapshot is not None and until is not None:
+            key = app.template_protector.write_key()
+            if key is None:
+                ev.evidence = snapshot
+            else:
+                kid, k = key
+                ev.evidence = app.template_protector.seal(
+                    kid, k, snapshot, event_crop_aad(ev.id, kid)
+                )
+                ev.evidence_key_id = kid
+            ev.evidence_until = until
+        audit.append(
+            s,
+            principal,
+            "event.safety",
+            decision="recorded",
+            result={
+                "event": ev.id,
+                "type": type_,
+                "severity": severity,
+                "camera": camera,
+                "zone": zone,
+                "tracks": ids,
+                "snapshot": ev.evidence is not None,
+            },
+        )
         return ev.id
 
 

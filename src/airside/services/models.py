@@ -29,7 +29,16 @@ from airside.store.models import Gallery
 
 
 def validate_detector(manifest: Manifest, path: Path) -> None:
-    """A face detector must fit its family's decoder and run on an image (raises if not)."""
+    """A face or person detector must fit its family's decoder and run on an image (raises
+    if not)."""
+    if manifest.kind == "person-detector":
+        from airside.vision.people.yolo import build_person_model
+
+        person = build_person_model(
+            manifest.family, path, input_size=manifest.input_size, threads=1
+        )
+        person.detect(np.zeros((240, 320, 3), dtype=np.uint8))
+        return
     if manifest.kind != "face-detector":
         return
     from airside.vision.detectors import build_onnx_detector

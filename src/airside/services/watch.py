@@ -11,18 +11,21 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 from PIL import Image
 
+from airside.analytics.abandoned import AbandonedConfig
+from airside.analytics.rules import SafetyEvent
+from airside.analytics.scene import load_scene
 from airside.errors import AirsideError
 from airside.governance.principals import Principal
 from airside.services import events, matching
 from airside.services.app import Airside
-from airside.services.authz import authorize_gallery
+from airside.services.authz import authorize, authorize_gallery
 from airside.services.retention import PurgeScheduler
 from airside.video.annotate import H264Writer
 from airside.video.pipeline import (
@@ -34,6 +37,7 @@ from airside.video.pipeline import (
     WatchStats,
     WatchSummary,
 )
+from airside.video.safety import SafetyAnalytics
 from airside.video.sources import SystemEvent, VideoSource
 from airside.video.track_identity import IdentityConfig
 from airside.vision.analyzer import FaceAnalyzer, FaceObservation
@@ -43,6 +47,7 @@ from airside.vision.dlib_models import (
     DlibHogDetector,
     FallbackDetector,
 )
+from airside.vision.people import build_person_detector
 from airside.vision.protocols import Detection
 from airside.vision.quality import assess
 
@@ -188,6 +193,22 @@ class StoreSink:
             events.update_event_seen(self.app, self.principal, event.event_id, event.last_seen)
         self._line({**event.as_dict(), "event_id": event.event_id})
 
+    def safety(self, event: SafetyEvent, snapshot_jpeg: bytes | None) -> None:
+        event_id = events.record_safety_event(
+            self.app,
+            self.principal,
+            camera=self.camera,
+            type_=event.type,
+            severity=event.severity,
+            at=event.at,
+            first_seen=event.started_at,
+            zone=event.zone,
+            tracks=list(event.tracks),
+            detail={**event.detail, "rule": event.rule, "line": event.line},
+            snapshot_jpeg=snapshot_jpeg,
+        )
+        self._line({**event.as_dict(), "camera": self.camera, "event_id": event_id})
+
     def system(self, event: SystemEvent) -> None:
         events.record_system_event(
             self.app,
@@ -208,7 +229,7 @@ class StoreSink:
 
 @dataclass
 class WatchRequest:
-    galleries: list[str]
+    galleries: list[str] = field(default_factory=list)
     camera: str = "camera"
     purpose: str | None = None
     out: Path | None = None
@@ -217,6 +238,11 @@ class WatchRequest:
     detect_every: int = 1
     realtime: bool | None = None
     max_identifications: int = 3
+    # Safety analytics: a scene file (zones, lines, rules); the person detector by name
+    # (None: MoveNet when installed, else motion blobs); abandoned objects after n seconds.
+    scene: Path | None = None
+    person_detector: str | None = None
+    abandoned_after_s: float | None = None
 
 
 def watch(
@@ -227,22 +253,42 @@ def watch(
     on_status: Callable[[WatchStats], None] | None = None,
 ) -> WatchSummary:
     """Run the pipeline over ``source`` until it ends (or is stopped)."""
-    if not request.galleries:
-        raise AirsideError("name at least one gallery to search", code="bad_request")
+    if not request.galleries and request.scene is None:
+        raise AirsideError(
+            "name a gallery to search (identity), a scene file (safety), or both",
+            code="bad_request",
+        )
     bars = []
     for g in request.galleries:  # refuse up front (audited), not at the first face
         bars.append(authorize_gallery(app, principal, "identify", g, request.purpose).quality_bar)
-    engine = AnalyzerEngine(app.analyzer, app.settings.detector.video_detect_side)
-    identifier = ServiceIdentifier(
-        app, principal, engine, request.galleries, request.camera, request.purpose
-    )
+    engine: AnalyzerEngine | None = None
+    identifier: ServiceIdentifier | None = None
+    if request.galleries:
+        engine = AnalyzerEngine(app.analyzer, app.settings.detector.video_detect_side)
+        identifier = ServiceIdentifier(
+            app, principal, engine, request.galleries, request.camera, request.purpose
+        )
+    safety = None
+    if request.scene is not None:
+        authorize(app, principal, "event.safety")
+        safety = SafetyAnalytics(
+            load_scene(request.scene),
+            build_person_detector(
+                request.person_detector or app.settings.person_detector,
+                models_dir=app.settings.model_registry,
+            ),
+            abandoned=AbandonedConfig(unattended_s=request.abandoned_after_s)
+            if request.abandoned_after_s is not None
+            else None,
+        )
     config = WatchConfig(
         camera=request.camera,
         detect_every=request.detect_every,
         realtime=request.realtime,
         redact=request.redact,
         identity=IdentityConfig(
-            quality_bar=min(bars), max_identifications=request.max_identifications
+            quality_bar=min(bars) if bars else 40.0,
+            max_identifications=request.max_identifications,
         ),
     )
     out = request.out
@@ -261,6 +307,7 @@ def watch(
             identifier,
             sink,
             config,
+            safety=safety,
             writer_factory=writer if out is not None else None,
             on_status=on_status,
         )

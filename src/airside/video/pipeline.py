@@ -24,7 +24,9 @@ from typing import Protocol
 
 import numpy as np
 
+from airside.analytics.rules import SafetyEvent
 from airside.video.annotate import H264Writer, TrackDraw, annotate
+from airside.video.safety import SafetyAnalytics, head_boxes, snapshot_jpeg
 from airside.video.sources import Frame, SystemEvent, VideoSource
 from airside.video.track_identity import IdentityConfig, TrackIdentity
 from airside.video.tracking import EndedTrack, Tracker, TrackState, make_tracker
@@ -109,6 +111,9 @@ class EventSink(Protocol):
 
     def system(self, event: SystemEvent) -> None: ...
 
+    def safety(self, event: SafetyEvent, snapshot_jpeg: bytes | None) -> None:
+        """A scene rule fired; the snapshot has every head and face blurred."""
+
 
 @dataclass
 class WatchConfig:
@@ -139,6 +144,8 @@ class WatchStats:
     active_tracks: int = 0
     embedding_calls: int = 0
     events: int = 0
+    safety_events: int = 0
+    people: int = 0
     lag_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
     # Decode of the frame that decided an identity -> the decision emitted, in seconds.
@@ -154,6 +161,7 @@ class WatchSummary:
     stats: WatchStats
     events: list[IdentityEvent]
     system_events: list[SystemEvent]
+    safety_events: list[SafetyEvent]
     stream_time_s: float
     wall_s: float
 
@@ -176,12 +184,26 @@ class WatchSummary:
                 "p50": round(float(np.percentile(lat, 50)) * 1000, 1),
                 "p99": round(float(np.percentile(lat, 99)) * 1000, 1),
             },
-            "events": [e.as_dict() for e in self.events],
+            "events": [e.as_dict() for e in self.events]
+            + [_safety_dict(e) for e in self.safety_events],
             "system_events": [
                 {"type": e.type, "at": round(e.at, 3), "detail": e.detail}
                 for e in self.system_events
             ],
         }
+
+
+def _safety_dict(e: SafetyEvent) -> dict[str, object]:
+    """A safety event in the summary's event shape (no subject, no score)."""
+    return {
+        "camera": None,
+        "subject": None,
+        "score": None,
+        "track": e.tracks[0] if e.tracks else None,
+        "first_seen": round(e.started_at, 3),
+        "last_seen": round(e.at, 3),
+        **e.as_dict(),
+    }
 
 
 _END = object()
@@ -242,18 +264,26 @@ class FrameQueue:
 class Pipeline:
     def __init__(
         self,
-        engine: FaceEngine,
-        identifier: Identifier,
+        engine: FaceEngine | None,
+        identifier: Identifier | None,
         sink: EventSink,
         config: WatchConfig | None = None,
         *,
+        safety: SafetyAnalytics | None = None,
         tracker: Tracker | None = None,
         writer_factory: Callable[[int, int, float], H264Writer] | None = None,
         on_status: Callable[[WatchStats], None] | None = None,
         status_every_s: float = 0.5,
     ) -> None:
+        if (engine is None) != (identifier is None):
+            raise ValueError("identity needs both a face engine and an identifier")
+        if engine is None and safety is None:
+            raise ValueError("nothing to do: give galleries (identity) or a scene (safety)")
         self.engine = engine
         self.identifier = identifier
+        self.safety = safety
+        self._safety_events: list[SafetyEvent] = []
+        self._people: list[tuple[int, Box]] = []
         self.sink = sink
         self.config = config or WatchConfig()
         self.tracker = tracker or make_tracker(self.config.tracker)
@@ -330,7 +360,12 @@ class Pipeline:
         if self.on_status is not None:
             self.on_status(self.stats)
         return WatchSummary(
-            self.stats, list(self._events), list(self._system), last_pts, time.monotonic() - started
+            self.stats,
+            list(self._events),
+            list(self._system),
+            list(self._safety_events),
+            last_pts,
+            time.monotonic() - started,
         )
 
     def _items(self, queue: FrameQueue) -> Iterator[object]:
@@ -350,6 +385,14 @@ class Pipeline:
             self._last_detect is None or frame.index - self._last_detect >= self.config.detect_every
         )
         detections: list[Detection] = []
+        if due and self.safety is not None:
+            self._analyse_safety(frame)
+        if self.engine is None:
+            if due:
+                self._last_detect = frame.index
+            if self.writer_factory is not None:
+                self._write(frame, [], [])
+            return
         if due:
             self._last_detect = frame.index
             detections = self.engine.detect(frame.image)
@@ -368,6 +411,20 @@ class Pipeline:
         if self.writer_factory is not None:
             self._write(frame, states, detections)
 
+    def _analyse_safety(self, frame: Frame) -> None:
+        assert self.safety is not None
+        result = self.safety.process(frame.image, frame.index, frame.pts)
+        self.stats.people = len(result.people)
+        self._people = result.people
+        if not result.events:
+            return
+        faces = [] if self.engine is None else [d.box for d in self.engine.detect(frame.image)]
+        snapshot = snapshot_jpeg(frame.image, result.people, faces)
+        for ev in result.events:
+            self._safety_events.append(ev)
+            self.stats.safety_events += 1
+            self.sink.safety(ev, snapshot)
+
     def _observe(self, frame: Frame, st: TrackState, det: Detection) -> None:
         ti = self._identities.get(st.track_id)
         if ti is None:
@@ -379,6 +436,7 @@ class Pipeline:
             open_event.last_seen = frame.pts
         if not ti.wants_crops:
             return  # settled: no crop could be identified again, so none is cut
+        assert self.engine is not None and self.identifier is not None
         crop = self.engine.crop(frame.image, det)
         if crop is None or not ti.offer(crop.quality, crop):
             return
@@ -440,6 +498,8 @@ class Pipeline:
             who = ti.identity if ti is not None else None
             draws.append(TrackDraw(st.box, st.track_id, who, matched=who is not None))
         untracked = [d.box for i, d in enumerate(detections) if i not in tracked]
+        if self.engine is None:  # no face detection: the heads of all people stand in
+            untracked = head_boxes(self._people)
         img = annotate(
             frame.image, draws, redact_unmatched=self.config.redact, extra_faces=untracked
         )

