@@ -14,7 +14,9 @@ def test_the_pipeline_embeds_far_less_than_the_naive_approach_for_the_same_subje
     analyzer: FaceAnalyzer,
 ) -> None:
     res = watch_bench.run(analyzer, frames=6, detect_every=(3,))
-    [row] = res["pipeline"]
+    row, with_safety = res["pipeline"]
+    assert with_safety["safety"] and with_safety["subjects"] == ["PNR-1"]
+    assert res["analytics_ms_per_frame"] is not None
     assert row["tracks"] >= 8 and row["subjects"] == ["PNR-1"]
     assert res["naive"]["subjects"] == ["PNR-1"] and res["same_subjects"]
     assert res["naive"]["embedding_calls"] >= 5 * row["embedding_calls"]

@@ -1,0 +1,553 @@
+"""Demographic differentials: per-group error rates at one operating threshold.
+
+The threshold is set as in production, for a target FMR over *all* impostor pairs of the
+evaluation; every group is then measured at that same threshold. A group label comes with
+each pair: within-group pairs carry one value (``"african"``), cross-group pairs ``a|b``
+(the two names in sorted order), unlabelled pairs nothing. Unlabelled pairs count towards
+the overall threshold and rates but belong to no group.
+
+Every rate is reported with its count (``errors`` of ``n``) and a Wilson 95% interval, and
+never computed from an empty set: a group without impostor pairs has FMR ``None``, not 0.
+A group is *measurable* for FMR when it could show the target FMR at least once
+(``impostors * fmr_target >= 1``, the rule the calibration tables use), and for FNMR when it
+has at least ``min_genuines`` genuine pairs. Groups that are not measurable stay in the
+output, marked ``too_small``, and are left out of the differentials.
+
+Differentials compare within-group rates only (cross-group pairs are shown, not ranked):
+``fmr_differential`` is the highest measurable within-group FMR over the lowest. When the
+lowest is zero the ratio is unbounded: it is reported as ``None`` with a note and a lower
+bound (highest rate over the Wilson upper limit of the group with no errors).
+
+Demographic labels are accepted here and in the evaluation CLI only. Nothing outside
+``airside.evaluation`` reads, stores or decides on them (tests/test_fairness.py checks).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from airside.biometrics.calibration import resolvable
+from airside.evaluation.metrics import threshold_at_fmr, wilson_interval
+
+__all__ = [
+    "GroupedScores",
+    "all_pairs",
+    "fairness_summary",
+    "group_names_of_pairs",
+    "normalise_group_label",
+    "render_fairness_report",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+CROSS = "|"
+IMPOSTOR_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+GENUINE_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
+DEFAULT_MIN_GENUINES = 20
+
+
+def normalise_group_label(value: str) -> str:
+    """A pair's group label in canonical form: ``"b|a"`` becomes ``"a|b"``, ``"a|a"`` is
+    ``"a"``, blanks are stripped; ``""`` means unlabelled."""
+    text = value.strip()
+    if not text:
+        return ""
+    parts = [p.strip() for p in text.split(CROSS)]
+    if len(parts) > 2 or any(not p for p in parts):
+        raise ValueError(
+            f"group label {value!r} must be one name (within-group pair) or two names "
+            f"joined by {CROSS!r} (cross-group pair)"
+        )
+    names = sorted(set(parts))
+    return names[0] if len(names) == 1 else CROSS.join(names)
+
+
+@dataclass(frozen=True)
+class GroupedScores:
+    """Scores of pairs, whether each is genuine, and each pair's group (-1: unlabelled)."""
+
+    scores: FloatArray
+    same: BoolArray
+    group: IntArray
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        n = self.scores.shape[0]
+        if self.same.shape[0] != n or self.group.shape[0] != n:
+            raise ValueError("scores, same and group must have one entry per pair")
+        if n and not np.all(np.isfinite(self.scores)):
+            raise ValueError("pair scores must be finite")
+        if n and (self.group.min() < -1 or self.group.max() >= len(self.names)):
+            raise ValueError("group codes must index names (or be -1 for unlabelled)")
+
+    @classmethod
+    def from_labels(
+        cls, scores: npt.ArrayLike, same: npt.ArrayLike, labels: Sequence[str]
+    ) -> GroupedScores:
+        """From one label per pair (``""``: unlabelled), as a pairs CSV gives them."""
+        canon = [normalise_group_label(v) for v in labels]
+        names = sorted({v for v in canon if v})
+        index = {name: i for i, name in enumerate(names)}
+        return cls(
+            np.asarray(scores, dtype=np.float64).reshape(-1),
+            np.asarray(same, dtype=bool).reshape(-1),
+            np.array([index[v] if v else -1 for v in canon], dtype=np.int64),
+            names,
+        )
+
+    def with_scores(self, scores: FloatArray) -> GroupedScores:
+        """The same pairs and groups with other scores (a normalised version of them)."""
+        return GroupedScores(np.asarray(scores, dtype=np.float64), self.same, self.group, self.names)
+
+
+def group_names_of_pairs(image_groups: Sequence[str]) -> tuple[list[str], IntArray, Callable[
+    [IntArray, IntArray], IntArray
+]]:
+    """Pair groups from per-image groups, without a string per pair.
+
+    Returns the pair group names (within-group names first, then ``a|b``), each image's
+    group code (-1: unlabelled) and a vectorised function mapping two arrays of image
+    indices to pair group codes (-1 when either image is unlabelled).
+    """
+    labels = [v.strip() for v in image_groups]
+    for v in labels:
+        if CROSS in v:
+            raise ValueError(
+                f"image group {v!r} contains {CROSS!r}, which marks cross-group pairs"
+            )
+    base = sorted({v for v in labels if v})
+    g = len(base)
+    code_of = {name: i for i, name in enumerate(base)}
+    image_code = np.array([code_of[v] if v else -1 for v in labels], dtype=np.int64)
+    names = list(base)
+    cross_index = np.full((g, g), -1, dtype=np.int64)
+    for a in range(g):
+        cross_index[a, a] = a
+        for b in range(a + 1, g):
+            cross_index[a, b] = cross_index[b, a] = len(names)
+            names.append(f"{base[a]}{CROSS}{base[b]}")
+
+    def pair_codes(i: IntArray, j: IntArray) -> IntArray:
+        ci, cj = image_code[i], image_code[j]
+        out = np.full(ci.shape, -1, dtype=np.int64)
+        ok = (ci >= 0) & (cj >= 0)
+        out[ok] = cross_index[ci[ok], cj[ok]]
+        return out
+
+    return names, image_code, pair_codes
+
+
+def all_pairs(
+    vectors: npt.ArrayLike, identities: Sequence[str], block: int = 1024
+) -> tuple[IntArray, IntArray, FloatArray, BoolArray]:
+    """Every unordered pair ``i < j`` of the rows: indices, cosine scores, same identity.
+
+    Rows should be L2-normalised templates. Memory is a few arrays of ``n(n-1)/2``.
+    """
+    x = np.asarray(vectors, dtype=np.float32)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("need at least two images with a usable face to form pairs")
+    _, codes = np.unique(np.asarray(identities), return_inverse=True)
+    ii: list[IntArray] = []
+    jj: list[IntArray] = []
+    ss: list[FloatArray] = []
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sims = x[start:stop] @ x.T
+        rows, cols = np.nonzero(np.arange(n)[None, :] > np.arange(start, stop)[:, None])
+        ii.append((rows + start).astype(np.int64))
+        jj.append(cols.astype(np.int64))
+        ss.append(sims[rows, cols].astype(np.float64))
+    i = np.concatenate(ii)
+    j = np.concatenate(jj)
+    return i, j, np.concatenate(ss), codes[i] == codes[j]
+
+
+def _rate(errors: int, n: int) -> tuple[float | None, list[float] | None]:
+    """``errors / n`` and its Wilson 95% interval, or ``(None, None)`` when ``n == 0``."""
+    if n == 0:
+        return None, None
+    lo, hi = wilson_interval(errors, n)
+    return errors / n, [lo, hi]
+
+
+def _quantiles(values: FloatArray, qs: Sequence[float]) -> dict[str, float | None]:
+    """Quantiles the sample can support (at least one value beyond each), else ``None``."""
+    out: dict[str, float | None] = {}
+    for q in qs:
+        tail = min(q, 1.0 - q)
+        out[f"{q:g}"] = (
+            float(np.quantile(values, q)) if values.size and values.size * tail >= 1.0 else None
+        )
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or ``None`` when either is missing or ``b`` is zero (never divides by 0)."""
+    if a is None or b is None or b == 0.0:
+        return None
+    return a / b
+
+
+def _differential(
+    groups: Mapping[str, Mapping[str, Any]], rate: str, count: str, errors: str, flag: str
+) -> dict[str, Any]:
+    """max/min of ``rate`` over measurable within-group entries, with how it was formed."""
+    rows = [
+        (name, float(g[rate]), int(g[errors]), int(g[count]))
+        for name, g in groups.items()
+        if g["kind"] == "within" and g[flag] and g[rate] is not None
+    ]
+    result: dict[str, Any] = {"value": None, "max_group": None, "min_group": None, "note": None}
+    if len(rows) < 2:
+        result["note"] = (
+            f"fewer than two groups have enough pairs to measure {rate.upper()} "
+            f"({len(rows)} measurable)"
+        )
+        return result
+    hi = max(rows, key=lambda r: r[1])
+    lo = min(rows, key=lambda r: r[1])
+    result["max_group"], result["min_group"] = hi[0], lo[0]
+    if lo[1] > 0.0:
+        result["value"] = hi[1] / lo[1]
+    elif hi[1] == 0.0:
+        result["note"] = f"no group has any {errors.replace('_', ' ')}: the ratio is undefined"
+    else:
+        upper = wilson_interval(lo[2], lo[3])[1]
+        result["note"] = (
+            f"group {lo[0]!r} has no {errors.replace('_', ' ')} in {lo[3]} pairs: the ratio is "
+            f"unbounded; at least {hi[1] / upper:.3g} (against its 95% upper limit {upper:.3g})"
+        )
+        result["lower_bound"] = hi[1] / upper
+    return result
+
+
+def fairness_summary(
+    data: GroupedScores,
+    *,
+    fmr_target: float = 1e-3,
+    threshold: float | None = None,
+    min_genuines: int = DEFAULT_MIN_GENUINES,
+) -> dict[str, Any]:
+    """Per-group FMR and FNMR at one threshold, with counts, intervals and differentials.
+
+    ``threshold`` defaults to the one that gives ``fmr_target`` over every impostor pair
+    (:func:`airside.evaluation.metrics.threshold_at_fmr`: the measured FMR never exceeds
+    the target, so ties at the boundary are rejected together). A comparison is a match
+    when ``score >= threshold``.
+    """
+    if not (0.0 < fmr_target < 1.0):
+        raise ValueError(f"the FMR target must be in (0, 1), got {fmr_target!r}")
+    if min_genuines < 1:
+        raise ValueError("min_genuines must be at least 1")
+    scores, same, group = data.scores, data.same, data.group
+    imp_all = scores[~same]
+    gen_all = scores[same]
+    if threshold is None:
+        if imp_all.size == 0:
+            raise ValueError("no impostor pairs: cannot set a threshold for an FMR target")
+        if not resolvable(imp_all.size, fmr_target):
+            raise ValueError(
+                f"{imp_all.size} impostor pairs cannot set a threshold for FMR {fmr_target:g}: "
+                f"that needs at least {math.ceil(1.0 / fmr_target)}"
+            )
+        threshold = threshold_at_fmr(imp_all, fmr_target)
+    t = float(threshold)
+    match = scores >= t
+
+    def counts(mask: BoolArray) -> dict[str, Any]:
+        imp = mask & ~same
+        gen = mask & same
+        n_imp = int(np.count_nonzero(imp))
+        n_gen = int(np.count_nonzero(gen))
+        fm = int(np.count_nonzero(match & imp))
+        fnm = int(np.count_nonzero(~match & gen))
+        fmr, fmr_ci = _rate(fm, n_imp)
+        fnmr, fnmr_ci = _rate(fnm, n_gen)
+        return {
+            "impostors": n_imp,
+            "false_matches": fm,
+            "fmr": fmr,
+            "fmr_ci": fmr_ci,
+            "genuines": n_gen,
+            "false_non_matches": fnm,
+            "fnmr": fnmr,
+            "fnmr_ci": fnmr_ci,
+        }
+
+    overall = counts(np.ones(scores.shape[0], dtype=bool))
+    overall["tar"] = None if overall["fnmr"] is None else 1.0 - overall["fnmr"]
+    # Group pairs once (sort by code) rather than one full-length mask per group.
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(-1, len(data.names) + 1))
+    groups: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(data.names):
+        idx = order[bounds[k + 1] : bounds[k + 2]]
+        mask = np.zeros(scores.shape[0], dtype=bool)
+        mask[idx] = True
+        row = counts(mask)
+        s_g, same_g = scores[idx], same[idx]
+        row["kind"] = "cross" if CROSS in name else "within"
+        row["fmr_measurable"] = resolvable(row["impostors"], fmr_target)
+        row["fnmr_measurable"] = row["genuines"] >= min_genuines
+        reasons = []
+        if not row["fmr_measurable"]:
+            reasons.append(
+                f"{row['impostors']} impostor pairs (FMR {fmr_target:g} needs "
+                f"{math.ceil(1.0 / fmr_target)})"
+            )
+        if not row["fnmr_measurable"]:
+            reasons.append(f"{row['genuines']} genuine pairs (FNMR needs {min_genuines})")
+        row["status"] = "too_small" if len(reasons) == 2 else "partial" if reasons else "ok"
+        row["too_small"] = reasons
+        row["fmr_ratio_to_overall"] = _ratio(row["fmr"], overall["fmr"])
+        row["fnmr_ratio_to_overall"] = _ratio(row["fnmr"], overall["fnmr"])
+        row["impostor_quantiles"] = _quantiles(s_g[~same_g], IMPOSTOR_QUANTILES)
+        row["genuine_quantiles"] = _quantiles(s_g[same_g], GENUINE_QUANTILES)
+        groups[name] = row
+    unlabelled = order[bounds[0] : bounds[1]]
+    fmr_diff = _differential(groups, "fmr", "impostors", "false_matches", "fmr_measurable")
+    fnmr_diff = _differential(
+        groups, "fnmr", "genuines", "false_non_matches", "fnmr_measurable"
+    )
+    return {
+        "threshold": t,
+        "fmr_target": fmr_target,
+        "overall": overall,
+        "groups": groups,
+        "unlabelled": {
+            "impostors": int(np.count_nonzero(~same[unlabelled])),
+            "genuines": int(np.count_nonzero(same[unlabelled])),
+        },
+        "fmr_differential": fmr_diff["value"],
+        "fmr_differential_detail": fmr_diff,
+        "fnmr_differential": fnmr_diff["value"],
+        "fnmr_differential_detail": fnmr_diff,
+        "min_genuines": min_genuines,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML: per-group DET curves and score histograms
+
+_DET_POINTS = 200
+
+
+def _det_points(gen: FloatArray, imp: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(FMR, FNMR) at thresholds spaced evenly in log-FMR: a few hundred points, however
+    many pairs, so the SVG stays small. Points with a zero rate are dropped (log axes)."""
+    imp_desc = -np.sort(-imp)
+    gen_sorted = np.sort(gen)
+    ranks = np.unique(
+        np.clip(np.round(np.logspace(0, math.log10(imp.size), _DET_POINTS)).astype(int), 1, imp.size)
+    )
+    thresholds = imp_desc[ranks - 1]
+    fmr = np.searchsorted(-imp_desc, -thresholds, side="right") / imp.size
+    fnmr = np.searchsorted(gen_sorted, thresholds, side="left") / gen.size
+    keep = (fmr > 0) & (fnmr > 0)
+    return fmr[keep], fnmr[keep]
+
+
+def _svg(fig: Any) -> Any:
+    from airside.evaluation.report import _svg as svg
+
+    return svg(fig)
+
+
+def _det_chart(data: GroupedScores, groups: Sequence[str], threshold: float) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.8))
+    ax = fig.add_subplot()
+    drawn = 0
+    index = {name: i for i, name in enumerate(data.names)}
+    series: list[tuple[str, BoolArray]] = [("all pairs", np.ones(data.scores.size, dtype=bool))]
+    series += [(name, data.group == index[name]) for name in groups]
+    for label, mask in series:
+        gen = data.scores[mask & data.same]
+        imp = data.scores[mask & ~data.same]
+        if gen.size == 0 or imp.size == 0:
+            continue
+        fmr, fnmr = _det_points(gen, imp)
+        if fmr.size:
+            style = "-" if label == "all pairs" else "--"
+            ax.plot(fmr, fnmr, style, drawstyle="steps-post", label=f"{label} ({imp.size} imp.)")
+            drawn += 1
+    if drawn:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(loc="best", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no points to draw", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("FMR (false match rate)")
+    ax.set_ylabel("FNMR (false non-match rate)")
+    ax.grid(True, which="both", alpha=0.3)
+    return _svg(fig)
+
+
+def _histograms(data: GroupedScores, groups: Sequence[str], threshold: float) -> Any:
+    from matplotlib.figure import Figure
+
+    cols = 2
+    rows = max(1, math.ceil(len(groups) / cols))
+    fig = Figure(figsize=(7.0, 2.6 * rows))
+    index = {name: i for i, name in enumerate(data.names)}
+    lo, hi = float(data.scores.min()), float(data.scores.max())
+    bins = [float(b) for b in np.linspace(lo, hi, 61)]
+    for k, name in enumerate(groups):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        mask = data.group == index[name]
+        imp = data.scores[mask & ~data.same]
+        gen = data.scores[mask & data.same]
+        if imp.size:
+            ax.hist(imp, bins=bins, density=True, alpha=0.55, color="tab:red", label="impostor")
+        if gen.size:
+            ax.hist(gen, bins=bins, density=True, alpha=0.55, color="tab:green", label="genuine")
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.0)
+        ax.set_title(f"{name}: {imp.size} imp., {gen.size} gen.", fontsize="small")
+        ax.tick_params(labelsize="x-small")
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def _table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+    def pct(rate: float | None, ci: list[float] | None, k: int, n: int) -> str:
+        if rate is None or ci is None:
+            return f"- (0 pairs)"
+        return f"{rate:.3g} ({k}/{n}) [{ci[0]:.3g}, {ci[1]:.3g}]"
+
+    rows = []
+    for name, g in summary["groups"].items():
+        rows.append(
+            {
+                "group": name,
+                "fmr": pct(g["fmr"], g["fmr_ci"], g["false_matches"], g["impostors"]),
+                "fnmr": pct(g["fnmr"], g["fnmr_ci"], g["false_non_matches"], g["genuines"]),
+                "status": g["status"] + ("" if not g["too_small"] else ": " + "; ".join(g["too_small"])),
+            }
+        )
+    return rows
+
+
+_FAIR_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{{ title }}</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 64rem; color: #222; }
+  h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; } h3 { font-size: 1rem; }
+  table { border-collapse: collapse; margin: 0.5rem 0; }
+  th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }
+  th { background: #f3f3f3; }
+  figure svg { max-width: 100%; height: auto; }
+  p.note { color: #555; font-size: 0.9rem; }
+</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="note">Rates are "rate (errors/pairs) [Wilson 95% interval]" at one threshold, set
+for FMR {{ fmr_target }} over all impostor pairs. Groups with too few pairs are listed, not
+ranked. Demographic labels were used to evaluate only.</p>
+{%- if comparison %}
+<h2>Methods compared</h2>
+<table>
+  <tr><th>method</th><th>threshold</th><th>FMR differential</th><th>FNMR differential</th>
+      <th>TAR at the threshold</th></tr>
+  {%- for row in comparison %}
+  <tr><td>{{ row.method }}</td><td>{{ row.threshold }}</td><td>{{ row.fmr_differential }}</td>
+      <td>{{ row.fnmr_differential }}</td><td>{{ row.tar }}</td></tr>
+  {%- endfor %}
+</table>
+{%- endif %}
+{%- for section in sections %}
+<h2>{{ section.name }}</h2>
+<p>Threshold {{ section.threshold }}; FMR differential {{ section.fmr_differential }};
+FNMR differential {{ section.fnmr_differential }}.</p>
+<table>
+  <tr><th>group</th><th>FMR</th><th>FNMR</th><th>status</th></tr>
+  {%- for row in section.rows %}
+  <tr><td>{{ row.group }}</td><td>{{ row.fmr }}</td><td>{{ row.fnmr }}</td>
+      <td>{{ row.status }}</td></tr>
+  {%- endfor %}
+</table>
+<h3>DET curves per group</h3>
+<figure>{{ section.det }}</figure>
+<h3>Score distributions per group</h3>
+<figure>{{ section.hist }}</figure>
+{%- endfor %}
+</body>
+</html>
+"""
+
+
+def _fmt(value: float | None, note: str | None = None) -> str:
+    if value is None:
+        return f"not measurable ({note})" if note else "not measurable"
+    return f"{value:.4g}"
+
+
+def render_fairness_report(
+    runs: Mapping[str, tuple[GroupedScores, Mapping[str, Any]]], title: str
+) -> str:
+    """One HTML page: a comparison table, then per method the per-group table, DET curves
+    and score histograms (groups with at least one impostor and one genuine pair)."""
+    from jinja2 import Environment
+
+    env = Environment(autoescape=True)
+    sections = []
+    comparison = []
+    fmr_target = None
+    for method, (data, summary) in runs.items():
+        fmr_target = summary["fmr_target"]
+        drawable = [
+            name
+            for name, g in summary["groups"].items()
+            if g["kind"] == "within" and g["impostors"] and g["genuines"]
+        ]
+        fd, nd = summary["fmr_differential_detail"], summary["fnmr_differential_detail"]
+        sections.append(
+            {
+                "name": method,
+                "threshold": f"{summary['threshold']:.6g}",
+                "fmr_differential": _fmt(summary["fmr_differential"], fd.get("note")),
+                "fnmr_differential": _fmt(summary["fnmr_differential"], nd.get("note")),
+                "rows": _table_rows(summary),
+                "det": _det_chart(data, drawable, summary["threshold"]),
+                "hist": _histograms(data, drawable or [], summary["threshold"])
+                if drawable
+                else "",
+            }
+        )
+        ov = summary["overall"]
+        comparison.append(
+            {
+                "method": method,
+                "threshold": f"{summary['threshold']:.6g}",
+                "fmr_differential": _fmt(summary["fmr_differential"], fd.get("note")),
+                "fnmr_differential": _fmt(summary["fnmr_differential"], nd.get("note")),
+                "tar": "-"
+                if ov["tar"] is None
+                else f"{ov['tar']:.4f} ({ov['genuines'] - ov['false_non_matches']}/{ov['genuines']})",
+            }
+        )
+    buf = io.StringIO()
+    buf.write(
+        env.from_string(_FAIR_TEMPLATE).render(
+            title=title,
+            fmr_target=f"{fmr_target:g}" if fmr_target is not None else "",
+            comparison=comparison if len(comparison) > 1 else [],
+            sections=sections,
+        )
+    )
+    return buf.getvalue()
