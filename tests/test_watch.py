@@ -252,3 +252,34 @@ def test_a_scene_without_galleries_needs_the_safety_permission(
     scene.write_text(INTRUSION_SCENE)
     with pytest.raises(AccessDenied):
         watch(app, reviewer, open_source(str(walker)), WatchRequest(scene=scene))
+
+
+FALL_SCENE = """
+camera = "hall"
+
+[[rules]]
+type = "fall"
+stay_down = 0.5
+"""
+
+
+@pytest.mark.parametrize(("action", "falls"), [("fall", True), ("sit", False)])
+def test_a_figure_that_falls_raises_a_fall_and_one_that_sits_does_not(
+    app: Airside, tmp_path: Path, action: str, falls: bool
+) -> None:
+    from airside.analytics.figures import Figure, render_scene
+    from airside.video.synthetic import encode
+
+    figure = Figure("p", path=((100.0, 200.0), (160.0, 200.0)), height=110.0, action=action,  # type: ignore[arg-type]
+                    action_at=20, action_frames=6)  # fmt: skip
+    clip = tmp_path / f"{action}.mp4"
+    encode(clip, render_scene(70, (320, 240), [figure]).images, fps=10)
+    scene = tmp_path / "scene.toml"
+    scene.write_text(FALL_SCENE)
+    admin = access.ensure_local_admin(app)
+    summary = watch(
+        app, admin, open_source(str(clip)), WatchRequest(camera="hall", scene=scene,
+                                                         person_detector="motion")
+    )  # fmt: skip
+    kinds = [e.type for e in summary.safety_events]
+    assert kinds == (["fall"] if falls else [])

@@ -55,8 +55,14 @@ class SafetyAnalytics:
     ) -> None:
         self.scene = scene
         self.detector = detector
-        # People move slower than their boxes jitter: ByteTrack with a 2 s lost buffer.
-        self.tracker = tracker or ByteTrackTracker(ByteTrackConfig(lost_buffer=50))
+        # The person detector already dropped what it doubts (its scores are on its own
+        # scale: motion blobs rarely exceed 0.6), so every detection may start a track.
+        # A 2 s lost buffer carries people through short occlusions; matching accepts a
+        # small overlap, since a falling person's box turns from tall to wide in ~0.5 s.
+        self.tracker = tracker or ByteTrackTracker(
+            ByteTrackConfig(high_thresh=0.25, low_thresh=0.05, new_track_thresh=0.25,
+                            match_thresh=0.9, second_match_thresh=0.8, lost_buffer=50)
+        )  # fmt: skip
         self.rules = RuleEngine(scene, origin=origin)
         self.abandoned = AbandonedObjectDetector(abandoned) if abandoned is not None else None
 
@@ -66,13 +72,12 @@ class SafetyAnalytics:
         boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
         scores = np.array([d.score for d in dets], dtype=np.float64)
         states = self.tracker.update(boxes, scores, index, t)
+        # Rules see the detection itself, not the tracker's smoothed box: a fall changes a
+        # box's shape within a few frames, faster than a constant-velocity filter follows.
         people = [
-            PersonTrack(
-                st.track_id,
-                st.box,
-                dets[st.det_index].keypoints if st.det_index is not None else None,
-                st.score,
-            )
+            PersonTrack(st.track_id, dets[st.det_index].box, dets[st.det_index].keypoints, st.score)
+            if st.det_index is not None
+            else PersonTrack(st.track_id, st.box, None, st.score)
             for st in states
         ]
         out = SafetyFrame(people=[(p.track_id, p.box) for p in people])
