@@ -161,3 +161,42 @@ def test_the_cnn_fallback_can_be_forced_behind_a_registered_detector(settings: S
     forced = with_(settings, face_detector="yunet", detector=DetectorSettings(fallback="cnn"))
     det = default_analyzer(forced).detector
     assert isinstance(det, FallbackDetector) and isinstance(det.primary, YuNetDetector)
+
+
+def test_eval_verify_works_unchanged_with_a_registered_arcface_style_embedder(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Issue 4: the same command, the same output shape, another model's scores."""
+    import io
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from airside.cli.main import app as cli
+    from airside.video.synthetic import face_image
+
+    add_tiny(settings)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for name in ("astronaut", "hopper"):
+        for k, scale in enumerate((1.0, 0.8)):
+            img = Image.fromarray(face_image(name))
+            img = img.resize((int(img.width * scale * 2), int(img.height * scale * 2)))
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            (folder / f"{name}{k}.png").write_bytes(buf.getvalue())
+    (folder / "pairs.csv").write_text(
+        "img_a,img_b,same\nastronaut0.png,astronaut1.png,1\nhopper0.png,hopper1.png,1\n"
+        "astronaut0.png,hopper1.png,0\nhopper0.png,astronaut1.png,0\n"
+    )
+    env = {"AIRSIDE_EMBEDDER_MODEL": "tiny"}
+    base = ["--data-dir", str(settings.data_dir)]
+    res = CliRunner().invoke(
+        cli, [*base, "eval", "verify", "--pairs", str(folder / "pairs.csv"), "--json"], env=env
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert "arcface:tiny" in json.dumps(out["model"])  # scored by the registered model
+    assert (out["pairs"], out["genuine_pairs"], out["impostor_pairs"]) == (4, 2, 2)
+    assert out["scored_pairs"] == 4 and out["failures_to_enrol"] == 0
