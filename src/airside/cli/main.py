@@ -630,3 +630,7 @@ watch_cmds.register(app)
 from airside.cli import events_cmds  # noqa: E402  (registers events list, events crop)
 
 events_cmds.register(app)
+
+from airside.cli import fairness_cmds  # noqa: E402  (eval fairness; calibrate)
+
+fairness_cmds.register(app, eval_app)

@@ -9,7 +9,13 @@ from sqlalchemy import select
 
 from airside.biometrics.calibration import CalibrationTable
 from airside.biometrics.contract import EmbeddingContract, Template, require_same, similarity
-from airside.biometrics.index import GalleryIndex
+from airside.biometrics.fair_calibration import (
+    RAW,
+    FairCalibration,
+    ImageStats,
+    load_fair_calibration,
+)
+from airside.biometrics.index import GalleryIndex, Hit
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit, consent
 from airside.governance.principals import Principal
@@ -37,6 +43,9 @@ class VerifyResult:
     threshold: float
     fmr_target: float
     qualities: list[float] = field(default_factory=list)
+    # Which calibration produced ``score`` (and ``threshold``): "none" for the raw similarity
+    # against the model's table, else the fair calibration's name (docs/fairness.md).
+    calibration: str = RAW
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +54,7 @@ class VerifyResult:
             "threshold": round(self.threshold, 6),
             "fmr_target": self.fmr_target,
             "qualities": [round(q, 1) for q in self.qualities],
+            "calibration": self.calibration,
         }
 
 
@@ -65,6 +75,7 @@ class IdentifyResult:
     quality: float
     # Watchlist hits are not actionable until two reviewers confirm the case.
     review_case: int | None = None
+    calibration: str = RAW  # as in VerifyResult
 
     @property
     def actionable(self) -> bool:
@@ -84,7 +95,20 @@ class IdentifyResult:
             "comparison_fmr": self.comparison_fmr,
             "gallery_size": self.gallery_size,
             "quality": round(self.quality, 1),
+            "calibration": self.calibration,
         }
+
+
+def _fair(app: Airside, contract: EmbeddingContract) -> FairCalibration | None:
+    """The fair calibration installed for ``contract`` (``airside calibrate``), if any:
+    scores are then calibrated before thresholding, and thresholds come from its table."""
+    return load_fair_calibration(contract, app.settings.data_dir)
+
+
+def _table(
+    app: Airside, contract: EmbeddingContract, fair: FairCalibration | None
+) -> CalibrationTable:
+    return fair.table if fair is not None and fair.table is not None else app.calibration(contract)
 
 
 def _capture(app: Airside, src: ImageSource, policy: FacePolicy) -> Capture:
@@ -107,7 +131,8 @@ def verify_images(
     authorize(app, principal, "verify")
     fmr_target = app.settings.default_fmr if fmr is None else fmr
     try:
-        threshold = app.calibration(app.analyzer.contract).threshold_for(fmr_target)
+        fair = _fair(app, app.analyzer.contract)
+        threshold = _table(app, app.analyzer.contract, fair).threshold_for(fmr_target)
         caps = [_capture(app, a, policy), _capture(app, b, policy)]
     except (AirsideError, ValueError) as e:
         err = e if isinstance(e, AirsideError) else AirsideError(str(e), code="bad_request")
@@ -116,9 +141,13 @@ def verify_images(
     va, vb = embed_captures(app.analyzer, caps)
     contract = app.analyzer.contract
     score = similarity(Template.from_embedding(va, contract), Template.from_embedding(vb, contract))
+    if fair is not None:
+        score = float(fair.normalise(score, fair.image_stats(va), fair.image_stats(vb))[0])
     result = VerifyResult(
         score, score >= threshold, threshold, fmr_target, [c.face.quality.score for c in caps]
     )
+    if fair is not None:
+        result.calibration = fair.name
     with app.session() as s:
         audit.append(
             s,
@@ -126,7 +155,11 @@ def verify_images(
             "verify",
             decision="match" if result.match else "no_match",
             input_digest=[app.probe_digest(c.sha256) for c in caps],
-            result={"score": round(score, 6), "threshold": round(threshold, 6)},
+            result={
+                "score": round(score, 6),
+                "threshold": round(threshold, 6),
+                **({} if fair is None else {"calibration": fair.name}),
+            },
         )
     return result
 
@@ -148,7 +181,8 @@ def verify_subject(
     fmr_target = gallery.fmr_target if fmr is None else fmr
     try:
         require_same(app.analyzer.contract, gallery.contract_fingerprint)
-        threshold = app.calibration(app.analyzer.contract).threshold_for(fmr_target)
+        fair = _fair(app, app.analyzer.contract)
+        threshold = _table(app, app.analyzer.contract, fair).threshold_for(fmr_target)
         with app.session() as s:
             subj = s.scalar(select(Subject).where(Subject.reference == subject_ref))
             if subj is None:
@@ -176,10 +210,17 @@ def verify_subject(
         )
         raise
     q = embed_captures(app.analyzer, [cap])[0]
-    score = float((refs @ tf.forward(q[None, :])[0]).max())
+    if fair is None:
+        score = float((refs @ tf.forward(q[None, :])[0]).max())
+    else:
+        raw = (refs @ tf.forward(q[None, :])[0]).astype(np.float64)
+        ref_stats = fair.image_stats_transformed(refs, tf.forward)
+        score = float(fair.normalise(raw, fair.image_stats(q), ref_stats).max())
     result = VerifyResult(
         score, score >= threshold, threshold, fmr_target, [cap.face.quality.score]
     )
+    if fair is not None:
+        result.calibration = fair.name
     with app.session() as s:
         audit.append(
             s,
@@ -189,7 +230,11 @@ def verify_subject(
             purpose=gallery.purpose,
             gallery=gallery.name,
             input_digest=app.probe_digest(cap.sha256),
-            result={"subject": subject_ref, "score": round(score, 6)},
+            result={
+                "subject": subject_ref,
+                "score": round(score, 6),
+                **({} if fair is None else {"calibration": fair.name}),
+            },
         )
     return result
 
@@ -266,6 +311,7 @@ class _Search:
     index: GalleryIndex
     transform: GalleryTransform
     calibration: CalibrationTable
+    fair: FairCalibration | None = None
 
 
 def _prepare_search(app: Airside, gallery: GalleryView, contract: EmbeddingContract) -> _Search:
@@ -273,7 +319,66 @@ def _prepare_search(app: Airside, gallery: GalleryView, contract: EmbeddingContr
         # A missing or wrong template key refuses here (audited), when the index loads.
         ix, tf = app.index_with_transform(s, gallery)
     require_same(contract, gallery.contract_fingerprint)
-    return _Search(gallery, ix, tf, app.calibration(contract))
+    fair = _fair(app, contract)
+    return _Search(gallery, ix, tf, _table(app, contract, fair), fair)
+
+
+# A calibrated search re-ranks the best raw candidates; it widens the raw search until no
+# unseen template could beat its k-th subject, up to this many templates. Beyond that (a
+# crowd of near-equal raw scores in a very large gallery) the best calibrated among these
+# is taken: a true match missed there is a non-match, never a false match.
+FAIR_SEARCH_LIMIT = 4096
+
+
+def _fair_hits(app: Airside, search: _Search, q: np.ndarray, k: int) -> list[Hit]:
+    """Templates ranked by calibrated score, enough of them for an exact top ``k``."""
+    fair = search.fair
+    assert fair is not None
+    probe = fair.image_stats(q)
+    qt = search.transform.forward(q[None, :])
+    total = len(search.index)
+    want = k * 4
+    while True:
+        raw = search.index.search(qt, want)[0]
+        if not raw:
+            return []
+        with app.session() as s:
+            rows = [
+                StoredTemplate(*r)
+                for r in s.execute(
+                    select(*StoredTemplate.columns()).where(
+                        TemplateRow.id.in_([h.template_id for h in raw])
+                    )
+                )
+            ]
+            vecs = (
+                app.template_protector.decode(rows, q.shape[0], search.gallery.name)
+                if rows
+                else np.zeros((0, q.shape[0]), dtype=np.float32)
+            )
+        at = {r.id: i for i, r in enumerate(rows)}
+        owner = {r.id: r.subject_id for r in rows}
+        present = [h for h in raw if h.template_id in at]  # removed meanwhile: skipped
+        stats = fair.image_stats_transformed(vecs, search.transform.forward)
+        idx = np.array([at[h.template_id] for h in present], dtype=np.int64)
+        calibrated = fair.normalise(
+            np.array([h.score for h in present], dtype=np.float64),
+            probe,
+            ImageStats(stats.mu[idx], stats.sigma[idx]),
+        )
+        hits = sorted(
+            (Hit(h.template_id, float(c)) for h, c in zip(present, calibrated, strict=True)),
+            key=lambda h: -h.score,
+        )
+        if len(raw) >= total or want >= FAIR_SEARCH_LIMIT:
+            return hits
+        best: dict[int, float] = {}
+        for h in hits:
+            best.setdefault(owner[h.template_id], h.score)
+        ranked = sorted(best.values(), reverse=True)
+        if len(ranked) >= k and fair.upper_bound(raw[-1].score, probe) < ranked[k - 1]:
+            return hits
+        want = min(want * 4, FAIR_SEARCH_LIMIT)
 
 
 def _search(
@@ -289,8 +394,11 @@ def _search(
 ) -> IdentifyResult:
     gallery, ix, cal = search.gallery, search.index, search.calibration
     fpir_target = gallery.fmr_target if fpir is None else fpir
-    # The index holds the gallery's templates in its secret transform: so must the probe.
-    hits = ix.search(search.transform.forward(q[None, :]), k * 4)[0]
+    if search.fair is None:
+        # The index holds the gallery's templates in its secret transform: so must the probe.
+        hits = ix.search(search.transform.forward(q[None, :]), k * 4)[0]
+    else:
+        hits = _fair_hits(app, search, q, k)
     with app.session() as s:
         # Every template is one comparison a non-enrolled person could falsely match.
         comparisons = len(ix)
@@ -321,6 +429,7 @@ def _search(
             result={
                 "candidates": [[c.subject, round(c.score, 6)] for c in candidates],
                 "threshold": round(threshold, 6),
+                **({} if search.fair is None else {"calibration": search.fair.name}),
                 **(context or {}),
             },
         )
@@ -346,4 +455,5 @@ def _search(
         comparisons,
         quality,
         review_case=case_id,
+        calibration=RAW if search.fair is None else search.fair.name,
     )

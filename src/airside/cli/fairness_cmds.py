@@ -1,0 +1,410 @@
+"""``airside eval fairness`` (demographic differentials) and ``airside calibrate`` (the
+label-free fair calibration of the model in use). See docs/fairness.md.
+
+Demographic labels enter Airside here, through ``eval fairness --group``, and go only to
+``airside.evaluation.fairness``: they are read to *measure*, never stored and never passed
+to a service. ``calibrate`` has no way to take one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from airside.cli.render import emit_json, esc, fail, out, progress, say
+from airside.errors import AirsideError
+
+FaceOpt = Annotated[
+    str,
+    typer.Option(
+        "--face",
+        help="Which face to use when an image has several: central (LFW-style), largest, "
+        "or single (refuse).",
+    ),
+]
+WorkersOpt = Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")]
+
+
+def _policy(face: str) -> Any:
+    if face not in ("central", "largest", "single"):
+        raise ValueError("--face must be central, largest or single")
+    return face
+
+
+def _group_column(path: Path, column: str) -> list[str]:
+    """One value of ``column`` per data row of a CSV (a missing column is refused)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = list(reader.fieldnames or [])
+        if column not in cols:
+            raise ValueError(
+                f"{path}: no group column {column!r} (columns: {', '.join(cols) or 'none'})"
+            )
+        return [(row.get(column) or "").strip() for row in reader]
+
+
+def _vector(templates: dict[str, Any], path: str) -> np.ndarray:
+    vec = templates[path].vector
+    assert vec is not None  # callers keep only images with a template
+    return np.asarray(vec)
+
+
+def _fmt_rate(rate: float | None, ci: list[float] | None, k: int, n: int) -> str:
+    """A rate is never printed without its count."""
+    if rate is None or ci is None:
+        return "- (0 pairs)"
+    return f"{rate:.4g} ({k}/{n}) [{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def _print_summary(title: str, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    ov = summary["overall"]
+    fmr = _fmt_rate(ov["fmr"], ov["fmr_ci"], ov["false_matches"], ov["impostors"])
+    fnmr = _fmt_rate(ov["fnmr"], ov["fnmr_ci"], ov["false_non_matches"], ov["genuines"])
+    say(
+        out,
+        f"[bold]{esc(title)}[/]: threshold {summary['threshold']:.6g} (FMR "
+        f"{summary['fmr_target']:g} over {ov['impostors']} impostor pairs); overall FMR "
+        f"{esc(fmr)}, FNMR {esc(fnmr)}",
+    )
+    t = Table("group", "FMR (errors/pairs) [95% CI]", "FNMR (errors/pairs) [95% CI]", "status")
+    for name, g in summary["groups"].items():
+        t.add_row(
+            esc(name),
+            esc(_fmt_rate(g["fmr"], g["fmr_ci"], g["false_matches"], g["impostors"])),
+            esc(_fmt_rate(g["fnmr"], g["fnmr_ci"], g["false_non_matches"], g["genuines"])),
+            esc(g["status"] + (": " + "; ".join(g["too_small"]) if g["too_small"] else "")),
+        )
+    out.print(t)
+    for key in ("fmr", "fnmr"):
+        detail = summary[f"{key}_differential_detail"]
+        if detail["value"] is not None:
+            say(
+                out,
+                f"{key.upper()} differential {detail['value']:.3g} "
+                f"({esc(detail['max_group'])} / {esc(detail['min_group'])})",
+            )
+        else:
+            say(out, f"{key.upper()} differential not measurable: {esc(detail['note'])}")
+
+
+def _comparison_row(method: str, summary: dict[str, Any]) -> dict[str, Any]:
+    ov = summary["overall"]
+    return {
+        "method": method,
+        "threshold": summary["threshold"],
+        "fmr_differential": summary["fmr_differential"],
+        "fnmr_differential": summary["fnmr_differential"],
+        "tar": ov["tar"],
+        "genuines": ov["genuines"],
+        "false_non_matches": ov["false_non_matches"],
+        "groups": {
+            name: {
+                "false_matches": g["false_matches"],
+                "impostors": g["impostors"],
+                "fmr": g["fmr"],
+            }
+            for name, g in summary["groups"].items()
+            if g["kind"] == "within"
+        },
+    }
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    """Add ``eval fairness`` to ``eval_app`` and ``calibrate`` to ``app``."""
+
+    @eval_app.command("fairness")
+    def eval_fairness(
+        ctx: typer.Context,
+        group: Annotated[
+            str,
+            typer.Option(
+                "--group",
+                help="CSV column naming each pair's group (pairs: 'a' within, 'a|b' across; "
+                "identities: each image's group). Used to measure only.",
+            ),
+        ],
+        pairs: Annotated[
+            Path | None, typer.Option(help="CSV img_a,img_b,same,GROUP (paths relative to it).")
+        ] = None,
+        identities: Annotated[
+            Path | None, typer.Option(help="CSV image,identity,GROUP: every pair is scored.")
+        ] = None,
+        fmr: Annotated[
+            float, typer.Option(help="Target FMR over all pairs that sets the threshold.")
+        ] = 1e-3,
+        compare: Annotated[
+            bool,
+            typer.Option(
+                "--compare",
+                help="Also the fair calibration, Z-norm and nearest-impostor cohort "
+                "normalisation, each fitted on other identities (needs --identities).",
+            ),
+        ] = False,
+        installed: Annotated[
+            bool,
+            typer.Option("--installed", help="Also with the fair calibration installed now."),
+        ] = False,
+        folds: Annotated[int, typer.Option(help="Identity folds for --compare.")] = 5,
+        min_genuines: Annotated[
+            int, typer.Option(help="Genuine pairs a group needs for its FNMR to count.")
+        ] = 20,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+        face: FaceOpt = "central",
+        workers: WorkersOpt = None,
+    ) -> None:
+        """Per-group FMR and FNMR at one operating threshold, and the differentials."""
+        from airside.biometrics.fair_calibration import ImageStats, load_fair_calibration
+        from airside.evaluation.datasets import read_identities, read_pairs
+        from airside.evaluation.fairness import (
+            METHOD_TITLES,
+            GroupedScores,
+            all_pairs,
+            crossfit_scores,
+            fairness_summary,
+            group_names_of_pairs,
+            render_fairness_report,
+        )
+        from airside.evaluation.templates import extract_templates
+        from airside.vision.factory import default_contract
+
+        settings = ctx.obj.settings
+        try:
+            policy = _policy(face)
+            if (pairs is None) == (identities is None):
+                raise ValueError("give exactly one of --pairs or --identities")
+            if compare and identities is None:
+                raise ValueError(
+                    "--compare fits normalisations on other people's images, so it needs "
+                    "--identities (who is who)"
+                )
+            if not (0.0 < fmr < 1.0):
+                raise ValueError("--fmr must be in (0, 1)")
+            contract = default_contract(settings)
+            runs: dict[str, tuple[GroupedScores, dict[str, Any]]] = {}
+            meta: dict[str, Any] = {"group_column": group, "model": contract.fingerprint}
+            fair = load_fair_calibration(contract, settings.data_dir) if installed else None
+            if installed and fair is None:
+                raise ValueError(
+                    "no fair calibration is installed for this model (airside calibrate)"
+                )
+            if pairs is not None:
+                ps = read_pairs(pairs)
+                labels = _group_column(pairs, group)
+                images = list(dict.fromkeys(ps.img_a + ps.img_b))
+                with progress("embedding", len(images)) as tick:
+                    tpl = extract_templates(
+                        images, settings, contract, policy=policy, workers=workers, progress=tick
+                    )
+                keep = [
+                    k
+                    for k, (a, b) in enumerate(zip(ps.img_a, ps.img_b, strict=True))
+                    if tpl[a].vector is not None and tpl[b].vector is not None
+                ]
+                va = np.stack([_vector(tpl, ps.img_a[k]) for k in keep]) if keep else None
+                vb = np.stack([_vector(tpl, ps.img_b[k]) for k in keep]) if keep else None
+                if va is None or vb is None:
+                    raise ValueError("no pair has a usable face in both images")
+                raw = np.einsum("ij,ij->i", va.astype(np.float64), vb.astype(np.float64))
+                data = GroupedScores.from_labels(
+                    raw, [ps.same[k] for k in keep], [labels[k] for k in keep]
+                )
+                runs["raw"] = (data, {})
+                if fair is not None:
+                    runs["installed"] = (
+                        data.with_scores(
+                            fair.normalise(raw, fair.image_stats(va), fair.image_stats(vb))
+                        ),
+                        {},
+                    )
+                meta.update(
+                    pairs=len(ps.same),
+                    scored_pairs=len(keep),
+                    images=len(images),
+                    failures_to_enrol=sum(1 for p in images if tpl[p].vector is None),
+                )
+                source = str(pairs)
+            else:
+                assert identities is not None
+                ids = read_identities(identities)
+                image_groups = _group_column(identities, group)
+                with progress("embedding", len(set(ids.images))) as tick:
+                    tpl = extract_templates(
+                        ids.images, settings, contract, policy=policy, workers=workers,
+                        progress=tick,
+                    )  # fmt: skip
+                keep = [k for k, p in enumerate(ids.images) if tpl[p].vector is not None]
+                if len(keep) < 2:
+                    raise ValueError("fewer than two images with a usable face")
+                x = np.stack([_vector(tpl, ids.images[k]) for k in keep]).astype(np.float64)
+                x /= np.linalg.norm(x, axis=1, keepdims=True)
+                who = [ids.identities[k] for k in keep]
+                names, _, pair_codes = group_names_of_pairs([image_groups[k] for k in keep])
+                i, j, raw, same = all_pairs(x, who)
+                base = GroupedScores(raw, same, pair_codes(i, j), names)
+                runs["raw"] = (base, {})
+                if fair is not None:
+                    st = fair.image_stats(x)
+                    runs["installed"] = (
+                        base.with_scores(
+                            fair.normalise(
+                                raw,
+                                ImageStats(st.mu[i], st.sigma[i]),
+                                ImageStats(st.mu[j], st.sigma[j]),
+                            )
+                        ),
+                        {},
+                    )
+                if compare:
+                    for method in ("fair", "znorm", "cohort"):
+                        with progress(f"cross-fitting {method}", 1) as tick:
+                            scores = crossfit_scores(x, who, i, j, raw, method, folds=folds)
+                            tick(1)
+                        runs[method] = (base.with_scores(scores), {})
+                meta.update(
+                    images=len(set(ids.images)),
+                    failures_to_enrol=len(set(ids.images)) - len({ids.images[k] for k in keep}),
+                    identities=len(set(who)),
+                    pairs=int(raw.size),
+                )
+                if compare:
+                    meta["protocol"] = (
+                        f"each normalisation fitted on {folds - 2} of {folds} identity folds "
+                        "(the pair's own identities left out); the threshold is set on all "
+                        "pairs for each method"
+                    )
+                source = str(identities)
+            for method, (data, _) in list(runs.items()):
+                runs[method] = (
+                    data,
+                    fairness_summary(data, fmr_target=fmr, min_genuines=min_genuines),
+                )
+            first = next(iter(runs))
+            summary: dict[str, Any] = {**runs[first][1], **meta, "method": first}
+            if len(runs) > 1:
+                summary["methods"] = {m: s for m, (_, s) in runs.items() if m != first}
+                summary["comparison"] = [_comparison_row(m, s) for m, (_, s) in runs.items()]
+            if html is not None:
+                html.write_text(
+                    render_fairness_report(
+                        {METHOD_TITLES.get(m, m): r for m, r in runs.items()},
+                        f"Fairness: {source} by {group}",
+                    )
+                )
+        except (ValueError, OSError, AirsideError) as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(summary)
+            return
+        for method, (_, s) in runs.items():
+            _print_summary(METHOD_TITLES.get(method, method), s)
+        if len(runs) > 1:
+            say(out, "[bold]compared[/]:")
+            for row in summary["comparison"]:
+                fd, tar = row["fmr_differential"], row["tar"]
+                accepted = row["genuines"] - row["false_non_matches"]
+                say(
+                    out,
+                    f"  {esc(row['method']):>9}: FMR differential "
+                    f"{'not measurable' if fd is None else f'{fd:.3g}'}; TAR "
+                    f"{'-' if tar is None else f'{tar:.4f}'} ({accepted}/{row['genuines']})",
+                )
+
+    @app.command("calibrate")
+    def calibrate(
+        ctx: typer.Context,
+        identities: Annotated[
+            Path | None,
+            typer.Option(help="CSV image,identity (or one image per person): fit on these."),
+        ] = None,
+        gallery: Annotated[
+            str | None, typer.Option(help="Fit on this gallery's enrolled subjects.")
+        ] = None,
+        remove: Annotated[
+            bool, typer.Option("--remove", help="Stop applying the fair calibration.")
+        ] = False,
+        show: Annotated[bool, typer.Option("--show", help="Describe the installed one.")] = False,
+        local_clusters: Annotated[
+            int, typer.Option(help="Stage 1: regions of the embedding (k-means).")
+        ] = 40,
+        clusters: Annotated[
+            int, typer.Option(help="Stage 2: regions of the principal components.")
+        ] = 40,
+        dims: Annotated[int, typer.Option(help="Stage 2: principal components used.")] = 4,
+        restarts: Annotated[int, typer.Option(help="k-means restarts averaged.")] = 4,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        face: FaceOpt = "central",
+        workers: WorkersOpt = None,
+    ) -> None:
+        """Build the model's label-free fair calibration (docs/fairness.md); admin only."""
+        from airside.biometrics.fair_calibration import FitParams
+        from airside.cli.state import state
+        from airside.services import calibration_service as svc
+
+        st = state(ctx)
+        result: dict[str, Any]
+        try:
+            chosen = sum([identities is not None, gallery is not None, remove, show])
+            if chosen != 1:
+                raise ValueError("give exactly one of --identities, --gallery, --remove, --show")
+            params = FitParams(
+                local_clusters=local_clusters, dims=dims, clusters=clusters, restarts=restarts
+            )
+            app_, principal = st.airside, st.principal
+            if remove:
+                result = {"removed": svc.remove(app_, principal)}
+            elif show:
+                found = svc.installed(app_, principal)
+                result = {"installed": None if found is None else found.as_dict()}
+            elif gallery is not None:
+                result = svc.build_from_gallery(app_, principal, gallery, params=params).as_dict()
+            else:
+                assert identities is not None
+                from airside.evaluation.datasets import read_identities
+                from airside.evaluation.templates import extract_templates
+
+                policy = _policy(face)
+                ids = read_identities(identities)
+                contract = app_.analyzer.contract
+                with progress("embedding", len(set(ids.images))) as tick:
+                    tpl = extract_templates(
+                        ids.images, st.settings, contract, policy=policy, workers=workers,
+                        progress=tick,
+                    )  # fmt: skip
+                keep = [k for k, p in enumerate(ids.images) if tpl[p].vector is not None]
+                if not keep:
+                    raise ValueError(f"{identities}: no image has a usable face")
+                vectors = np.stack([_vector(tpl, ids.images[k]) for k in keep])
+                summary = svc.build_from_templates(
+                    app_,
+                    principal,
+                    vectors,
+                    [ids.identities[k] for k in keep],
+                    contract=contract,
+                    source=str(identities),
+                    params=params,
+                )
+                result = {
+                    **summary.as_dict(),
+                    "failures_to_enrol": len(set(ids.images)) - len({ids.images[k] for k in keep}),
+                }
+        except (ValueError, OSError, AirsideError) as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(result)
+            return
+        if "removed" in result:
+            say(out, "fair calibration removed" if result["removed"] else "none was installed")
+        elif "installed" in result and result["installed"] is None:
+            say(out, "no fair calibration installed: scores are raw similarities")
+        else:
+            body = result.get("installed", result)
+            for k, v in body.items():
+                say(out, f"{k:>18}: {esc(json.dumps(v) if isinstance(v, list) else v)}")
