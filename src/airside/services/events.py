@@ -186,6 +186,19 @@ def crop_until(settings: Settings, gallery: Gallery, now: datetime) -> datetime 
 # recording
 
 
+def _store_evidence(app: Airside, ev: Event, blob: bytes, until: datetime) -> None:
+    """Keep ``blob`` (a crop or snapshot) on the flushed event ``ev`` until ``until``,
+    sealed under the template key (bound to the event's id) when protection is on."""
+    key = app.template_protector.write_key()
+    if key is None:
+        ev.evidence = blob
+    else:
+        kid, k = key
+        ev.evidence = app.template_protector.seal(kid, k, blob, event_crop_aad(ev.id, kid))
+        ev.evidence_key_id = kid
+    ev.evidence_until = until
+
+
 def record_identity_event(
     app: Airside,
     principal: Principal,
@@ -277,16 +290,7 @@ def record_identity_event(
             s.add(ev)
             s.flush()  # the id, which the sealed crop is bound to
             if crop is not None and until is not None:
-                key = app.template_protector.write_key()
-                if key is None:
-                    ev.evidence = crop
-                else:
-                    kid, k = key
-                    ev.evidence = app.template_protector.seal(
-                        kid, k, crop, event_crop_aad(ev.id, kid)
-                    )
-                    ev.evidence_key_id = kid
-                ev.evidence_until = until
+                _store_evidence(app, ev, crop, until)
             audit.append(
                 s,
                 principal,
@@ -447,16 +451,7 @@ def record_safety_event(
         s.flush()  # the id, which a sealed snapshot is bound to
         until = safety_snapshot_until(app.settings, now) if snapshot is not None else None
         if snapshot is not None and until is not None:
-            key = app.template_protector.write_key()
-            if key is None:
-                ev.evidence = snapshot
-            else:
-                kid, k = key
-                ev.evidence = app.template_protector.seal(
-                    kid, k, snapshot, event_crop_aad(ev.id, kid)
-                )
-                ev.evidence_key_id = kid
-            ev.evidence_until = until
+            _store_evidence(app, ev, snapshot, until)
         audit.append(
             s,
             principal,
