@@ -17,11 +17,12 @@ from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.services import access, enrolment, galleries
 from airside.services.app import Airside
-from airside.services.watch import WatchRequest, watch
+from airside.services.watch import AnalyzerEngine, StoreSink, WatchRequest, watch
 from airside.store.models import AuditRecord, Event
-from airside.video.pipeline import WatchSummary
+from airside.video.pipeline import FaceCrop, Match, Pipeline, WatchConfig, WatchSummary
 from airside.video.sources import open_source
 from airside.video.synthetic import Sprite, face_image, make_video
+from airside.video.track_identity import IdentityConfig
 
 FACE = (150, 180)
 
@@ -158,6 +159,70 @@ def test_the_cli_prints_the_json_summary(
     bad.write_bytes(b"not a video at all" * 10)
     res = CliRunner().invoke(cli, [*base, "watch", str(bad), "--gallery", "gate-12", "--json"])
     assert res.exit_code == 1 and json.loads(res.stdout)["error"].startswith("source_")
+
+
+# --------------------------------------------------------------------------------------------
+# a decided identity that the track's later votes overturn
+
+
+class ScriptedIdentifier:
+    """Answers the pipeline's identifications in a given order: what is under test is what
+    the pipeline stores when the votes turn, not the matcher."""
+
+    def __init__(self, answers: list[Match]) -> None:
+        self.answers = list(answers)
+
+    def identify(self, crop: FaceCrop, track_id: int, t: float) -> Match:
+        return self.answers.pop(0)
+
+
+def run_scripted(app: Airside, clip: Path, answers: list[Match]) -> WatchSummary:
+    admin = access.ensure_local_admin(app)
+    enrolment.enrol(
+        app, admin, "gate-12", "PNR-2", [png_bytes(face_image("hopper"))], BasisInput("consent")
+    )
+    # Every crop that passes the bar is identified (no "clearly better" margin), three times.
+    config = WatchConfig(camera="gate-12", identity=IdentityConfig(better_margin=0.0))
+    pipeline = Pipeline(
+        AnalyzerEngine(app.analyzer),
+        ScriptedIdentifier(answers),
+        StoreSink(app, admin, "gate-12", None),
+        config,
+    )
+    return pipeline.run(open_source(str(clip)))
+
+
+def stored_identity_events(app: Airside) -> list[Event]:
+    with app.session() as s:
+        rows = s.scalars(select(Event).where(Event.subject_ref.is_not(None)).order_by(Event.id))
+        return list(rows)
+
+
+def test_an_identity_overturned_to_unknown_is_marked_retracted_and_its_crop_deleted(
+    app: Airside, camera: Principal, strangers: Path
+) -> None:
+    answers = [Match("PNR-1", 0.95, "gate-12"), Match(None, 0.3), Match(None, 0.3)]
+    summary = run_scripted(app, strangers, answers)
+    assert summary.events == []
+    (ev,) = stored_identity_events(app)
+    assert (ev.type, ev.subject_ref, ev.evidence) == ("identity_retracted", "PNR-1", None)
+    assert json.loads(ev.detail or "{}")["retracted"] == {"reason": "unknown", "replaced_by": None}
+    with app.session() as s:
+        (rec,) = s.scalars(select(AuditRecord).where(AuditRecord.action == "event.retract"))
+    assert json.loads(rec.result)["crop_deleted"] is True
+
+
+def test_an_identity_overturned_by_another_subject_points_to_the_new_event(
+    app: Airside, camera: Principal, strangers: Path
+) -> None:
+    pnr2 = Match("PNR-2", 0.95, "gate-12")
+    summary = run_scripted(app, strangers, [Match("PNR-1", 0.95, "gate-12"), pnr2, pnr2])
+    assert [e.subject for e in summary.events] == ["PNR-2"]
+    old, new = stored_identity_events(app)
+    assert (old.type, old.subject_ref, old.evidence) == ("identity_retracted", "PNR-1", None)
+    assert json.loads(old.detail or "{}")["retracted"]["replaced_by"] == new.id
+    assert (new.type, new.subject_ref) == ("identity", "PNR-2")
+    assert new.evidence is not None
 
 
 HAMILTON_CAST = ("alex-lacamoire", "lin-manuel-miranda")

@@ -45,6 +45,7 @@ from airside.store.models import (
 
 IDENTITY = "identity"
 WATCHLIST_HIT = "watchlist_hit"
+RETRACTED = "_retracted"  # suffix: an identity or watchlist hit its track later overturned
 SYSTEM = "system"
 SEVERITIES = ("info", "warning", "critical")
 # System events that need someone's attention (everything else is informational).
@@ -472,6 +473,50 @@ def record_safety_event(
 
 # ---------------------------------------------------------------------------------------------
 # reading
+
+
+def retract_identity_event(
+    app: Airside,
+    principal: Principal,
+    event_id: int,
+    *,
+    reason: str,
+    replaced_by: int | None = None,
+) -> None:
+    """Mark an identity event its own track later overturned: the votes settled on another
+    subject (``replaced_by`` names that event) or on *unknown*.
+
+    The row stays, typed ``identity_retracted`` (``watchlist_hit_retracted``), because the
+    system announced it and someone may have acted on it; its crop is deleted at once,
+    because the face it shows is no longer believed to be the subject's. Authorised like
+    recording and audited (``event.retract``) in the same transaction."""
+    why = _text(reason, "reason", 40)
+    with _event_action(app, principal, "event.record", event_id) as (s, ev):
+        if ev.type not in (IDENTITY, WATCHLIST_HIT):
+            raise ConflictError(f"event {event_id} is a {ev.type} event, not an identity")
+        had_crop = ev.evidence is not None
+        ev.type = ev.type + RETRACTED
+        ev.evidence = ev.evidence_key_id = ev.evidence_until = None
+        detail = json.loads(ev.detail) if ev.detail else {}
+        detail["retracted"] = {"reason": why, "replaced_by": replaced_by}
+        ev.detail = _detail(detail)
+        audit.append(
+            s,
+            principal,
+            "event.retract",
+            decision="retracted",
+            purpose=ev.purpose,
+            gallery=ev.gallery,
+            result={
+                "event": ev.id,
+                "subject": ev.subject_ref,
+                "track": ev.track,
+                "camera": ev.camera,
+                "reason": why,
+                "replaced_by": replaced_by,
+                "crop_deleted": had_crop,
+            },
+        )
 
 
 @contextmanager

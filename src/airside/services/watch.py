@@ -193,6 +193,17 @@ class StoreSink:
             events.update_event_seen(self.app, self.principal, event.event_id, event.last_seen)
         self._line({**event.as_dict(), "event_id": event.event_id})
 
+    def retracted(self, event: IdentityEvent, replaced_by: IdentityEvent | None) -> None:
+        if event.event_id is None:
+            return
+        events.retract_identity_event(
+            self.app,
+            self.principal,
+            event.event_id,
+            reason="unknown" if replaced_by is None else "another_subject",
+            replaced_by=None if replaced_by is None else replaced_by.event_id,
+        )
+
     def safety(self, event: SafetyEvent, snapshot_jpeg: bytes | None) -> None:
         event_id = events.record_safety_event(
             self.app,

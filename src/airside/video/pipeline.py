@@ -109,6 +109,10 @@ class EventSink(Protocol):
     def ended(self, event: IdentityEvent) -> None:
         """A known track ended: ``last_seen`` is final."""
 
+    def retracted(self, event: IdentityEvent, replaced_by: IdentityEvent | None) -> None:
+        """The track's votes overturned ``event``: another subject (``replaced_by``, already
+        decided) or *unknown* (None). The event never reaches :meth:`ended`."""
+
     def system(self, event: SystemEvent) -> None: ...
 
     def safety(self, event: SafetyEvent, snapshot_jpeg: bytes | None) -> None:
@@ -447,6 +451,11 @@ class Pipeline:
             self._galleries[(st.track_id, match.subject)] = (match.gallery, match.review_case)
         ti.record(match.subject, match.score, crop.quality)
         after = ti.decision
+        overturned = (
+            self._open.pop(st.track_id, None)
+            if after is not None and before is not None and after.subject != before
+            else None
+        )
         if after is not None and after.subject is not None and after.subject != before:
             gallery, case = self._galleries.get((st.track_id, after.subject), (None, None))
             event = IdentityEvent(
@@ -465,6 +474,8 @@ class Pipeline:
             self.sink.decided(event)
             if frame.wall:
                 self.stats.latencies.append(max(0.0, time.time() - frame.wall))
+        if overturned is not None:
+            self.sink.retracted(overturned, self._open.get(st.track_id))
 
     def _end_track(self, ended: EndedTrack) -> None:
         ti = self._identities.pop(ended.track_id, None)
