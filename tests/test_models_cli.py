@@ -155,3 +155,15 @@ def test_list_marks_the_models_the_settings_select(
     monkeypatch.setenv("AIRSIDE_EMBEDDER_MODEL", "tiny")
     (row,) = cli.json("models", "list")
     assert row["in_use"] == "face embedder"
+
+
+def test_a_gallery_for_an_uncalibrated_embedder_is_refused_with_the_way_out(
+    cli: Cli, embedder_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.json(*add_args(embedder_file, "--name", "tiny"))
+    monkeypatch.setenv("AIRSIDE_EMBEDDER_MODEL", "tiny")
+    res = cli("gallery", "create", "gate-1", "--purpose", "boarding", "--json")
+    assert res.exit_code == 1
+    err = json.loads(res.stdout)
+    assert err["error"] == "no_calibration"
+    assert "eval verify --identities" in err["message"]

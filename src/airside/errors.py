@@ -40,6 +40,13 @@ class ContractMismatchError(AirsideError):
     code = "contract_mismatch"
 
 
+class NoCalibrationError(AirsideError, FileNotFoundError):
+    """No FMR -> threshold table for an embedder's contract: nothing can be decided with it
+    until one is fitted (``airside eval verify --identities ... --calibrate``)."""
+
+    code = "no_calibration"
+
+
 class AccessDenied(AirsideError):
     """The principal is unknown, disabled, lacks the role or scope, or asks for the wrong
     purpose. ``code`` says which (``unknown_principal``, ``forbidden``, ``out_of_scope``...)."""

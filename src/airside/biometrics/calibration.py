@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from airside.biometrics.contract import EmbeddingContract
+from airside.errors import NoCalibrationError
 
 FloatArray = npt.NDArray[np.float64]
 _RATE_EPS = 1e-9
@@ -181,11 +182,17 @@ def shipped_calibration(contract: EmbeddingContract) -> CalibrationTable | None:
     """The table Airside ships for these exact weights and preprocessing, whatever name
     the model was registered under (dlib's ResNet; OpenCV Zoo's SFace)."""
     key = weights_key(contract.fingerprint)
-    for path in sorted(SHIPPED_DIR.glob("*.json")):
-        table = CalibrationTable.from_json(json.loads(path.read_text()))
+    for table in _shipped_tables():
         if weights_key(table.model) == key:
             return replace(table, model=contract.fingerprint)
     return None
+
+
+def _shipped_tables() -> list[CalibrationTable]:
+    return [
+        CalibrationTable.from_json(json.loads(path.read_text()))
+        for path in sorted(SHIPPED_DIR.glob("*.json"))
+    ]
 
 
 def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) -> CalibrationTable:
@@ -202,7 +209,17 @@ def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) 
     shipped = shipped_calibration(contract)
     if shipped is not None:
         return shipped
-    raise FileNotFoundError(
-        f"no calibration table for model {contract.fingerprint}; build one with "
-        "'airside eval verify --identities IDENTITIES.csv --calibrate'"
+    digest16 = contract.weights_sha256[:16]
+    other = [t.model for t in _shipped_tables() if weights_key(t.model).startswith(digest16)]
+    hint = (
+        f" Airside ships a table for these weights with other preprocessing "
+        f"({weights_key(other[0])}): a detector that gives 5 landmarks, such as YuNet, "
+        "produces it."
+        if other
+        else ""
+    )
+    raise NoCalibrationError(
+        f"no calibration table for model {contract.fingerprint}: no score threshold can be "
+        "set with it. Fit one on labelled faces (AIRSIDE_EMBEDDER_MODEL=... "
+        f"airside eval verify --identities IDENTITIES.csv --calibrate; docs/models.md).{hint}"
     )
