@@ -4,7 +4,6 @@ measurement (slow, needs ../shared/data)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import select
-from tests.conftest import png_bytes, register, shared_data
+from tests.conftest import png_bytes, register
 
 from airside.biometrics.contract import EmbeddingContract
 from airside.biometrics.fair_calibration import (
@@ -399,69 +398,6 @@ def _face(app: Airside, img: np.ndarray) -> Any:
     res = capture(app.analyzer, png_bytes(img), max_pixels=app.settings.max_image_pixels)
     assert isinstance(res, Capture)
     return res.face
-
-
-# --------------------------------------------------------------------------------------------
-# LFW: race labels measure, never decide (slow; skipped without ../shared/data)
-
-
-@pytest.mark.slow
-def test_lfw_within_group_fmr_differential_with_and_without_calibration(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    from airside.config import Settings
-    from airside.evaluation.datasets import read_identities
-    from airside.evaluation.fairness import crossfit_scores
-    from airside.evaluation.templates import extract_templates
-    from airside.vision.factory import default_contract
-
-    root = shared_data("faces", "lfw_view1")
-    labels_csv = shared_data("faces", "lfw_view1", "race_labels.csv")
-    with labels_csv.open(newline="") as f:
-        race = {r["identity"]: r["race_labels"] for r in csv.DictReader(f)}
-    ids = read_identities(root / "identities.csv")
-    # The template cache survives between runs (pytest's cache dir): LFW embeds once.
-    cache_home = Path(request.config.cache.mkdir("airside-lfw"))
-    settings = Settings(data_dir=cache_home)
-    contract = default_contract(settings)
-    tpl = extract_templates(ids.images, settings, contract, policy="central")
-    keep = [k for k, p in enumerate(ids.images) if tpl[p].vector is not None]
-    x = np.stack([np.asarray(tpl[ids.images[k]].vector) for k in keep]).astype(np.float64)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    who = [ids.identities[k] for k in keep]
-    # Evaluation only, never passed to a fit. Identities with several labels ("african,
-    # caucasian") belong to no group: they count towards the overall threshold only.
-    groups = [race.get(w, "") if "," not in race.get(w, "") else "" for w in who]
-    names, _, codes = group_names_of_pairs(groups)
-    i, j, s, same = all_pairs(x, who)
-    base = GroupedScores(s, same, codes(i, j), names)
-    results: dict[str, dict[str, Any]] = {"raw": fairness_summary(base)}
-    for method in ("fair", "znorm", "cohort"):
-        scores = crossfit_scores(x, who, i, j, s, method)
-        results[method] = fairness_summary(base.with_scores(scores))
-    table = {
-        m: {
-            "fmr_differential": r["fmr_differential"],
-            "tar": r["overall"]["tar"],
-            "threshold": r["threshold"],
-            "african": [
-                r["groups"]["african"]["false_matches"],
-                r["groups"]["african"]["impostors"],
-            ],
-            "caucasian": [
-                r["groups"]["caucasian"]["false_matches"],
-                r["groups"]["caucasian"]["impostors"],
-            ],
-        }
-        for m, r in results.items()
-    }
-    (tmp_path / "lfw-fairness.json").write_text(json.dumps(table, indent=1))
-    print(json.dumps(table, indent=1))
-    raw, fair = results["raw"], results["fair"]
-    assert raw["fmr_differential"] is not None and raw["fmr_differential"] > 10
-    assert fair["fmr_differential"] is not None
-    assert fair["fmr_differential"] <= raw["fmr_differential"] / 10  # at least 10-fold
-    assert fair["overall"]["tar"] >= raw["overall"]["tar"] - 0.01  # TAR drops <= 1 point
 
 
 def test_calibrated_search_widens_until_its_best_candidate_is_exact(

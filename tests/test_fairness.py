@@ -1,7 +1,7 @@
 """Fairness statistics against hand-computed cases, the ``eval fairness`` command, and the
 rule that demographic labels stay inside the evaluation code.
 
-The LFW measurement (race labels from ../shared/data) is in tests/test_fair_calibration.py.
+The LFW measurement (race labels from ../shared/data) is in tests/test_lfw.py.
 """
 
 from __future__ import annotations
