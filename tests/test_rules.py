@@ -97,14 +97,21 @@ class Sim:
         return self
 
     def run(
-        self, engine: RuleEngine, size: Callable[[float], tuple[int, int]] | None = None
+        self,
+        engine: RuleEngine,
+        size: Callable[[float], tuple[int, int]] | None = None,
+        cuts: tuple[float, ...] = (),
     ) -> list[SafetyEvent]:
+        """``cuts``: times at which the view changes (after that frame's ended tracks)."""
         out: list[SafetyEvent] = []
         last = max([*self.frames, *self.ends])
+        cut_frames = {round(c * FPS) for c in cuts}
         for k in range(last + 1):
             t = k / FPS
             for tid in self.ends.get(k, []):
                 engine.track_ended(tid, t)
+            if k in cut_frames:
+                engine.scene_cut()
             people = self.frames.get(k, [])
             out += engine.update(t, size(t) if size else (W, H), people)
         return out
@@ -251,6 +258,15 @@ def test_a_new_track_where_an_ended_one_stood_takes_over_its_dwell() -> None:
     sim.add(2, 7, 12, still(0.71, 0.7))  # ... and starts track 2 on the same person
     (ev,) = sim.run(eng)
     assert (ev.tracks, ev.started_at, ev.at) == ((1, 2), 0.0, pytest.approx(10.0))
+
+
+def test_after_a_scene_cut_a_new_track_where_an_ended_one_stood_starts_its_own_dwell() -> None:
+    """The same spot in another view is another person: no takeover across a cut (the
+    same tracks without the cut are one 12 s dwell, as the test above shows)."""
+    eng = RuleEngine(scene(LOITER))
+    sim = Sim().add(1, 0, 6, still(0.7, 0.7))
+    sim.add(2, 6.4, 12, still(0.71, 0.7))
+    assert sim.run(eng, cuts=(6.2,)) == []  # 5.6 s of its own: under the 10 s dwell
 
 
 def test_a_new_track_elsewhere_in_the_zone_does_not_take_over_a_dwell() -> None:

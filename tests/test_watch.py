@@ -131,13 +131,20 @@ def test_the_annotated_video_has_every_frame_and_redacts_the_unknown_face(
 
     # Frame 40: Grace Hopper (unknown) around x 260-410, y 260-440 is blurred; the
     # astronaut (matched) is not.
-    def detail(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
-        x0, y0, x1, y1 = box
-        g = img[y0:y1, x0:x1].astype(np.float64).mean(axis=2)
-        return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
-
     hopper_box = (290, 290, 380, 410)
     assert detail(frames[40], hopper_box) < 0.5 * detail(original[40], hopper_box)
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def detail(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Mean local contrast in ``box``: a blurred face has little."""
+    x0, y0, x1, y1 = box
+    g = img[y0:y1, x0:x1].astype(np.float64).mean(axis=2)
+    return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
 
 
 def test_the_cli_prints_the_json_summary(
@@ -159,6 +166,59 @@ def test_the_cli_prints_the_json_summary(
     bad.write_bytes(b"not a video at all" * 10)
     res = CliRunner().invoke(cli, [*base, "watch", str(bad), "--gallery", "gate-12", "--json"])
     assert res.exit_code == 1 and json.loads(res.stdout)["error"].startswith("source_")
+
+
+# --------------------------------------------------------------------------------------------
+# a hard cut: another view, with a stranger where the enrolled face was
+
+
+@pytest.fixture(scope="module")
+def cut_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s at 25 fps: 1 s of the astronaut, then a cut to another view with Grace Hopper
+    standing almost where the astronaut stood."""
+    from airside.video.synthetic import background, encode, render
+
+    first = render(25, (640, 480), [Sprite("a", "astronaut", FACE, ((320, 240),))])
+    second = render(25, (640, 480), [Sprite("h", "hopper", FACE, ((330, 240),))])
+    other_view = (255 - background((640, 480), seed=1)) // 2
+    images = list(first.images)
+    for img, truth in zip(second.images, second.truth, strict=True):
+        box = truth["h"]
+        assert box is not None
+        x0, y0, x1, y1 = box
+        frame = other_view.copy()
+        frame[y0:y1, x0:x1] = img[y0:y1, x0:x1]
+        images.append(frame)
+    path = tmp_path_factory.mktemp("clips") / "cut.mp4"
+    encode(path, images, fps=25)
+    return path
+
+
+def test_a_cut_ends_the_track_so_the_stranger_after_it_is_not_named(
+    app: Airside, camera: Principal, cut_clip: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "annotated.mp4"
+    request = WatchRequest(["gate-12"], camera="gate-12", out=out, redact=True)
+    summary = watch(app, camera, open_source(str(cut_clip)), request)
+    assert summary.stats.scene_cuts == 1
+    assert summary.stats.tracks == 2
+    [event] = summary.events
+    assert event.subject == "PNR-1" and event.last_seen < 1.0  # ends at the cut
+    # After the cut the stranger is unknown: blurred, not shown as the matched person.
+    hopper_face = (285, 180, 375, 300)
+    frames, original = decoded(out), decoded(cut_clip)
+    assert detail(frames[40], hopper_face) < 0.5 * detail(original[40], hopper_face)
+
+
+def test_without_cut_detection_the_track_would_carry_the_name_onto_the_stranger(
+    app: Airside, camera: Principal, cut_clip: Path
+) -> None:
+    """What the cut detector prevents, shown on the same clip."""
+    request = WatchRequest(["gate-12"], camera="gate-12", cut_threshold=None)
+    summary = watch(app, camera, open_source(str(cut_clip)), request)
+    assert summary.stats.scene_cuts == 0
+    [event] = summary.events
+    assert event.subject == "PNR-1" and event.last_seen > 1.5
 
 
 # --------------------------------------------------------------------------------------------

@@ -663,6 +663,15 @@ class RuleEngine:
             self._sides.pop((name, track_id), None)
             self._last_crossing.pop((track_id, name), None)
 
+    def scene_cut(self) -> None:
+        """The camera's view changed: every rule forgets its episodes (a dwell, a crowd
+        building up, a fall in progress belong to the old view); line counts and cooldowns
+        stay. Call after ending the old view's tracks."""
+        for rule in self._rules:
+            rule.reset()
+        self._sides.clear()
+        self._last_crossing.clear()
+
     # -- internals
 
     def _obs(self, p: PersonTrack, w: int, h: int) -> _Obs:

@@ -70,6 +70,15 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Blur every face that is not matched in --out.")
         ] = False,
         detect_every: Annotated[int, typer.Option(help="Detect on every n-th frame.")] = 1,
+        cut_threshold: Annotated[
+            float,
+            typer.Option(
+                min=0,
+                max=255,
+                help="End every track where the picture cuts to another view, at this "
+                "content change (0-255; 0: never).",
+            ),
+        ] = 27.0,
         realtime: Annotated[
             bool | None,
             typer.Option(
@@ -102,6 +111,7 @@ def register(app: typer.Typer) -> None:
             redact=redact,
             detect_every=detect_every,
             realtime=realtime,
+            cut_threshold=cut_threshold or None,
         )
         # Ctrl-C stops the pipeline cleanly: open tracks are closed and their events kept.
         previous = signal.getsignal(signal.SIGINT)

@@ -249,6 +249,7 @@ class WatchRequest:
     detect_every: int = 1
     realtime: bool | None = None
     max_identifications: int = 3
+    cut_threshold: float | None = 27.0  # end every track at a hard cut (video/cuts.py)
     # Safety analytics: a scene file (zones, lines, rules); the person detector by name
     # (None: MoveNet when installed, else motion blobs); abandoned objects after n seconds.
     scene: Path | None = None
@@ -297,6 +298,7 @@ def watch(
         detect_every=request.detect_every,
         realtime=request.realtime,
         redact=request.redact,
+        cut_threshold=request.cut_threshold,
         identity=IdentityConfig(
             quality_bar=min(bars) if bars else 40.0,
             max_identifications=request.max_identifications,

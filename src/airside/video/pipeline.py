@@ -26,6 +26,7 @@ import numpy as np
 
 from airside.analytics.rules import SafetyEvent
 from airside.video.annotate import H264Writer, TrackDraw, annotate
+from airside.video.cuts import CutDetector
 from airside.video.safety import SafetyAnalytics, head_boxes, snapshot_jpeg
 from airside.video.sources import Frame, SystemEvent, VideoSource
 from airside.video.track_identity import IdentityConfig, TrackIdentity
@@ -130,6 +131,9 @@ class WatchConfig:
     tracker: str = "bytetrack"
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     redact: bool = False
+    # End every track at a hard cut (video/cuts.py) whose content score reaches this;
+    # None: never (a fixed camera that cannot cut, and the cost of a thumbnail per frame).
+    cut_threshold: float | None = 27.0
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -149,6 +153,7 @@ class WatchStats:
     embedding_calls: int = 0
     events: int = 0
     safety_events: int = 0
+    scene_cuts: int = 0
     people: int = 0
     lag_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -179,6 +184,7 @@ class WatchSummary:
             "tracks": s.tracks,
             "embedding_calls": s.embedding_calls,
             "detections": s.detections,
+            "scene_cuts": s.scene_cuts,
             "stream_time_s": round(self.stream_time_s, 3),
             "wall_s": round(self.wall_s, 3),
             "realtime_factor": round(self.stream_time_s / self.wall_s, 3) if self.wall_s else None,
@@ -302,6 +308,8 @@ class Pipeline:
         self._system: list[SystemEvent] = []
         self._writer: H264Writer | None = None
         self._last_detect: int | None = None
+        cut = self.config.cut_threshold
+        self._cuts = CutDetector(cut) if cut is not None else None
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -385,6 +393,8 @@ class Pipeline:
 
     def _process(self, frame: Frame) -> None:
         self.stats.frames_processed += 1
+        if self._cuts is not None and self._cuts.update(frame.image, frame.pts):
+            self._scene_cut(frame.pts)
         due = (
             self._last_detect is None or frame.index - self._last_detect >= self.config.detect_every
         )
@@ -414,6 +424,17 @@ class Pipeline:
         self.stats.active_tracks = len(self._identities)
         if self.writer_factory is not None:
             self._write(frame, states, detections)
+
+    def _scene_cut(self, t: float) -> None:
+        """Another view: nobody tracked before is where their box was. Every track ends
+        (identified ones emit their events, unknown ones are wiped), and this frame is
+        detected afresh."""
+        self.stats.scene_cuts += 1
+        for ended in self.tracker.finish():
+            self._end_track(ended)
+        self._last_detect = None
+        if self.safety is not None:
+            self.safety.scene_cut(t)
 
     def _analyse_safety(self, frame: Frame) -> None:
         assert self.safety is not None

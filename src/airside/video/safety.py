@@ -66,6 +66,16 @@ class SafetyAnalytics:
         self.rules = RuleEngine(scene, origin=origin)
         self.abandoned = AbandonedObjectDetector(abandoned) if abandoned is not None else None
 
+    def scene_cut(self, t: float) -> None:
+        """The view changed (video/cuts.py): every person track ends, rules forget their
+        episodes (line counts and cooldowns stay), and the abandoned-object background
+        is learnt anew, or the whole new view would look like objects left behind."""
+        for ended in self.tracker.finish():
+            self.rules.track_ended(ended.track_id, t)
+        self.rules.scene_cut()
+        if self.abandoned is not None:
+            self.abandoned.reset()
+
     def process(self, image: np.ndarray, index: int, t: float) -> SafetyFrame:
         h, w = image.shape[:2]
         dets: list[PersonDetection] = self.detector.detect(image)
