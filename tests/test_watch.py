@@ -331,6 +331,11 @@ def test_hamilton_clip_with_sface_identifies_both_cast_members_and_nobody_else(
 
     summary = watch_hamilton(tmp_path, sface_model())
     assert {e.subject for e in summary.events} == set(HAMILTON_CAST)
+    # The clip cuts (stage, close-up, stage, audience) at frames 20, 82 and 211 of its
+    # 29.97 fps: no identity may run on across a cut onto whoever is then in view.
+    assert summary.stats.scene_cuts == 3
+    cuts = [20 / 29.97, 82 / 29.97, 211 / 29.97]
+    assert not [e for e in summary.events if any(e.first_seen < c <= e.last_seen for c in cuts)]
     alex = [e for e in summary.events if e.subject == "alex-lacamoire"]
     assert len(alex) == 1 and alex[0].first_seen < 1.0  # at the piano, before the close-ups
     assert summary.stats.tracks > len(summary.events)  # the audience stays unknown
