@@ -311,6 +311,24 @@ def test_stream_that_never_answers_is_lost_without_hanging() -> None:
     assert time.monotonic() - start < 6
 
 
+def test_max_frames_ends_a_live_stream_whose_last_frames_come_from_the_decoder_flush() -> None:
+    """The 40th frame is flushed out of the decoder when the second connection closes:
+    the source ends there instead of reporting an outage and retrying forever."""
+    clip = ts_bytes(20, SMALL, gop=5)
+    script = [Step(clip, then="close"), Step(clip, then="close")]
+    with StreamServer(script) as server:
+        source = open_source(server.url, initial_backoff_s=0.05, max_backoff_s=0.2, max_frames=40)
+        watchdog = threading.Timer(10.0, source.stop)
+        watchdog.start()
+        start = time.monotonic()
+        items = drain(source)
+        watchdog.cancel()
+        source.close()
+    assert time.monotonic() - start < 5.0
+    assert len(frames_of(items)) == 40
+    assert [e.type for e in events_of(items)] == ["stream_lost", "stream_restored", "stream_ended"]
+
+
 def test_unreachable_stream_without_reconnect_raises() -> None:
     with StreamServer([], default=Step(silent=True)) as server:
         url = server.url.replace("http://", "http://cam:secret@")

@@ -221,6 +221,33 @@ def test_without_cut_detection_the_track_would_carry_the_name_onto_the_stranger(
     assert event.subject == "PNR-1" and event.last_seen > 1.5
 
 
+def test_an_outage_ends_every_track_so_whoever_stands_there_after_it_is_not_named(
+    app: Airside, camera: Principal
+) -> None:
+    """A live camera drops; when it comes back, Grace Hopper stands where the enrolled
+    astronaut stood. Same view, no cut: only the outage says the track cannot go on."""
+    from tests.videos import Step, StreamServer
+
+    from airside.video.synthetic import ts_bytes
+
+    size = (640, 480)
+    before = ts_bytes(25, size, sprites=[Sprite("a", "astronaut", FACE, ((320, 240),))], gop=5)
+    after = ts_bytes(25, size, sprites=[Sprite("h", "hopper", FACE, ((325, 240),))], gop=5)
+    with StreamServer([Step(before, then="close"), Step(after, then="close")]) as server:
+        source = open_source(
+            server.url, initial_backoff_s=0.05, max_backoff_s=0.2, max_frames=50,
+            open_timeout_s=5, read_timeout_s=5,
+        )  # fmt: skip
+        request = WatchRequest(["gate-12"], camera="gate-12", realtime=False)
+        summary = watch(app, camera, source, request)
+    kinds = [e.type for e in summary.system_events]
+    assert kinds[:2] == ["stream_lost", "stream_restored"]
+    restored = summary.system_events[1].at
+    [event] = summary.events
+    assert event.subject == "PNR-1" and event.last_seen < restored
+    assert summary.stats.tracks == 2
+
+
 # --------------------------------------------------------------------------------------------
 # a decided identity that the track's later votes overturn
 

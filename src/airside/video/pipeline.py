@@ -120,6 +120,12 @@ class EventSink(Protocol):
         """A scene rule fired; the snapshot has every head and face blurred."""
 
 
+# System events after which no track can be followed: nothing was seen during an outage
+# (someone else may stand where a tracked face stood), boxes changed scale with the
+# resolution, or the stream is over (its tracks' events come before "stream_ended").
+TRACK_BREAKS = frozenset({"stream_lost", "resolution_changed", "stream_ended"})
+
+
 @dataclass
 class WatchConfig:
     camera: str = "camera"
@@ -344,6 +350,8 @@ class Pipeline:
         try:
             for item in self._items(queue):
                 if isinstance(item, SystemEvent):
+                    if item.type in TRACK_BREAKS:
+                        self._end_all_tracks(item.at)
                     self._system.append(item)
                     self.sink.system(item)
                     continue
@@ -426,10 +434,14 @@ class Pipeline:
             self._write(frame, states, detections)
 
     def _scene_cut(self, t: float) -> None:
-        """Another view: nobody tracked before is where their box was. Every track ends
-        (identified ones emit their events, unknown ones are wiped), and this frame is
-        detected afresh."""
+        """Another view: nobody tracked before is where their box was."""
         self.stats.scene_cuts += 1
+        self._end_all_tracks(t)
+
+    def _end_all_tracks(self, t: float) -> None:
+        """Every track ends (identified ones emit their events, unknown ones are wiped) and
+        the next frame is detected afresh: after a cut, an outage or a resolution change,
+        a box where a tracked face was may be anyone."""
         for ended in self.tracker.finish():
             self._end_track(ended)
         self._last_detect = None

@@ -669,6 +669,8 @@ class _AVSource(_SourceBase):
             self._release()
             if outcome == "done":
                 return detail
+            if not self._frames_left():  # the last frames came out of the decoder's flush
+                return "max_frames reached"
             if self.stats.frames > frames_before:
                 attempt = 0
             if not self.live:
