@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -21,6 +22,36 @@ from airside.vision.onnx_runtime import Device, OnnxModel, open_model
 from airside.vision.protocols import Detection
 
 MODEL_MISMATCH = "model_mismatch"
+
+
+def input_canvas(
+    model: OnnxModel,
+    wanted: tuple[int, int] | None,
+    divisor: int,
+    mismatch: Callable[[str], AirsideError],
+) -> tuple[int, int] | None:
+    """A detector's canvas size (w, h) when fixed, by the model or by ``wanted``; None when
+    the model takes any size. The model must take one NCHW 3-channel image."""
+    shape = model.input_shape
+    if len(shape) != 4:
+        raise mismatch(f"input has shape {shape}, expected (1, 3, H, W)")
+    batch, channels, height, width = shape
+    if isinstance(channels, int) and channels != 3:
+        raise mismatch(f"input has shape {shape}, expected NCHW with 3 channels")
+    if isinstance(batch, int) and batch != 1:
+        raise mismatch(f"input batch is fixed at {batch}, expected 1 or free")
+    if isinstance(height, int) and isinstance(width, int):
+        if wanted is not None and tuple(wanted) != (width, height):
+            raise mismatch(
+                f"it takes only {width}x{height} images, not the requested {wanted[0]}x{wanted[1]}"
+            )
+        return (width, height)
+    if wanted is not None:
+        w, h = wanted
+        if w % divisor or h % divisor:
+            raise ValueError(f"input_size must be multiples of {divisor}, got {wanted}")
+        return (int(w), int(h))
+    return None
 
 
 def mismatch(path: Path, family: str, why: str) -> AirsideError:
@@ -175,28 +206,7 @@ class OnnxFaceDetector(ABC):
         return mismatch(self.path, self.family, why)
 
     def _input_size(self, wanted: tuple[int, int] | None) -> tuple[int, int] | None:
-        """The canvas size (w, h) when fixed, by the model or by ``wanted``; None when free."""
-        shape = self.model.input_shape
-        if len(shape) != 4:
-            raise self._mismatch(f"input has shape {shape}, expected (1, 3, H, W)")
-        batch, channels, height, width = shape
-        if channels != 3 and not (isinstance(channels, str) or channels is None):
-            raise self._mismatch(f"input has shape {shape}, expected NCHW with 3 channels")
-        if isinstance(batch, int) and batch != 1:
-            raise self._mismatch(f"input batch is fixed at {batch}, expected 1 or free")
-        if isinstance(height, int) and isinstance(width, int):
-            if wanted is not None and tuple(wanted) != (width, height):
-                raise self._mismatch(
-                    f"it takes only {width}x{height} images, not the requested "
-                    f"{wanted[0]}x{wanted[1]}"
-                )
-            return (width, height)
-        if wanted is not None:
-            w, h = wanted
-            if w % self.divisor or h % self.divisor:
-                raise ValueError(f"input_size must be multiples of {self.divisor}, got {wanted}")
-            return (w, h)
-        return None
+        return input_canvas(self.model, wanted, self.divisor, self._mismatch)
 
     @abstractmethod
     def _bind(self, outputs: list[OutputSpec]) -> None:

@@ -42,8 +42,8 @@ import numpy as np
 from PIL import Image
 
 from airside.errors import AirsideError
-from airside.vision.detectors.base import MODEL_MISMATCH, upstream_ops
-from airside.vision.detectors.geometry import cell_grid, nms
+from airside.vision.detectors.base import MODEL_MISMATCH, input_canvas, upstream_ops
+from airside.vision.detectors.geometry import cell_grid, nms, plan_canvas
 from airside.vision.onnx_runtime import Device, OnnxModel, open_model
 from airside.vision.people import PersonDetection, check_image
 
@@ -88,15 +88,7 @@ def plan_letterbox(
     ``divisor``. ``centre`` splits the padding as Ultralytics does (left = round(pad / 2 -
     0.1)), else it all goes right and below (YOLOX).
     """
-    if fixed is not None:
-        cw, ch = fixed
-        r = min(cw / width, ch / height)
-    else:
-        r = min(1.0, max_side / max(width, height))
-    rw = min(max(1, round(width * r)), fixed[0] if fixed else 1 << 30)
-    rh = min(max(1, round(height * r)), fixed[1] if fixed else 1 << 30)
-    if fixed is None:
-        cw, ch = math.ceil(rw / divisor) * divisor, math.ceil(rh / divisor) * divisor
+    (rw, rh), (cw, ch) = plan_canvas(width, height, fixed=fixed, max_side=max_side, divisor=divisor)
     left = round((cw - rw) / 2 - 0.1) if centre else 0
     top = round((ch - rh) / 2 - 0.1) if centre else 0
     return (rw, rh), Placement(cw, ch, rw / width, rh / height, max(0, left), max(0, top))
@@ -170,25 +162,7 @@ class OnnxPersonDetector(ABC):
         )
 
     def _input_size(self, wanted: tuple[int, int] | None) -> tuple[int, int] | None:
-        shape = self.model.input_shape
-        if len(shape) != 4:
-            raise self._mismatch(f"input has shape {shape}, expected (1, 3, H, W)")
-        batch, channels, height, width = shape
-        if isinstance(channels, int) and channels != 3:
-            raise self._mismatch(f"input has shape {shape}, expected NCHW with 3 channels")
-        if isinstance(batch, int) and batch != 1:
-            raise self._mismatch(f"input batch is fixed at {batch}, expected 1 or free")
-        if isinstance(height, int) and isinstance(width, int):
-            if wanted is not None and tuple(wanted) != (width, height):
-                raise self._mismatch(
-                    f"it takes only {width}x{height} images, not {wanted[0]}x{wanted[1]}"
-                )
-            return (width, height)
-        if wanted is not None:
-            if wanted[0] % 32 or wanted[1] % 32:
-                raise ValueError(f"input_size must be multiples of 32, got {wanted}")
-            return (int(wanted[0]), int(wanted[1]))
-        return None
+        return input_canvas(self.model, wanted, 32, self._mismatch)
 
     @abstractmethod
     def _bind(self, shape: tuple[Any, ...]) -> None:
