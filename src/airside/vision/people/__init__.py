@@ -25,6 +25,7 @@ import numpy as np
 
 from airside.errors import AirsideError
 from airside.vision.onnx_runtime import Device
+from airside.vision.protocols import check_image
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +108,6 @@ class PersonDetector(Protocol):
     name: str
 
     def detect(self, image: np.ndarray) -> list[PersonDetection]: ...
-
-
-def check_image(image: np.ndarray) -> np.ndarray:
-    """``image`` as an (H, W, 3) uint8 array, or ValueError."""
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(
-            f"expected an RGB uint8 image of shape (H, W, 3), got {arr.dtype} {arr.shape}"
-        )
-    return arr
 
 
 def person_model_families() -> tuple[str, ...]:
