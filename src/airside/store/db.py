@@ -9,22 +9,39 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# How long a unit of work waits for SQLite's write lock before giving up.
+BUSY_TIMEOUT_MS = 60_000
+BEGIN_OPTION = "airside_sqlite_begin"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling starts a transaction only at the first write and
+    # lets a SAVEPOINT commit on its own, so a batch was not all-or-nothing. Turn it off and
+    # let SQLAlchemy emit BEGIN itself (``_sqlite_begin``), as SQLAlchemy's pysqlite notes
+    # prescribe.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     # WAL keeps readers going during writes; FULL sync so a committed enrolment survives a crash.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Erasure must not leave deleted templates readable in free pages of the file.
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Every unit of work takes SQLite's write lock when it starts (BEGIN IMMEDIATE), so
+    that what it reads (the audit head, a gallery's revision, a subject) cannot change
+    before it writes: concurrent writers queue on the lock instead of colliding. Read-only
+    units (``Database.session(readonly=True)``) begin DEFERRED and never block writers."""
+    mode = conn.get_execution_options().get(BEGIN_OPTION, "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -48,23 +65,42 @@ class Database:
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
+        # hide_parameters: a database error's message never carries the row it was writing
+        # (audit results, digests, scores) into a log or onto a terminal.
+        self.engine = create_engine(url, future=True, hide_parameters=True)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         upgrade(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factory = sessionmaker(
+            self.engine.execution_options(**{BEGIN_OPTION: "DEFERRED"}), expire_on_commit=False
+        )
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._factory() as s, s.begin():
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        On SQLite a writing session holds the database's write lock from its first
+        statement to its commit; ``readonly`` sessions do not (and must not write)."""
+        factory = self._read_factory if readonly else self._factory
+        with factory() as s, s.begin():
             yield s
 
     def compact_wal(self) -> None:
         """Fold the write-ahead log into the database and truncate it, so that old page
         versions (which may hold erased data) do not linger in the -wal file."""
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self.dialect == "sqlite":
+            # Outside any transaction (a checkpoint cannot run inside one): the pooled
+            # DBAPI connection is in autocommit mode, SQLAlchemy begins transactions itself.
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cur.close()
+            finally:
+                raw.close()
 
     def dispose(self) -> None:
         self.engine.dispose()
