@@ -84,14 +84,18 @@ def rewrite_chain(s: Session, seq: int, **changes: Any) -> None:
 
 def test_checkpoint_signature_verifies(db: Database, signer: Signer) -> None:
     with db.session() as s:
-        cp = audit.checkpoint(s, signer)
         head = s.get(AuditHead, 1)
         assert head is not None
-        assert (cp.seq, cp.head_hash) == (5, head.hash)
+        head_hash = head.hash
+        cp = audit.checkpoint(s, signer)
+        assert (cp.seq, cp.head_hash) == (5, head_hash)
+        # the record appended right after it names it, so deleting it shows
+        named = s.get(AuditRecord, 6)
+        assert named is not None and named.action == audit.CHECKPOINTED_ACTION
     assert cp.key_fingerprint == signer.fingerprint
     assert verify_signature(cp.public_key, cp.signature, f"5:{cp.head_hash}".encode("ascii"))
     with db.session() as s:
-        rep = audit.verify(s, public_keys=[signer.fingerprint])
+        rep = audit.verify(s)
     assert rep.ok and rep.checkpoints == 1 and rep.signed_seq == 5
 
 
@@ -110,7 +114,8 @@ def test_forged_signature_is_detected(db: Database, signer: Signer) -> None:
         cp = audit.checkpoint(s, signer)
         forged = ("0" if cp.signature[0] != "0" else "1") + cp.signature[1:]
         s.execute(update(AuditCheckpoint).values(signature=forged))
-    assert problems(db) == [(5, "bad_signature")]
+    # a bad signature, and no longer the checkpoint record 6 names
+    assert problems(db) == [(5, "bad_signature"), (5, "checkpoint_deleted")]
 
 
 def test_untrusted_key_is_reported_when_fingerprints_are_given(
@@ -122,7 +127,8 @@ def test_untrusted_key_is_reported_when_fingerprints_are_given(
     with db.session() as s:
         audit.checkpoint(s, Signer.generate())  # e.g. a forger re-signing a rewritten log
     assert problems(db) == []
-    assert problems(db, public_keys=[signer.fingerprint]) == [(6, "untrusted_key")]
+    # (these bare-session records carry no signature of their own: a service's would)
+    assert problems(db, public_keys=[signer.fingerprint]) == [(1, "unsigned"), (7, "untrusted_key")]
 
 
 def test_checkpoint_refuses_to_sign_a_broken_chain(db: Database, signer: Signer) -> None:
@@ -140,9 +146,10 @@ def test_maybe_checkpoint_signs_every_n_records(db: Database, signer: Signer) ->
             audit.append(s, ALICE, "identify", decision="no_match", result={"j": i})
             cp = audit.maybe_checkpoint(s, signer, every=5)
             seqs.append(cp.seq if cp else None)
-    # records 6..17: the first call is 5 past the start, then every 5th record
-    assert [x for x in seqs if x is not None] == [6, 11, 16]
-    assert problems(db, public_keys=[signer.fingerprint]) == []
+    # records 6..: the first call is 5 past the start, then every 5th record after the one
+    # naming the checkpoint before
+    assert [x for x in seqs if x is not None] == [6, 12, 18]
+    assert problems(db) == []
 
 
 def test_export_writes_every_record_and_checkpoint_and_is_audited(
@@ -160,13 +167,14 @@ def test_export_writes_every_record_and_checkpoint_and_is_audited(
     records = [x for x in lines if x["type"] == "record"]
     checkpoints = [x for x in lines if x["type"] == "checkpoint"]
     assert lines == records + checkpoints  # records first, then checkpoints
-    # Records 1-2 registered ALICE; 3-5 are hers, 6 the checkpoint request, 7 the export.
-    assert n == len(records) == 7
-    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6, 7]
-    assert set(records[0]) >= {*audit._FIELDS, "hash"}
-    assert records[-1]["action"] == "audit.export"
-    assert json.loads(records[-1]["result"])["since_seq"] == 1
-    assert [c["seq"] for c in checkpoints] == [6, 7]  # the export signs its own record
+    # Records 1-2 registered ALICE; 3-5 are hers, 6 the checkpoint request, 7 names that
+    # checkpoint, 8 the export, 9 names the export's checkpoint.
+    assert n == len(records) == 9
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert set(records[0]) >= {*audit._FIELDS, "hash", "signature", "key_fingerprint"}
+    assert [r["action"] for r in records[-2:]] == ["audit.export", audit.CHECKPOINTED_ACTION]
+    assert json.loads(records[-2]["result"])["since_seq"] == 1
+    assert [c["seq"] for c in checkpoints] == [6, 8]  # the export signs its own record
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert audit_service.verify_chain(app, ALICE).ok
 
@@ -176,9 +184,10 @@ def test_export_since_leaves_out_earlier_records(app: Airside, tmp_path: Path) -
         with app.session() as s:
             audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})
     out = tmp_path / "tail.jsonl"
-    # Records 1-2 registered ALICE, 3-6 are hers: since 5 gives 5, 6 and the export.
-    assert audit_service.export_jsonl(app, ALICE, out, since_seq=5) == 3
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 4  # + the export's checkpoint
+    # Records 1-2 registered ALICE, 3-6 are hers: since 5 gives 5, 6, the export and the
+    # record naming the export's checkpoint.
+    assert audit_service.export_jsonl(app, ALICE, out, since_seq=5) == 4
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 5  # + the export's checkpoint
 
 
 def offline_verifier() -> Callable[..., list[str]]:
@@ -270,7 +279,8 @@ def test_cli_checkpoint_and_export_print_their_json_shapes(app: Airside, tmp_pat
     since = str(head + 1)
     ex = runner.invoke(cli, [*base, "audit", "export", str(out), "--since", since, "--json"])
     assert ex.exit_code == 0, ex.output
-    assert json.loads(ex.stdout) == {"records": 2, "checkpoints": 2, "path": str(out)}
+    # the checkpoint request, the record naming it, the export, the record naming its own
+    assert json.loads(ex.stdout) == {"records": 4, "checkpoints": 2, "path": str(out)}
 
     bad = runner.invoke(cli, [*base, "audit", "export", str(tmp_path / "no" / "x.jsonl"), "--json"])
     assert bad.exit_code == 1 and json.loads(bad.stdout)["error"] == "bad_request"

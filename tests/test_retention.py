@@ -111,27 +111,36 @@ def test_scheduler_purges_in_the_background(app: Airside, astronaut: np.ndarray)
 
 
 def age_records(app: Airside, through_seq: int, days: float) -> None:
-    """Back-date records 1..through_seq, re-hashing the chain and re-signing its
-    checkpoints, as if they had been written ``days`` ago (a test of time, not tampering)."""
+    """Back-date records 1..through_seq, re-hashing the chain and re-signing its records,
+    checkpoints and witnessed head, as if they had been written ``days`` ago (a test of
+    time, not tampering)."""
     from airside.governance.audit import checkpoint_message, record_hash
+    from airside.governance.witness import SignedHead
     from airside.store.models import AuditCheckpoint, AuditHead
 
     old = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="microseconds")
     with app.session() as s:
+        checkpoints = {cp.seq: cp for cp in s.scalars(select(AuditCheckpoint))}
         prev = "0" * 64
-        new_hash: dict[int, str] = {}
         for rec in s.scalars(select(AuditRecord).order_by(AuditRecord.seq)):
             if rec.seq <= through_seq:
                 rec.ts = old
+            if rec.action == "audit.checkpointed":  # names the re-signed checkpoint
+                said = json.loads(rec.result)
+                said["signature"] = checkpoints[said["checkpoint_seq"]].signature
+                rec.result = json.dumps(said, sort_keys=True, separators=(",", ":"))
             rec.prev_hash = prev
-            rec.hash = record_hash({k: getattr(rec, k) for k in audit_fields()})
-            new_hash[rec.seq] = prev = rec.hash
+            rec.hash = prev = record_hash({k: getattr(rec, k) for k in audit_fields()})
+            rec.signature = app.signer.sign(checkpoint_message(rec.seq, rec.hash))
+            last = SignedHead(rec.seq, rec.hash, rec.signature, app.signer.fingerprint, rec.ts)
+            if rec.seq in checkpoints:
+                cp = checkpoints[rec.seq]
+                cp.head_hash = rec.hash
+                cp.signature = app.signer.sign(checkpoint_message(cp.seq, cp.head_hash))
         head = s.get(AuditHead, 1)
         assert head is not None
         head.hash = prev
-        for cp in s.scalars(select(AuditCheckpoint)):
-            cp.head_hash = new_hash[cp.seq]
-            cp.signature = app.signer.sign(checkpoint_message(cp.seq, cp.head_hash))
+    app.witness.path.write_text(json.dumps(last.as_dict()))
 
 
 def audit_fields() -> tuple[str, ...]:

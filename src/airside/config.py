@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     review_timeout_s: float = Field(900.0, gt=0)
     # A signed (Ed25519) checkpoint of the audit chain every this many records.
     audit_checkpoint_every: int = Field(100, ge=1)
+    # Every audit record is signed, and the newest signed head is also kept in
+    # <data_dir>/keys/audit_witness.json; with this set it is sent to syslog as well, so a
+    # copy lives where this machine's owner cannot rewrite it: "udp://HOST:PORT",
+    # "tcp://HOST:PORT" or a socket path such as /dev/log (docs/audit.md).
+    audit_witness_syslog: str | None = None
     # Audit records are kept this long; the purge then cuts the log at a signed checkpoint.
     audit_retention_days: float = Field(365.0, gt=0)
     # Events (services/events.py) are kept this long; their face crops at most

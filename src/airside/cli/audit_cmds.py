@@ -37,6 +37,11 @@ def register(audit_app: typer.Typer) -> None:
             summary = export(state(ctx).airside, state(ctx).principal, dest, since_seq=since)
         except AirsideError as e:
             fail(e, as_json)
+        except OSError as e:  # a place that cannot be written: no file, nothing half-written
+            fail(
+                AirsideError(f"cannot write {dest}: {e.strerror or e}", code="cannot_write"),
+                as_json,
+            )
         if as_json:
             emit_json(summary.as_dict())
             return

@@ -5,17 +5,26 @@ altering, deleting, inserting or reordering any record breaks the chain at a fin
 place. Records are written in the caller's transaction, together with the effect they log.
 
 Hashes alone do not stop someone who can write the database from rewriting the chain and
-recomputing every hash after the change. *Checkpoints* do: each one is an Ed25519 signature,
-by the installation's key (``airside.governance.signing``), over the chain head at that
-moment. The signed bytes are exactly ``f"{seq}:{head_hash}".encode("ascii")`` (see
-``checkpoint_message``), e.g. ``b"42:9f86d0...0a08"`` with the 64 lower-case hex characters
-of the head hash. A rewrite of any record up to a checkpoint changes the hash of the
-checkpointed record, which ``verify`` reports as ``checkpoint_mismatch``; records after the
-newest checkpoint are protected by the hashes only, until the next checkpoint.
+recomputing every hash after the change. Signatures do: when the session carries the
+installation's Ed25519 key (``SIGNER`` in ``Session.info``, set by the service layer), every
+record is signed as it is appended, over the chain head it creates. The signed bytes are
+exactly ``f"{seq}:{hash}".encode("ascii")`` (``checkpoint_message``), e.g.
+``b"42:9f86d0...0a08"``. The key lives outside the database, so a writer with database
+access can neither forge a record, nor recompute a rewritten chain, nor append.
+
+What signatures alone cannot show is that records were cut off the end, or that the whole
+database was put back to an earlier copy: every remaining record still carries a valid
+signature. For that the newest signed head is also kept outside the database
+(``governance/witness.py``), and ``verify`` compares the log with it.
+
+*Checkpoints* are signed heads kept in their own table: the anchors where retention may
+cut the log (``prune``) and what an export's reader checks. Each one is named by the record
+appended right after it (``audit.checkpointed``), so a deleted checkpoint is found too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -25,13 +34,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from cryptography.exceptions import InvalidSignature
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from airside.errors import AirsideError
 from airside.governance import signing
-from airside.governance.principals import Principal
+from airside.governance.principals import SYSTEM, Principal
 from airside.governance.signing import Signer
+from airside.governance.witness import SignedHead
 from airside.store.models import AuditCheckpoint, AuditHead, AuditRecord
 
 log = logging.getLogger(__name__)
@@ -39,6 +50,14 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 # Set in ``Session.info`` by ``append`` so the unit of work can checkpoint before commit.
 APPENDED = "airside.audit.appended"
+# ``Session.info`` key of the Signer that signs each appended record (service sessions).
+SIGNER = "airside.audit.signer"
+# ``Session.info`` key where ``append`` leaves the newest signed head, for the witness.
+SIGNED_HEAD = "airside.audit.signed_head"
+# The record appended right after each checkpoint, naming it.
+CHECKPOINTED_ACTION = "audit.checkpointed"
+# PostgreSQL advisory lock key that serialises appenders (arbitrary, fixed: "AIRSIDEA").
+_PG_APPEND_LOCK = 0x4149_5253_4944_4541
 _FIELDS = (
     "seq", "ts", "actor", "role", "action", "purpose", "gallery",
     "input_digest", "result", "decision", "prev_hash",
@@ -69,11 +88,12 @@ def append(
     input_digest: str | list[str] | None = None,
     result: dict[str, Any] | None = None,
 ) -> AuditRecord:
-    """Append one record in ``session``'s transaction (it commits or rolls back with the effect)."""
-    head = session.get(AuditHead, 1, with_for_update=True)
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
+    """Append one record in ``session``'s transaction (it commits or rolls back with the effect).
+
+    Appenders are serialised: on SQLite the unit of work already holds the write lock
+    (``store/db.py`` begins IMMEDIATE); on PostgreSQL a transaction-scoped advisory lock is
+    taken before the head is read, so two transactions never build on the same head."""
+    head = _locked_head(session)
     digest = json.dumps(input_digest) if isinstance(input_digest, list) else input_digest
     fields: dict[str, Any] = {
         "seq": head.seq + 1,
@@ -89,6 +109,13 @@ def append(
         "prev_hash": head.hash,
     }
     rec = AuditRecord(**fields, hash=record_hash(fields))
+    signer: Signer | None = session.info.get(SIGNER)
+    if signer is not None:
+        rec.signature = signer.sign(checkpoint_message(rec.seq, rec.hash))
+        rec.key_fingerprint = signer.fingerprint
+        session.info[SIGNED_HEAD] = SignedHead(
+            rec.seq, rec.hash, rec.signature, signer.fingerprint, fields["ts"]
+        )
     session.add(rec)
     session.info[APPENDED] = True
     head.seq = rec.seq
@@ -97,15 +124,33 @@ def append(
     return rec
 
 
+def _locked_head(session: Session) -> AuditHead:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_APPEND_LOCK})
+    head = session.get(AuditHead, 1, with_for_update=True, populate_existing=True)
+    if head is None:
+        head = AuditHead(id=1, seq=0, hash=GENESIS)
+        session.add(head)
+    return head
+
+
 @dataclass
 class ChainReport:
     records: int
     ok: bool
     problems: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: int = 0
-    # The highest record covered by a checkpoint that verified (signature, key and hash):
-    # records up to here are protected by a signature, the rest by the hashes only.
+    # The highest record covered by a checkpoint that verified (signature, key and hash).
     signed_seq: int = 0
+    # Records whose own signature verified under a known (and, when keys were given,
+    # trusted) key, and the keys that signed them.
+    signed_records: int = 0
+    keys: list[str] = field(default_factory=list)
+    # The newest signed head kept outside the database, when one was given, and the
+    # record range of the retained log.
+    witness_seq: int | None = None
+    first_seq: int = 0
+    last_seq: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -114,20 +159,74 @@ class ChainReport:
             "problems": self.problems,
             "checkpoints": self.checkpoints,
             "signed_seq": self.signed_seq,
+            "signed_records": self.signed_records,
+            "keys": self.keys,
+            "witness_seq": self.witness_seq,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
         }
 
 
+class _Keys:
+    """Public keys by fingerprint, each parsed once. A key read from the database is only
+    used when its fingerprint is trusted (or nothing was pinned)."""
+
+    def __init__(self, trusted: set[str] | None) -> None:
+        self.trusted = trusted
+        self._pems: dict[str, str] = {}
+        self._loaded: dict[str, Any] = {}
+
+    def add(self, pem: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._pems.setdefault(signing.public_key_fingerprint(pem), pem)
+
+    def check(self, fp: str | None, signature: str, message: bytes) -> str | None:
+        """None when ``signature`` is a valid, trusted signature; else the problem kind."""
+        if fp is None:
+            return "unsigned"
+        if self.trusted is not None and fp not in self.trusted:
+            return "untrusted_key"
+        key = self._loaded.get(fp)
+        if key is None:
+            pem = self._pems.get(fp)
+            if pem is None:
+                return "unknown_key"
+            key = self._loaded[fp] = signing.load_public_key(pem)
+        try:
+            key.verify(bytes.fromhex(signature), message)
+        except (InvalidSignature, ValueError):
+            return "bad_signature"
+        return None
+
+
 def verify(
-    session: Session, batch: int = 5000, public_keys: Iterable[str] | None = None
+    session: Session,
+    batch: int = 5000,
+    public_keys: Iterable[str] | None = None,
+    witness: SignedHead | None = None,
 ) -> ChainReport:
-    """Walk the chain in sequence order and name every record where it breaks, then check
-    every checkpoint: its signature must be valid for its public key, the key must be one of
-    ``public_keys`` when given (fingerprints or PEM public keys), and the record at its
-    ``seq`` must still carry the signed head hash."""
+    """Walk the chain in sequence order and name every record where it breaks.
+
+    Each record must follow from the one before (sequence, link, hash). Records that carry
+    a signature must verify under their key; when ``public_keys`` (fingerprints or PEM
+    public keys) are given, every record must be signed by one of them. Every checkpoint
+    must verify and still match its record, and every checkpoint a record names must still
+    exist. ``witness``, the newest signed head kept outside the database, must verify and
+    still be in the log: a log that ends before it was cut off or rolled back."""
     checkpoints = list(
         session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq, AuditCheckpoint.id))
     )
+    given = list(public_keys) if public_keys is not None else None
+    trusted = None if given is None else {_normalise_key(k) for k in given}
+    keys = _Keys(trusted)
+    for k in given or ():
+        if "BEGIN PUBLIC KEY" in k:
+            keys.add(k)
+    for cp in checkpoints:
+        keys.add(cp.public_key)
     wanted = {cp.seq for cp in checkpoints}
+    if witness is not None:
+        wanted.add(witness.seq)
     hash_at: dict[int, str] = {}
     problems: list[dict[str, Any]] = []
     base = _base(session, checkpoints)
@@ -137,11 +236,16 @@ def verify(
         hash_at[base.seq] = base.hash
     prev_hash = base.hash
     expected_seq = base.seq + 1
-    count = 0
+    count = signed = 0
+    first_seq = 0
+    signers: set[str] = set()
+    unsigned: list[int] = []
+    named: list[tuple[int, int, str]] = []  # (record, checkpoint seq, signature)
     last_hash = base.hash
     stmt = select(AuditRecord).order_by(AuditRecord.seq).execution_options(yield_per=batch)
     for rec in session.scalars(stmt):
         count += 1
+        first_seq = first_seq or rec.seq
         if rec.seq in wanted:
             hash_at[rec.seq] = rec.hash
         fields = {k: getattr(rec, k) for k in _FIELDS}
@@ -171,20 +275,52 @@ def verify(
                     "detail": "content does not match its hash",
                 }
             )
+        if rec.signature is None:
+            if trusted is not None:
+                unsigned.append(rec.seq)
+        else:
+            bad = keys.check(
+                rec.key_fingerprint, rec.signature, checkpoint_message(rec.seq, rec.hash)
+            )
+            if bad is None:
+                signed += 1
+                signers.add(str(rec.key_fingerprint))
+            else:
+                problems.append(
+                    {
+                        "seq": rec.seq,
+                        "problem": bad,
+                        "detail": _SIGNATURE_PROBLEMS[bad].format(key=rec.key_fingerprint),
+                    }
+                )
+        if rec.action == CHECKPOINTED_ACTION:
+            said = _json_object(rec.result)
+            cp_seq, cp_sig = said.get("checkpoint_seq"), said.get("signature")
+            if isinstance(cp_seq, int) and isinstance(cp_sig, str):
+                named.append((rec.seq, cp_seq, cp_sig))
         prev_hash = rec.hash
         last_hash = rec.hash
         expected_seq = rec.seq + 1
+    last_seq = expected_seq - 1
+    if unsigned:
+        problems.append(
+            {
+                "seq": unsigned[0],
+                "problem": "unsigned",
+                "detail": f"{len(unsigned)} records carry no signature (first: {unsigned[0]})",
+                "records": len(unsigned),
+            }
+        )
     head = session.get(AuditHead, 1)
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS)
-    if head_seq != expected_seq - 1 or head_hash != last_hash:
+    if head_seq != last_seq or head_hash != last_hash:
         problems.append(
             {
                 "seq": head_seq,
-                "problem": "truncated" if head_seq > expected_seq - 1 else "head_mismatch",
-                "detail": f"chain head says record {head_seq}, log ends at {expected_seq - 1}",
+                "problem": "truncated" if head_seq > last_seq else "head_mismatch",
+                "detail": f"chain head says record {head_seq}, log ends at {last_seq}",
             }
         )
-    trusted = None if public_keys is None else {_normalise_key(k) for k in public_keys}
     signed_seq = 0
     for cp in checkpoints:
         if cp.seq < base.seq:
@@ -193,13 +329,127 @@ def verify(
         problems.extend(found)
         if not found:
             signed_seq = max(signed_seq, cp.seq)
+    present = {(cp.seq, cp.signature) for cp in checkpoints}
+    for rec_seq, cp_seq, cp_sig in named:
+        if cp_seq >= base.seq and (cp_seq, cp_sig) not in present:
+            problems.append(
+                {
+                    "seq": cp_seq,
+                    "problem": "checkpoint_deleted",
+                    "detail": f"record {rec_seq} names a checkpoint of record {cp_seq} "
+                    "that is no longer in the log (deleted or replaced)",
+                }
+            )
+    if witness is not None:
+        problems.extend(_witness_problems(witness, keys, hash_at, base, last_seq))
     return ChainReport(
         records=count,
         ok=not problems,
         problems=problems,
         checkpoints=len(checkpoints),
         signed_seq=signed_seq,
+        signed_records=signed,
+        keys=sorted(signers),
+        witness_seq=None if witness is None else witness.seq,
+        first_seq=first_seq,
+        last_seq=last_seq,
     )
+
+
+_SIGNATURE_PROBLEMS = {
+    "unsigned": "the record carries no signature",
+    "untrusted_key": "signed by key {key}, which is not trusted",
+    "unknown_key": "signed by key {key}, whose public key is not known here",
+    "bad_signature": "the signature does not verify (the record or its hash was rewritten)",
+}
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _witness_problems(
+    witness: SignedHead, keys: _Keys, hash_at: dict[int, str], base: _Base, last_seq: int
+) -> list[dict[str, Any]]:
+    """Is the newest head signed outside the database still in the log?"""
+    bad = keys.check(
+        witness.key_fingerprint, witness.signature, checkpoint_message(witness.seq, witness.hash)
+    )
+    if bad is not None:
+        return [
+            {
+                "seq": witness.seq,
+                "problem": "witness_invalid",
+                "detail": "the signed head kept outside the database does not verify: "
+                + _SIGNATURE_PROBLEMS[bad].format(key=witness.key_fingerprint),
+            }
+        ]
+    if witness.seq > last_seq:
+        return [
+            {
+                "seq": witness.seq,
+                "problem": "rolled_back",
+                "detail": f"record {witness.seq} was committed and signed ({witness.ts}), "
+                f"but the log ends at record {last_seq}: records were cut off the end or "
+                "the database was restored from an earlier copy",
+            }
+        ]
+    if witness.seq < base.seq:
+        return []  # pruned since; the anchor checkpoint vouches for it
+    if hash_at.get(witness.seq, GENESIS if witness.seq == 0 else None) != witness.hash:
+        return [
+            {
+                "seq": witness.seq,
+                "problem": "forked",
+                "detail": f"record {witness.seq} is not the one that was signed and kept "
+                "outside the database: the log was rewritten from there",
+            }
+        ]
+    return []
+
+
+ADOPT_ACTION = "audit.adopt"
+
+
+def adopt_unsigned(session: Session, signer: Signer, *, witnessed: bool) -> int:
+    """Sign the records of a log written before records were signed; returns how many.
+
+    Trust on first use, once: only when no record is signed yet, no signed head was ever
+    witnessed outside the database, and the chain verifies by its hashes. Afterwards an
+    unsigned record is always a problem (``verify`` names it), so an attacker who strips
+    signatures cannot have them put back by this."""
+    newest = session.scalar(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1))
+    if newest is None or newest.signature is not None:
+        return 0
+    if witnessed or session.scalar(
+        select(AuditRecord.seq).where(AuditRecord.signature.is_not(None)).limit(1)
+    ):
+        log.warning("unsigned audit records after signed ones: run `airside audit verify`")
+        return 0
+    report = verify(session)
+    if not report.ok:
+        log.warning("an unsigned audit log that does not verify was not adopted")
+        return 0
+    n = 0
+    for rec in session.scalars(
+        select(AuditRecord).order_by(AuditRecord.seq).execution_options(yield_per=5000)
+    ):
+        rec.signature = signer.sign(checkpoint_message(rec.seq, rec.hash))
+        rec.key_fingerprint = signer.fingerprint
+        n += 1
+    session.flush()
+    append(
+        session,
+        SYSTEM,
+        ADOPT_ACTION,
+        decision="signed",
+        result={"records": n, "through_seq": newest.seq, "key_fingerprint": signer.fingerprint},
+    )
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +476,10 @@ def checkpoint(session: Session, signer: Signer) -> AuditCheckpoint:
     last = _last_own_checkpoint(session, signer)
     if last is not None and last.seq == head.seq and last.head_hash == head.hash:
         return last
+    if last is not None and head.seq == last.seq + 1:
+        newest = session.get(AuditRecord, head.seq)
+        if newest is not None and newest.action == CHECKPOINTED_ACTION:
+            return last  # nothing but the record naming ``last`` came after it
     broken = _segment_problem(session, signer, last, head)
     if broken is not None:
         raise AirsideError(
@@ -242,6 +496,17 @@ def checkpoint(session: Session, signer: Signer) -> AuditCheckpoint:
     )
     session.add(cp)
     session.flush()
+    append(
+        session,
+        SYSTEM,
+        CHECKPOINTED_ACTION,
+        decision="signed",
+        result={
+            "checkpoint_seq": cp.seq,
+            "signature": cp.signature,
+            "key_fingerprint": cp.key_fingerprint,
+        },
+    )
     return cp
 
 
@@ -260,7 +525,8 @@ def maybe_checkpoint(session: Session, signer: Signer, every: int = 100) -> Audi
     if head is None:
         return None
     last = _last_own_checkpoint(session, signer)
-    if head.seq - (last.seq if last is not None else 0) < every:
+    # Records since the last checkpoint, not counting the one that names it.
+    if head.seq - (last.seq + 1 if last is not None else 0) < every:
         return None
     try:
         return checkpoint(session, signer)

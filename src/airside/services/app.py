@@ -20,7 +20,7 @@ from airside.biometrics.contract import EmbeddingContract
 from airside.biometrics.index import GalleryIndex
 from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
-from airside.governance import audit, registry_seal
+from airside.governance import audit, pseudonyms, registry_seal
 from airside.governance.principals import Principal
 from airside.governance.registry_seal import RegistrySeal
 from airside.governance.secret_files import write_secret
@@ -30,7 +30,9 @@ from airside.governance.template_protection import (
     StoredTemplate,
     TemplateProtector,
 )
+from airside.governance.witness import Witness, default_witness_path
 from airside.store.db import Database
+from airside.store.files import prepare_data_dir
 from airside.store.models import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
 
@@ -53,7 +55,7 @@ class Airside:
         analyzer_factory: Callable[[Settings], FaceAnalyzer] | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(self.settings.data_dir, self.settings.db_url)  # 0700; database 0600
         self.db = Database(self.settings.db_url)
         self._analyzer_factory = analyzer_factory
         self._analyzer: FaceAnalyzer | None = None
@@ -66,6 +68,8 @@ class Airside:
         self._seal: RegistrySeal | None = None
         # The transform each in-memory index was built in (probes must go through it too).
         self._index_transforms: dict[int, GalleryTransform] = {}
+        self._witness: Witness | None = None
+        self._adoption_checked = False
 
     @property
     def analyzer(self) -> FaceAnalyzer:
@@ -88,14 +92,43 @@ class Airside:
             return cal
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work. Before it commits, the audit chain gets a signed checkpoint when
-        the head has moved ``audit_checkpoint_every`` records past the last one."""
-        with self.db.session() as s:
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A unit of work: one transaction, committed when the block ends.
+
+        Every audit record it appends is signed with the installation's key. Before it
+        commits, the chain gets a signed checkpoint when the head has moved
+        ``audit_checkpoint_every`` records past the last one; after it commits, the newest
+        signed head goes to the witness outside the database."""
+        signer = self.signer
+        with self.db.session(readonly=readonly) as s:
             s.info[registry_seal.SESSION_KEY] = self.registry_seal
+            s.info[audit.SIGNER] = signer
+            if not readonly:
+                self._adopt_unsigned(s, signer)
             yield s
             if s.info.pop(audit.APPENDED, False):
-                audit.maybe_checkpoint(s, self.signer, self.settings.audit_checkpoint_every)
+                audit.maybe_checkpoint(s, signer, self.settings.audit_checkpoint_every)
+        head = s.info.pop(audit.SIGNED_HEAD, None)
+        if head is not None:
+            self.witness.record(head)
+
+    def _adopt_unsigned(self, session: Session, signer: Signer) -> None:
+        """Once per process: a log written before records were signed is signed now, if
+        it verifies and no signed head was ever witnessed (docs/audit.md)."""
+        if self._adoption_checked:
+            return
+        audit.adopt_unsigned(session, signer, witnessed=self.witness.exists())
+        self._adoption_checked = True
+
+    @property
+    def witness(self) -> Witness:
+        with self._lock:
+            if self._witness is None:
+                self._witness = Witness(
+                    default_witness_path(self.settings.data_dir),
+                    self.settings.audit_witness_syslog,
+                )
+            return self._witness
 
     @property
     def signer(self) -> Signer:
@@ -225,9 +258,17 @@ class Airside:
         gallery: str | None = None,
         input_digest: str | list[str] | None = None,
         extra: dict[str, Any] | None = None,
+        about: str | None = None,
     ) -> None:
-        """Refusals are logged in their own transaction, since the refused effect rolls back."""
+        """Refusals are logged in their own transaction, since the refused effect rolls back.
+        ``about``: the subject reference the request named; the record names that subject by
+        pseudonym (``subject``), or not at all when the reference is not a subject, and the
+        error's message is scrubbed of the reference."""
         with self.session() as s:
+            if about is not None:
+                ps = pseudonyms.of_reference(s, about)
+                error = pseudonyms.redact(error, about, ps)
+                extra = {**(extra or {}), **({"subject": ps} if ps is not None else {})}
             audit.append(
                 s,
                 principal,
@@ -240,4 +281,6 @@ class Airside:
             )
 
     def close(self) -> None:
+        if self._witness is not None:
+            self._witness.close()
         self.db.dispose()

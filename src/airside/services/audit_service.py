@@ -4,6 +4,11 @@ An export is JSON lines for a regulator: every record from ``since_seq`` on, the
 checkpoints that cover them. Each export first logs itself (action ``audit.export``) and
 signs a fresh checkpoint over the head, so the file ends in a signature covering its last
 record and can be verified offline from the file alone (see docs/audit.md).
+
+Records name subjects by pseudonym (``governance/pseudonyms.py``). A record line of the
+export also carries ``subjects``, pseudonym -> reference for the subjects it names who are
+still enrolled, computed at export time from the subjects table (outside the hashed fields,
+so verification is unaffected); an erased subject's pseudonym resolves to no one.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from airside.errors import AirsideError
-from airside.governance import audit
+from airside.governance import audit, pseudonyms
 from airside.governance.principals import Principal
 from airside.governance.signing import Signer, default_key_path
 from airside.services.app import Airside
@@ -29,7 +35,7 @@ from airside.store.models import AuditCheckpoint, AuditRecord
 
 log = logging.getLogger(__name__)
 
-RECORD_FIELDS = (*audit._FIELDS, "hash")
+RECORD_FIELDS = (*audit._FIELDS, "hash", "signature", "key_fingerprint")
 CHECKPOINT_FIELDS = ("id", "seq", "head_hash", "ts", "key_fingerprint", "signature", "public_key")
 
 
@@ -87,6 +93,7 @@ def export(app: Airside, principal: Principal, out: Path, since_seq: int = 1) ->
                         raise
                     log.warning("exporting an audit chain that does not verify: %s", e)
                     head_signed = False
+                names = pseudonyms.lookup(s)
                 records = s.scalars(
                     select(AuditRecord)
                     .where(AuditRecord.seq >= since_seq)
@@ -95,10 +102,11 @@ def export(app: Airside, principal: Principal, out: Path, since_seq: int = 1) ->
                 )
                 checkpoints = s.scalars(
                     select(AuditCheckpoint)
-                    .where(AuditCheckpoint.seq >= since_seq)
+                    # and the one just before, which the first record may name
+                    .where(AuditCheckpoint.seq >= since_seq - 1)
                     .order_by(AuditCheckpoint.seq, AuditCheckpoint.id)
                 )
-                tmp, n_rec, n_cp = _write_temp(out, records, checkpoints)
+                tmp, n_rec, n_cp = _write_temp(out, records, checkpoints, names)
             os.replace(tmp, out)
         except BaseException:
             if tmp is not None:
@@ -138,19 +146,47 @@ def make_checkpoint(app: Airside, principal: Principal) -> dict[str, Any]:
 def verify_chain(
     app: Airside, principal: Principal, trusted: Iterable[str] | None = None
 ) -> audit.ChainReport:
-    """Verify records and checkpoints. Without ``trusted`` fingerprints, the installation's
-    own key is trusted when it exists (a rotated key's fingerprints must then be passed)."""
+    """Verify records, checkpoints and the witness (the newest signed head kept outside
+    the database). Without ``trusted`` fingerprints, the installation's own key is trusted
+    when it exists (a rotated key's fingerprints must then be passed); then every record
+    must carry a valid signature by a trusted key."""
     authorize(app, principal, "audit.verify")
-    if trusted is None:
-        key_path = default_key_path(app.settings.data_dir)
-        if key_path.exists():
-            trusted = [Signer.load_or_create(key_path).fingerprint]
-    with app.session() as s:
-        return audit.verify(s, public_keys=trusted)
+    with app.session(readonly=True) as s:
+        return verify_in(app, s, trusted)
 
 
-def record_json(rec: AuditRecord) -> dict[str, Any]:
-    return {"type": "record", **{k: getattr(rec, k) for k in RECORD_FIELDS}}
+def verify_in(app: Airside, s: Session, trusted: Iterable[str] | None = None) -> audit.ChainReport:
+    """``audit.verify`` in the open session ``s`` against the installation's keys and witness
+    (see :func:`verify_chain`); for use-cases that report the chain's state themselves."""
+    keys = list(trusted) if trusted is not None else None
+    key_path = default_key_path(app.settings.data_dir)
+    if key_path.exists():
+        own = Signer.load_or_create(key_path)
+        if keys is None:
+            keys = [own.public_pem]
+        elif own.fingerprint in {k.strip().lower() for k in keys}:
+            keys.append(own.public_pem)  # so records are checked even with no checkpoint
+    unreadable: dict[str, Any] | None = None
+    try:
+        witness = app.witness.read()
+    except AirsideError as e:
+        witness = None
+        unreadable = {"seq": 0, "problem": "witness_invalid", "detail": str(e)}
+    report = audit.verify(s, public_keys=keys, witness=witness)
+    if unreadable is not None:
+        report.problems.append(unreadable)
+        report.ok = False
+    return report
+
+
+def record_json(rec: AuditRecord, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """One export line; with ``names`` (``pseudonyms.lookup``), ``subjects`` resolves the
+    pseudonyms of living subjects in the record (not part of what ``hash`` covers)."""
+    obj: dict[str, Any] = {"type": "record", **{k: getattr(rec, k) for k in RECORD_FIELDS}}
+    found = pseudonyms.found_in([rec.result], names) if names else {}
+    if found:
+        obj["subjects"] = found
+    return obj
 
 
 def checkpoint_json(cp: AuditCheckpoint) -> dict[str, Any]:
@@ -158,14 +194,17 @@ def checkpoint_json(cp: AuditCheckpoint) -> dict[str, Any]:
 
 
 def _write_temp(
-    out: Path, records: Iterable[AuditRecord], checkpoints: Iterable[AuditCheckpoint]
+    out: Path,
+    records: Iterable[AuditRecord],
+    checkpoints: Iterable[AuditCheckpoint],
+    names: dict[str, str] | None = None,
 ) -> tuple[Path, int, int]:
     """The export in a synced temporary file next to ``out`` (mode 0600: personal data)."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            n_rec = _lines(f, (record_json(r) for r in records))
+            n_rec = _lines(f, (record_json(r, names) for r in records))
             n_cp = _lines(f, (checkpoint_json(c) for c in checkpoints))
             f.flush()
             os.fsync(f.fileno())

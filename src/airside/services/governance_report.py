@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from airside.governance import access, audit
 from airside.governance.principals import Principal
+from airside.services import audit_service
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.store.models import AuditRecord, Event, Gallery, LegalBasis, Template
@@ -129,19 +130,21 @@ def build_report(app: Airside, principal: Principal, recent: int = 20) -> Govern
                 .limit(recent)
             ).all()
             return [
-                {"seq": r.seq, "ts": r.ts, "actor": r.actor, "gallery": r.gallery,
-                 "decision": r.decision, "result": json.loads(r.result)}
+                {"seq": r.seq, "ts": r.ts, "actor": r.actor, "action": r.action,
+                 "gallery": r.gallery, "decision": r.decision, "result": json.loads(r.result)}
                 for r in recs
             ]  # fmt: skip
 
         purges = [p for p in recent_of("purge") if p["decision"] == "purged"]
         for p in purges:
             p["result"].pop("template_ids", None)
-        erasures = recent_of("subject.erase") + recent_of("consent.withdraw")
+        erasures = sorted(
+            recent_of("subject.erase") + recent_of("consent.withdraw"), key=lambda e: -e["seq"]
+        )[:recent]
         activity = dict(
             s.execute(select(AuditRecord.action, func.count()).group_by(AuditRecord.action)).all()
         )
-        chain = audit.verify(s)
+        chain = audit_service.verify_in(app, s)
         audit.append(s, principal, "report.governance", decision="generated")
     return GovernanceReport(
         generated_at=now.isoformat(timespec="seconds"),
@@ -205,12 +208,14 @@ than their gallery's retention{% else %}not at all{% endif %}.</p>
 <td>{{ p.result.rule }}</td></tr>
 {% else %}<tr><td colspan="6">none</td></tr>{% endfor %}</table>
 <h2>Recent erasures and withdrawals</h2>
-<table><tr><th>record</th><th>time</th><th>by</th><th>subject</th><th>templates</th>
-<th>galleries</th><th>reason</th></tr>
+<p>The log names no one here: each row keeps the digest of the signed receipt given to the
+data subject (<code>airside receipt verify</code>), which only its holder can match.</p>
+<table><tr><th>record</th><th>time</th><th>by</th><th>action</th><th>templates</th>
+<th>events</th><th>galleries</th><th>receipt</th></tr>
 {% for e in r.recent_erasures %}<tr><td>{{ e.seq }}</td><td>{{ e.ts }}</td><td>{{ e.actor }}</td>
-<td>{{ e.result.subject }}</td><td>{{ e.result.templates }}</td>
-<td>{{ e.result.galleries|join(", ") }}</td><td>{{ e.result.reason }}</td></tr>
-{% else %}<tr><td colspan="7">none</td></tr>{% endfor %}</table>
+<td>{{ e.action }}</td><td>{{ e.result.templates }}</td><td>{{ e.result.events }}</td>
+<td>{{ e.result.galleries|join(", ") }}</td><td><code>{{ e.result.receipt }}</code></td></tr>
+{% else %}<tr><td colspan="8">none</td></tr>{% endfor %}</table>
 <h2>Activity (audit records by action)</h2>
 <table>{% for k, n in r.activity.items() %}<tr><td>{{ k }}</td><td>{{ n }}</td></tr>
 {% endfor %}</table>

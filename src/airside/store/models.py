@@ -151,6 +151,11 @@ class AuditRecord(Base):
     decision: Mapped[str] = mapped_column(String(80), nullable=False)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    # Ed25519 signature (hex) of ``f"{seq}:{hash}"`` by the key ``key_fingerprint``: the
+    # head this record created, signed as it was appended. NULL only in logs written
+    # before records were signed (adopted once, see ``audit.adopt_unsigned``).
+    signature: Mapped[str | None] = mapped_column(String(128))
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditHead(Base):
