@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,6 +60,40 @@ def analyzer(tmp_path_factory: pytest.TempPathFactory) -> FaceAnalyzer:
     from airside.vision.factory import default_analyzer
 
     return default_analyzer(Settings(data_dir=tmp_path_factory.mktemp("models")))
+
+
+class CliOnDir:
+    """The ``airside`` CLI in-process on one data directory, with the session's analyzer."""
+
+    def __init__(self, data_dir: Path, photo: Path) -> None:
+        from typer.testing import CliRunner
+
+        self.data_dir = data_dir
+        self.photo = photo
+        self._runner = CliRunner()
+
+    def __call__(self, *args: str) -> Any:
+        from airside.cli.main import app as cli
+
+        return self._runner.invoke(cli, ["--data-dir", str(self.data_dir), *args])
+
+    def enrol(self, gallery: str, subject: str) -> None:
+        """Create ``gallery`` (purpose: its name) if needed and enrol the astronaut photo."""
+        self("gallery", "create", gallery, "--purpose", gallery)
+        res = self("enrol", "--gallery", gallery, "--subject", subject, "--basis", "consent",
+                   str(self.photo))  # fmt: skip
+        assert res.exit_code == 0, res.output
+
+
+@pytest.fixture
+def cli_on_dir(
+    tmp_path: Path, analyzer: FaceAnalyzer, astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> CliOnDir:
+    """A CLI on ``tmp_path/"d"`` whose analyzer is the session's (no model loading)."""
+    monkeypatch.setattr("airside.vision.factory.default_analyzer", lambda _s: analyzer)
+    photo = tmp_path / "a.png"
+    photo.write_bytes(png_bytes(astronaut))
+    return CliOnDir(tmp_path / "d", photo)
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select
-from tests.conftest import jpeg_bytes, png_bytes, register
+from tests.conftest import CliOnDir, jpeg_bytes, png_bytes, register
 
 from airside.errors import ConsentError, NotFoundError
 from airside.governance.consent import BasisInput
@@ -33,13 +34,18 @@ def enrolled(app: Airside, astronaut: np.ndarray, hopper: np.ndarray) -> dict[st
     enrolment.enrol(app, DPO, "boarding", "PNR-1", [photo], BasisInput("consent"))
     enrolment.enrol(app, DPO, "seamless", "PNR-1", [photo], BasisInput("consent"))
     enrolment.enrol(app, DPO, "boarding", "PNR-2", [png_bytes(hopper)], BasisInput("consent"))
+    return template_traces(app, "PNR-1")
+
+
+def template_traces(app: Airside, reference: str) -> dict[str, object]:
+    """The subject's template bytes (decrypted and as stored) and source-image digests."""
     from airside.governance.template_protection import StoredTemplate
 
     with app.session() as s:
         rows = s.execute(
             select(*StoredTemplate.columns())
             .join(Subject, Subject.id == Template.subject_id)
-            .where(Subject.reference == "PNR-1")
+            .where(Subject.reference == reference)
         ).all()
     stored = [StoredTemplate(*r) for r in rows]
     assert all(t.key_id is not None for t in stored)  # encrypted at rest by default
@@ -139,26 +145,198 @@ def test_withdrawing_what_was_never_given_is_refused(
         erasure.withdraw_basis(app, DPO, "PNR-1", "watchlist")
 
 
-def test_cli_erase_prints_a_receipt(
-    tmp_path: Path, analyzer: object, astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cli_erase_prints_a_receipt(cli_on_dir: CliOnDir) -> None:
     import json
 
+    run = cli_on_dir
+    run.enrol("p", "S")
+    res = run("subject", "erase", "S", "--json")
+    assert res.exit_code == 0, res.output
+    receipt = json.loads(res.stdout)
+    assert receipt["subject"] == "S" and receipt["templates"] == 1 and receipt["receipt"]
+    again = run("subject", "erase", "S", "--json")
+    assert again.exit_code != 0
+
+
+# --------------------------------------------------------------------------------------------
+# erasure that erases: pseudonyms in the log, signed receipts (issue 12, item 4)
+
+# A reference no other bytes in the data directory could contain by chance.
+LONG_REF = "PNR-ERASEME-7f3c9a2e-QUEBEC-ZULU-4411-oscar"
+
+
+def test_after_erasure_the_reference_templates_and_digests_are_in_no_file(
+    app: Airside, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    from airside.services import events
+
+    galleries.create_gallery(app, DPO, "boarding", "boarding:KE123")
+    galleries.create_gallery(app, DPO, "seamless", "seamless-travel")
+    galleries.create_gallery(app, DPO, "wl", "watchlist:order-9")
+    photo = png_bytes(astronaut)
+    enrolment.enrol(app, DPO, "boarding", LONG_REF, [photo], BasisInput("consent"))
+    enrolment.enrol(
+        app, DPO, "wl", LONG_REF, [photo], BasisInput("public_task", reference="order 9")
+    )
+    enrolment.enrol(app, DPO, "boarding", "PNR-2", [png_bytes(hopper)], BasisInput("consent"))
+    traces = template_traces(app, LONG_REF)
+    probe = jpeg_bytes(astronaut, 70)
+    assert matching.identify(app, DPO, "boarding", probe).candidates[0].subject == LONG_REF
+    assert matching.verify_subject(app, DPO, "boarding", LONG_REF, probe).match
+    with pytest.raises(ConsentError):  # a refusal whose message names the subject
+        matching.verify_subject(app, DPO, "seamless", LONG_REF, probe)
+    hit = matching.identify(app, DPO, "wl", probe)
+    assert hit.review_case is not None  # a watchlist hit opens a review case
+    crop = jpeg_bytes(np.ascontiguousarray(astronaut[20:220, 140:330]), 90)
+    events.record_identity_event(
+        app, DPO, camera="gate-1", track=3, subject=LONG_REF, gallery="boarding",
+        score=0.9, first_seen=1.0, last_seen=2.0, crop_jpeg=crop,
+    )  # fmt: skip
+    app.db.compact_wal()
+    assert LONG_REF.encode() in b"".join(p.read_bytes() for p in data_files(app))
+
+    assert erasure.erase_subject(app, DPO, LONG_REF).events == 1
+
+    blobs = b"".join(p.read_bytes() for p in data_files(app))
+    assert LONG_REF.encode() not in blobs
+    assert not any(LONG_REF in str(p) for p in data_files(app))
+    for vec in [*traces["vectors"], *traces["ciphertexts"]]:  # type: ignore[misc]
+        assert vec[:64] not in blobs
+    for sha in traces["hashes"]:  # type: ignore[attr-defined]
+        assert sha.encode() not in blobs and bytes.fromhex(sha) not in blobs
+    assert crop[len(crop) // 2 : len(crop) // 2 + 96] not in blobs
+    after = matching.identify(app, DPO, "boarding", probe)
+    assert not after.match and all(c.subject != LONG_REF for c in after.candidates)
+    from airside.services.review import get_case
+
+    assert get_case(app, DPO, hit.review_case).subject.startswith("ps_")
+
+
+def test_the_chain_verifies_after_erasure_whose_record_keeps_only_digest_and_counts(
+    app: Airside, enrolled: dict[str, object], astronaut: np.ndarray
+) -> None:
+    matching.identify(app, DPO, "boarding", jpeg_bytes(astronaut, 70))
+    with app.session() as s:
+        before = [(r.seq, r.hash) for r in s.scalars(select(AuditRecord).order_by(AuditRecord.seq))]
+    receipt = erasure.erase_subject(app, DPO, "PNR-1")
+    with app.session() as s:
+        recs = list(s.scalars(select(AuditRecord).order_by(AuditRecord.seq)))
+        erase = s.get(AuditRecord, receipt.audit_seq)
+        assert erase is not None
+        logged = json.loads(erase.result)
+    assert [(r.seq, r.hash) for r in recs][: len(before)] == before  # nothing rewritten
+    assert audit_verify(app, DPO).ok
+    assert logged == {
+        "receipt": receipt.receipt,
+        "templates": 2,
+        "galleries": ["boarding", "seamless"],
+        "legal_bases": 2,
+        "events": 0,
+        "review_cases": 0,
+    }
+
+
+def _verify_cli(path: Path, tmp_path: Path, *args: str) -> tuple[int, dict[str, object]]:
+    """``airside receipt verify`` with no data directory (it must not create one)."""
     from typer.testing import CliRunner
 
     from airside.cli.main import app as cli
 
-    monkeypatch.setattr("airside.vision.factory.default_analyzer", lambda _s: analyzer)
-    photo = tmp_path / "a.png"
-    photo.write_bytes(png_bytes(astronaut))
-    base = ["--data-dir", str(tmp_path / "d")]
-    run = CliRunner().invoke
-    assert run(cli, [*base, "gallery", "create", "g", "--purpose", "p"]).exit_code == 0
-    enrol = [*base, "enrol", "--gallery", "g", "--subject", "S", "--basis", "consent"]
-    assert run(cli, [*enrol, str(photo)]).exit_code == 0
-    res = run(cli, [*base, "subject", "erase", "S", "--json"])
+    nowhere = tmp_path / "no-data-dir"
+    res = CliRunner().invoke(
+        cli,
+        ["receipt", "verify", str(path), *args, "--json"],
+        env={"AIRSIDE_DATA_DIR": str(nowhere)},
+    )
+    assert not nowhere.exists()
+    return res.exit_code, json.loads(res.stdout)
+
+
+def test_a_receipt_verifies_offline_and_a_changed_one_does_not(
+    app: Airside, enrolled: dict[str, object], tmp_path: Path
+) -> None:
+    from airside.governance import receipts
+    from airside.governance.signing import Signer
+
+    receipt = erasure.erase_subject(app, DPO, "PNR-1")
+    doc = receipt.as_dict()
+    installation = app.signer.fingerprint
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps(doc, indent=2))
+    code, shown = _verify_cli(path, tmp_path, "--key", installation)
+    assert code == 0 and shown["ok"] is True and shown["subject"] == "PNR-1"
+    assert shown["key_fingerprint"] == installation and shown["audit_seq"] == receipt.audit_seq
+
+    other = Signer.generate()
+    content = {
+        k: v for k, v in doc.items() if k not in ("key_fingerprint", "public_key", "signature")
+    }
+    tampered: list[tuple[dict[str, object], tuple[str, ...], str]] = [
+        ({**doc, "templates": 0}, (), "bad_signature"),
+        ({**doc, "subject": "PNR-2"}, (), "bad_signature"),
+        (
+            {**doc, "public_key": other.public_pem, "key_fingerprint": other.fingerprint},
+            (),
+            "bad_signature",
+        ),
+        ({**doc, "public_key": other.public_pem}, (), "key_mismatch"),
+        (receipts.sign(content, other), ("--key", installation), "untrusted_key"),
+        (doc, ("--key", other.fingerprint), "untrusted_key"),
+    ]
+    for bad, args, why in tampered:
+        path.write_text(json.dumps(bad))
+        code, shown = _verify_cli(path, tmp_path, *args)
+        assert (code, shown["error"]) == (3, why), (bad, args)
+
+
+def test_cli_erase_and_withdraw_write_receipts_that_verify(
+    tmp_path: Path, cli_on_dir: CliOnDir
+) -> None:
+    run = cli_on_dir
+    for purpose in ("p", "q"):
+        run.enrol(purpose, "S")
+    key = json.loads(run("audit", "checkpoint", "--json").stdout)["key_fingerprint"]
+    withdrawn = tmp_path / "withdrawn.json"
+    res = run("consent", "withdraw", "S", "--purpose", "p", "--receipt-out", str(withdrawn))
     assert res.exit_code == 0, res.output
-    receipt = json.loads(res.stdout)
-    assert receipt["subject"] == "S" and receipt["templates"] == 1 and receipt["receipt"]
-    again = run(cli, [*base, "subject", "erase", "S", "--json"])
-    assert again.exit_code != 0
+    assert withdrawn.stat().st_mode & 0o777 == 0o600
+    erased = tmp_path / "erased.json"
+    res = run("subject", "erase", "S", "--json", "--receipt-out", str(erased))
+    assert res.exit_code == 0, res.output
+    printed = tmp_path / "printed.json"
+    printed.write_text(res.stdout)
+    for path in (withdrawn, erased, printed):
+        code, shown = _verify_cli(path, tmp_path, "--key", key)
+        assert code == 0 and shown["subject"] == "S", (path, shown)
+    assert json.loads(withdrawn.read_text())["kind"] == "consent.withdraw"
+
+
+def test_the_audit_export_resolves_pseudonyms_of_living_subjects_only(
+    app: Airside, enrolled: dict[str, object], astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    from airside.services.audit_service import export
+
+    matching.identify(app, DPO, "boarding", jpeg_bytes(astronaut, 70))
+
+    def identify_line(out: Path) -> dict[str, object]:
+        export(app, DPO, out)
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        return next(x for x in lines if x.get("action") == "identify")
+
+    line = identify_line(tmp_path / "before.jsonl")
+    assert "PNR-1" not in line["result"]  # type: ignore[operator]
+    ps = json.loads(line["result"])["candidates"][0][0]  # type: ignore[arg-type]
+    assert ps.startswith("ps_") and line["subjects"][ps] == "PNR-1"  # type: ignore[index]
+    erasure.erase_subject(app, DPO, "PNR-1")
+    after = identify_line(tmp_path / "after.jsonl")
+    assert after["result"] == line["result"]  # the record itself is unchanged
+    assert ps not in after["subjects"] and "PNR-2" in after["subjects"].values()  # type: ignore[attr-defined,operator]
+
+
+def test_a_refusal_about_an_unknown_reference_records_no_reference(app: Airside) -> None:
+    with pytest.raises(NotFoundError):
+        erasure.erase_subject(app, DPO, LONG_REF)
+    with app.session() as s:
+        rec = s.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1)).one()
+    assert rec.action == "subject.erase" and rec.decision == "refused:not_found"
+    assert LONG_REF not in rec.result and "subject" not in json.loads(rec.result)

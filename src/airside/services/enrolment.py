@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from airside.biometrics.contract import EmbeddingContract, Template, require_same
 from airside.errors import AirsideError, ConflictError
-from airside.governance import audit, consent
+from airside.governance import audit, consent, pseudonyms
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.governance.template_protection import TemplateProtector
@@ -93,10 +93,10 @@ def _subject(session: Session, reference: str) -> Subject:
 
 
 def _validate_reference(reference: str) -> str:
-    ref = reference.strip()
-    if not ref or len(ref) > 200:
-        raise ValueError("a subject reference must be 1-200 characters")
-    return ref
+    # The rule (printable, no separators, bounded) lives in governance/identifiers.py.
+    from airside.governance.identifiers import validate_reference
+
+    return validate_reference(reference)
 
 
 def write_subject(
@@ -179,7 +179,8 @@ def write_subject(
         gallery=gallery.name,
         input_digest=[audit.subject_digest(subj.audit_salt, c.sha256) for c in captures],
         result={
-            "subject": subj.reference,
+            # By pseudonym: erasing the subject unlinks this record (governance/pseudonyms.py).
+            "subject": pseudonyms.pseudonym(subj.audit_salt),
             "added": [tid for tid, _ in added],
             "existing": existing,
             "basis": legal.kind,
@@ -247,12 +248,7 @@ def enrol(
             )
     except AirsideError as e:
         app.audit_refusal(
-            principal,
-            "enrol",
-            e,
-            purpose=gallery.purpose,
-            gallery=gallery.name,
-            extra={"subject": subject_ref},
+            principal, "enrol", e, purpose=gallery.purpose, gallery=gallery.name, about=subject_ref
         )
         raise
     _index_added(app, gallery, added)
@@ -275,7 +271,7 @@ def enrol_batch(
     require_same(contract, gallery.contract_fingerprint)
     refused: list[tuple[int, str, Refusal]] = []
     good: list[tuple[int, EnrolRow, Capture]] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, int]] = {}
     valid: list[tuple[int, str, EnrolRow]] = []
     for n, row in enumerate(rows, start=1):
         try:
@@ -301,12 +297,13 @@ def enrol_batch(
             refused.append((n, ref, res))
             continue
         other = seen.get(res.sha256)
-        if other is not None and other != ref:
-            refused.append(
-                (n, ref, Refusal(res.source, "conflict", f"{res.source}: same image as {other}"))
-            )
+        if other is not None and other[0] != ref:
+            # Named by row, not by the other subject's reference: the audit keeps this
+            # message, and it must not name a person who is not the row's subject.
+            message = f"{res.source}: same image as row {other[1]} (another subject)"
+            refused.append((n, ref, Refusal(res.source, "conflict", message)))
             continue
-        seen[res.sha256] = ref
+        seen.setdefault(res.sha256, (ref, n))
         good.append((n, EnrolRow(ref, row.image, row.basis), res))
 
     if refused and not skip_refused:
@@ -346,20 +343,27 @@ def enrol_batch(
             refused,
         )
     except AirsideError as e:
+        redacted = e
+        with app.session(readonly=True) as s:
+            for ref in by_subject:  # the message may name the subject it stopped at
+                redacted = pseudonyms.redact(redacted, ref, pseudonyms.of_reference(s, ref))
         app.audit_refusal(
-            principal, "enrol.batch", e, purpose=gallery.purpose, gallery=gallery.name
+            principal, "enrol.batch", redacted, purpose=gallery.purpose, gallery=gallery.name
         )
         raise
     _index_added(app, gallery, all_added)
     refused.sort(key=lambda t: t[0])
     for n, subject_ref, r in refused:
+        # The image's file name can name the person too: the record says "row N" instead.
+        message = r.message.replace(str(r.source), f"row {n}")
         app.audit_refusal(
             principal,
             "enrol",
-            EnrolmentRefused(r.message, [r]),
+            EnrolmentRefused(message, [r]),
             purpose=gallery.purpose,
             gallery=gallery.name,
-            extra={"subject": subject_ref, "row": n, "code": r.code},
+            extra={"row": n, "code": r.code},
+            about=subject_ref,
         )
     return BatchResult(enrolled=enrolled, refused=refused)
 

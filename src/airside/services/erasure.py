@@ -2,33 +2,55 @@
 
 Erasure deletes a subject's templates (vectors and source-image digests), events (and the
 face crops they keep), legal-basis records and the subject row in one transaction, with
-its audit record, and drops the vectors from every in-memory index. What the append-only
-audit log keeps about the subject's photos was keyed with the subject's own salt, erased
-with them, so it no longer links to any image. SQLite runs with ``secure_delete`` and the
-write-ahead log is truncated afterwards, so the deleted bytes are not left in the files
-either.
+its audit record, and drops the vectors from every in-memory index. SQLite runs with
+``secure_delete`` and the write-ahead log is truncated afterwards, so the deleted bytes are
+not left in the files either.
+
+The append-only audit log cannot forget, so it never named the subject: its records carry
+the subject's pseudonym and their photos' digests, both keyed with the subject's own salt
+(``governance/pseudonyms.py``), which is deleted with the subject row. Afterwards nothing
+links those records to the person (crypto-shredding). Review cases, which outlive the
+subject (the oversight trail), are switched from the reference to the pseudonym in the
+same transaction.
+
+The receipt (``governance/receipts.py``) names the subject, is signed by the installation
+and verifies offline; the erasure's own audit record keeps only the receipt's digest and
+counts, never the reference or the pseudonym (which would link the subject's history to a
+receipt they hold).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from airside.errors import AirsideError, ConsentError, NotFoundError
-from airside.governance import audit
+from airside.governance import audit, pseudonyms, receipts
 from airside.governance.principals import Principal
+from airside.governance.signing import Signer
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import Event, Gallery, LegalBasis, Subject, Template
+from airside.store.models import (
+    Event,
+    Gallery,
+    LegalBasis,
+    ReviewCase,
+    ReviewVote,
+    Subject,
+    Template,
+)
 
 
 @dataclass
 class ErasureReceipt:
+    """What was erased, for the data subject and the controller (``as_dict`` is the signed
+    receipt; ``receipt`` the digest the audit log keeps)."""
+
     subject: str
     erased_at: str
     templates: int
@@ -37,27 +59,67 @@ class ErasureReceipt:
     audit_seq: int
     receipt: str = ""
     reason: str = "erasure request"
-    details: dict[str, object] = field(default_factory=dict)
     # Events about the subject (identity matches, watchlist hits), with their face crops.
     events: int = 0
+    kind: str = "subject.erase"
+    purpose: str | None = None
+    # Review cases of the subject's watchlist hits, kept under their pseudonym.
+    review_cases: int = 0
+    # Random: without it, the digest in the audit log could be recomputed from a guess of
+    # who was erased and when.
+    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
+    key_fingerprint: str = ""
+    public_key: str = ""
+    signature: str = ""
 
-    def seal(self) -> None:
-        body = {k: v for k, v in self.as_dict().items() if k != "receipt"}
-        self.receipt = hashlib.sha256(
-            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
-
-    def as_dict(self) -> dict[str, object]:
+    def content(self) -> dict[str, Any]:
         return {
+            "version": receipts.VERSION,
+            "kind": self.kind,
             "subject": self.subject,
             "erased_at": self.erased_at,
             "reason": self.reason,
+            "purpose": self.purpose,
             "templates": self.templates,
-            "galleries": self.galleries,
+            "galleries": list(self.galleries),
             "legal_bases": self.legal_bases,
             "events": self.events,
-            "audit_seq": self.audit_seq,
+            "review_cases": self.review_cases,
+            "nonce": self.nonce,
+        }
+
+    def seal(self) -> None:
+        """Set ``receipt``, the digest of the content (what the audit log keeps)."""
+        self.receipt = receipts.digest(self.content())
+
+    def sign(self, signer: Signer) -> None:
+        doc = receipts.sign(
+            {**self.content(), "receipt": self.receipt, "audit_seq": self.audit_seq}, signer
+        )
+        self.key_fingerprint = doc["key_fingerprint"]
+        self.public_key = doc["public_key"]
+        self.signature = doc["signature"]
+
+    def audit_result(self) -> dict[str, Any]:
+        """The erasure's audit record: the receipt's digest and counts, no one's name."""
+        return {
             "receipt": self.receipt,
+            "templates": self.templates,
+            "galleries": list(self.galleries),
+            "legal_bases": self.legal_bases,
+            "events": self.events,
+            "review_cases": self.review_cases,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """The signed receipt (``airside receipt verify`` checks exactly this object)."""
+        return {
+            **self.content(),
+            "receipt": self.receipt,
+            "audit_seq": self.audit_seq,
+            "key_fingerprint": self.key_fingerprint,
+            "public_key": self.public_key,
+            "signature": self.signature,
         }
 
 
@@ -91,6 +153,20 @@ def _delete_events(session: Session, subject_id: int, purpose: str | None = None
     return len(ids)
 
 
+def _pseudonymise_cases(session: Session, reference: str, pseudonym: str) -> int:
+    """Name the subject's review cases (and the reviewers' notes) by pseudonym: the cases
+    are the oversight trail and outlive the subject, their reference must not."""
+    ids = list(session.scalars(select(ReviewCase.id).where(ReviewCase.subject == reference)))
+    if not ids:
+        return 0
+    session.execute(update(ReviewCase).where(ReviewCase.id.in_(ids)).values(subject=pseudonym))
+    for v in session.scalars(
+        select(ReviewVote).where(ReviewVote.case_id.in_(ids), ReviewVote.note.is_not(None))
+    ):
+        v.note = pseudonyms.scrub(v.note or "", reference, pseudonym)
+    return len(ids)
+
+
 def _sync_indexes(app: Airside, gallery_names: list[str]) -> None:
     from airside.services.gallery_view import get_gallery
 
@@ -100,14 +176,38 @@ def _sync_indexes(app: Airside, gallery_names: list[str]) -> None:
     app.db.compact_wal()
 
 
+def _log_and_sign(
+    session: Session,
+    principal: Principal,
+    signer: Signer,
+    receipt: ErasureReceipt,
+    action: str,
+    decision: str,
+) -> None:
+    """Seal the receipt, log its digest and counts, name that record and sign."""
+    receipt.seal()
+    rec = audit.append(
+        session,
+        principal,
+        action,
+        decision=decision,
+        purpose=receipt.purpose,
+        result=receipt.audit_result(),
+    )
+    receipt.audit_seq = rec.seq
+    receipt.sign(signer)
+
+
 def erase_subject(
     app: Airside, principal: Principal, reference: str, reason: str = "erasure request"
 ) -> ErasureReceipt:
-    """Remove every trace of a subject's biometrics; returns a sealed receipt."""
+    """Remove every trace of a subject's biometrics; returns a signed receipt."""
     authorize(app, principal, "subject.erase")
     try:
+        signer = app.signer  # a key that cannot be used refuses before anything is erased
         with app.session() as s:
             subj = _subject(s, reference)
+            ps = pseudonyms.pseudonym(subj.audit_salt)
             rows = [
                 (t, g, n)
                 for t, g, n in s.execute(
@@ -118,6 +218,7 @@ def erase_subject(
             ]
             galleries = _delete_templates(s, rows)
             n_events = _delete_events(s, subj.id)
+            n_cases = _pseudonymise_cases(s, reference, ps)
             n_bases = len(
                 s.scalars(select(LegalBasis.id).where(LegalBasis.subject_id == subj.id)).all()
             )
@@ -132,18 +233,11 @@ def erase_subject(
                 audit_seq=0,
                 reason=reason,
                 events=n_events,
+                review_cases=n_cases,
             )
-            rec = audit.append(
-                s,
-                principal,
-                "subject.erase",
-                decision="erased",
-                result={k: v for k, v in receipt.as_dict().items() if k != "audit_seq"},
-            )
-            receipt.audit_seq = rec.seq
-            receipt.seal()
+            _log_and_sign(s, principal, signer, receipt, "subject.erase", "erased")
     except AirsideError as e:
-        app.audit_refusal(principal, "subject.erase", e, extra={"subject": reference})
+        app.audit_refusal(principal, "subject.erase", e, about=reference)
         raise
     _sync_indexes(app, galleries)
     return receipt
@@ -154,11 +248,12 @@ def withdraw_basis(
 ) -> ErasureReceipt:
     """Withdraw the subject's basis for ``purpose`` and, in the same transaction, erase their
     templates and events from every gallery of that purpose that no other basis still
-    covers."""
+    covers. Returns a signed receipt, like erasure."""
     from airside.governance.consent import covering_basis
 
     authorize(app, principal, "consent.withdraw", purpose=purpose)
     try:
+        signer = app.signer
         with app.session() as s:
             subj = _subject(s, reference)
             now = datetime.now(UTC)
@@ -199,21 +294,12 @@ def withdraw_basis(
                 audit_seq=0,
                 reason=f"withdrawal of basis for {purpose}",
                 events=n_events,
-            )
-            rec = audit.append(
-                s,
-                principal,
-                "consent.withdraw",
-                decision="withdrawn",
+                kind="consent.withdraw",
                 purpose=purpose,
-                result={k: v for k, v in receipt.as_dict().items() if k != "audit_seq"},
             )
-            receipt.audit_seq = rec.seq
-            receipt.seal()
+            _log_and_sign(s, principal, signer, receipt, "consent.withdraw", "withdrawn")
     except AirsideError as e:
-        app.audit_refusal(
-            principal, "consent.withdraw", e, purpose=purpose, extra={"subject": reference}
-        )
+        app.audit_refusal(principal, "consent.withdraw", e, purpose=purpose, about=reference)
         raise
     _sync_indexes(app, galleries)
     return receipt

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from airside.config import Settings
 from airside.errors import AirsideError, ConflictError, NotFoundError
-from airside.governance import access, audit
+from airside.governance import access, audit, pseudonyms
 from airside.governance.access import GalleryRef
 from airside.governance.principals import Principal
 from airside.governance.template_protection import event_crop_aad
@@ -247,9 +247,12 @@ def record_identity_event(
     kind = WATCHLIST_HIT if review_case is not None else IDENTITY
     try:
         with app.session() as s:
-            subj_id = s.scalar(select(Subject.id).where(Subject.reference == subject))
-            if subj_id is None:
+            subj_row = s.execute(
+                select(Subject.id, Subject.audit_salt).where(Subject.reference == subject)
+            ).first()
+            if subj_row is None:
                 raise NotFoundError(f"no subject {subject!r}")
+            subj_id, salt = subj_row
             enrolled = s.scalar(
                 select(Template.id)
                 .where(Template.subject_id == subj_id, Template.gallery_id == view.id)
@@ -302,7 +305,7 @@ def record_identity_event(
                 result={
                     "event": ev.id,
                     "type": kind,
-                    "subject": subject,
+                    "subject": pseudonyms.pseudonym(salt),  # governance/pseudonyms.py
                     "track": track,
                     "camera": camera,
                     "score": round(float(score), 6),
@@ -318,7 +321,8 @@ def record_identity_event(
             e,
             purpose=view.purpose,
             gallery=view.name,
-            extra={"camera": camera, "track": track, "subject": subject},
+            extra={"camera": camera, "track": track},
+            about=subject,
         )
         raise
 
@@ -509,7 +513,7 @@ def retract_identity_event(
             gallery=ev.gallery,
             result={
                 "event": ev.id,
-                "subject": ev.subject_ref,
+                "subject": pseudonyms.of_subject_id(s, ev.subject_id),
                 "track": ev.track,
                 "camera": ev.camera,
                 "reason": why,
@@ -599,7 +603,8 @@ def list_events(
             result={
                 "n": len(out),
                 "camera": camera,
-                "subject": subject,
+                # A filter on a subject: their pseudonym (None when it names no subject).
+                "subject": None if subject is None else pseudonyms.of_reference(s, subject),
                 "type": type_,
                 "since": _iso(_utc(since)) if since is not None else None,
             },
@@ -632,7 +637,11 @@ def event_crop(app: Airside, principal: Principal, event_id: int) -> bytes | Non
             decision="shown" if crop is not None else "no_crop",
             purpose=ev.purpose,
             gallery=ev.gallery,
-            result={"event": ev.id, "subject": ev.subject_ref, "camera": ev.camera},
+            result={
+                "event": ev.id,
+                "subject": pseudonyms.of_subject_id(s, ev.subject_id),
+                "camera": ev.camera,
+            },
         )
     return crop
 

@@ -17,7 +17,8 @@ from airside.biometrics.fair_calibration import (
 )
 from airside.biometrics.index import GalleryIndex, Hit
 from airside.errors import AirsideError, NotFoundError
-from airside.governance import audit, consent
+from airside.governance import audit, consent, pseudonyms
+from airside.governance.identifiers import validate_reference
 from airside.governance.principals import Principal
 from airside.governance.template_protection import GalleryTransform, StoredTemplate
 from airside.services.app import Airside
@@ -177,6 +178,7 @@ def verify_subject(
     """Compare a photo with one enrolled subject (best of their templates in the gallery).
 
     ``purpose``, when the caller declares one, must be the gallery's."""
+    subject_ref = validate_reference(subject_ref)
     gallery = authorize_gallery(app, principal, "verify.subject", gallery_name, purpose)
     fmr_target = gallery.fmr_target if fmr is None else fmr
     try:
@@ -187,6 +189,8 @@ def verify_subject(
             subj = s.scalar(select(Subject).where(Subject.reference == subject_ref))
             if subj is None:
                 raise NotFoundError(f"no subject {subject_ref!r}")
+            # The log names the subject by pseudonym (governance/pseudonyms.py).
+            subject_ps = pseudonyms.pseudonym(subj.audit_salt)
             consent.require_basis(s, subj, gallery.purpose)
             rows = [
                 StoredTemplate(*r)
@@ -206,8 +210,9 @@ def verify_subject(
         cap = _capture(app, probe, "single")
     except AirsideError as e:
         app.audit_refusal(
-            principal, "verify.subject", e, purpose=gallery.purpose, gallery=gallery.name
-        )
+            principal, "verify.subject", e,
+            purpose=gallery.purpose, gallery=gallery.name, about=subject_ref,
+        )  # fmt: skip
         raise
     q = embed_captures(app.analyzer, [cap])[0]
     if fair is None:
@@ -231,7 +236,7 @@ def verify_subject(
             gallery=gallery.name,
             input_digest=app.probe_digest(cap.sha256),
             result={
-                "subject": subject_ref,
+                "subject": subject_ps,
                 "score": round(score, 6),
                 **({} if fair is None else {"calibration": fair.name}),
             },
@@ -402,18 +407,21 @@ def _search(
     with app.session() as s:
         # Every template is one comparison a non-enrolled person could falsely match.
         comparisons = len(ix)
-        subject_of = dict(
-            s.execute(
-                select(TemplateRow.id, Subject.reference)
+        subject_of: dict[int, tuple[str, str]] = {
+            tid: (ref, salt)
+            for tid, ref, salt in s.execute(
+                select(TemplateRow.id, Subject.reference, Subject.audit_salt)
                 .join(Subject, Subject.id == TemplateRow.subject_id)
                 .where(TemplateRow.id.in_([h.template_id for h in hits]))
             ).all()
-        )
+        }
         best: dict[str, float] = {}
+        salt_of: dict[str, str] = {}
         for h in hits:
-            ref = subject_of.get(h.template_id)
-            if ref is not None and ref not in best:
-                best[ref] = h.score
+            row = subject_of.get(h.template_id)
+            if row is not None and row[0] not in best:
+                best[row[0]] = h.score
+                salt_of[row[0]] = row[1]
         candidates = [Candidate(r, sc) for r, sc in list(best.items())[:k]]
         comparison_fmr = max(fpir_target / max(1, comparisons), cal.finest_fmr)
         threshold = cal.threshold_for(comparison_fmr)
@@ -427,7 +435,11 @@ def _search(
             gallery=gallery.name,
             input_digest=digest,
             result={
-                "candidates": [[c.subject, round(c.score, 6)] for c in candidates],
+                # Named by pseudonym: erasing a candidate unlinks this record from them.
+                "candidates": [
+                    [pseudonyms.pseudonym(salt_of[c.subject]), round(c.score, 6)]
+                    for c in candidates
+                ],
                 "threshold": round(threshold, 6),
                 **({} if search.fair is None else {"calibration": search.fair.name}),
                 **(context or {}),

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airside.errors import AccessDenied, AirsideError, ConflictError, NotFoundError
-from airside.governance import access, audit
+from airside.governance import access, audit, pseudonyms
 from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
@@ -121,7 +121,12 @@ def open_case(
         purpose=purpose,
         gallery=gallery,
         input_digest=probe_digest,
-        result={"case": case.id, "subject": subject, "score": round(score, 6)},
+        # By pseudonym (governance/pseudonyms.py); erasure switches the case to it too.
+        result={
+            "case": case.id,
+            "subject": pseudonyms.of_reference(session, subject),
+            "score": round(score, 6),
+        },
     )
     return case
 
