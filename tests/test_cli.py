@@ -332,15 +332,15 @@ def test_names_with_brackets_are_printed_literally_not_as_markup(
         "--gallery",
         "boarding",
         "--subject",
-        "pax [/] 7",
+        "pax [bold] 7 [red]",
         "--basis",
         "consent",
         str(photos["astronaut"]),
     )
 
     assert res.exit_code == 0, res.stderr
-    assert "pax [/] 7" in res.stdout
-    assert "pax [/] 7" in cli("subjects").stdout
+    assert "pax [bold] 7 [red]" in res.stdout
+    assert "pax [bold] 7 [red]" in cli("subjects").stdout
 
 
 # --------------------------------------------------------------------------------------------

@@ -374,3 +374,67 @@ def test_image_error_is_an_airside_error_and_pickles(tmp_path: Path) -> None:
     assert isinstance(err, AirsideError)
     copy = pickle.loads(pickle.dumps(err))
     assert (copy.reason, str(copy)) == (err.reason, str(err))
+
+
+# --------------------------------------------------------------------------------------------
+# max_side: what callers get back is bounded, whatever the photo's size
+
+
+def test_the_single_colour_6300px_png_comes_back_reduced_to_max_side(tmp_path: Path) -> None:
+    # The PNG of the report: 6300x6300 of one colour, ~120 KB on disk, under the 40 Mpx
+    # limit. Decoded, then reduced at once, so nothing after decoding handles 120 MB.
+    path = tmp_path / "blank.png"
+    path.write_bytes(_png(6300, 6300, 8, 2, [bytes([120, 130, 140]) * 6300]))
+    assert path.stat().st_size < 200_000
+
+    img = load_image(path, max_side=4096)
+
+    assert max(img.pixels.shape[:2]) <= 4096
+    assert (img.pixels == np.array([120, 130, 140], np.uint8)).all()
+    assert "reduced from 6300x6300 to 3150x3150 for analysis" in img.notes
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path, astronaut: np.ndarray) -> None:
+    path = _save(tmp_path / "a.jpg", Image.fromarray(astronaut), "JPEG", quality=90)
+
+    img = load_image(path, max_side=128)
+
+    assert img.pixels.shape == (128, 128, 3)
+    assert "decoded at 1/4 scale" in img.notes  # the full-size image never existed
+
+
+def test_a_palette_image_is_reduced_in_colours_not_indices(
+    tmp_path: Path, astronaut: np.ndarray
+) -> None:
+    path = _save(tmp_path / "p.png", Image.fromarray(astronaut).quantize(64), "PNG")
+    full = load_image(path).pixels
+
+    img = load_image(path, max_side=256)
+
+    assert img.pixels.shape == (256, 256, 3)
+    expected = full.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+    assert np.abs(img.pixels.astype(np.float64) - expected).max() <= 1.0
+
+
+def test_an_image_within_max_side_is_untouched(tmp_path: Path, astronaut: np.ndarray) -> None:
+    path = _save(tmp_path / "a.png", Image.fromarray(astronaut), "PNG")
+
+    img = load_image(path, max_side=512)
+
+    np.testing.assert_array_equal(img.pixels, astronaut)
+    assert not any("reduced" in n for n in img.notes)
+
+
+def test_max_side_keeps_the_bomb_check_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png(8000, 8000, 1, 0, [bytes(1000)]))
+
+    def no_decoding(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError) as e:
+        load_image(path, max_side=4096)
+    assert e.value.reason == "too_large"

@@ -164,7 +164,7 @@ def calibration_filename(contract: EmbeddingContract) -> str:
 def save_calibration(table: CalibrationTable, contract: EmbeddingContract, data_dir: Path) -> Path:
     """Write a deployment's own table (atomically) where :func:`load_calibration` prefers it."""
     folder = data_dir / "calibrations"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside the 0700 data dir
     path = folder / calibration_filename(contract)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(table.to_json(), indent=1))

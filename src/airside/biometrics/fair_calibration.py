@@ -628,7 +628,7 @@ def save_fair_calibration(
     if cal.table is None:
         raise ValueError("a fair calibration without its FMR table cannot be deployed")
     path = fair_calibration_path(contract, data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cal.to_json()) + "\n")
     tmp.replace(path)

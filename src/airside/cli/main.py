@@ -14,7 +14,9 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from airside.cli.guard import GuardedGroup
 from airside.cli.options import JsonOpt, parse_duration
+from airside.cli.receipt_cmds import ReceiptOut, check_receipt_out, write_receipt
 from airside.cli.render import emit_json, err, esc, fail, out, progress, say
 from airside.cli.state import State
 from airside.cli.state import state as _state
@@ -29,6 +31,7 @@ app = typer.Typer(
     help="Airside: consent-first face enrolment, verification and identification.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=GuardedGroup,  # an unexpected exception is a code and a logged incident (cli/guard.py)
 )
 gallery_app = typer.Typer(help="Manage purpose-bound galleries.", no_args_is_help=True)
 audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is_help=True)
@@ -299,25 +302,34 @@ def enrol(
 
 
 def _read_enrol_csv(path: Path, default: BasisInput | None, default_ref: str | None) -> list[Any]:
+    """The rows of an enrolment CSV; a file that is not one is refused as ``bad_csv``
+    (an over-long field, a stray quote, bytes that are not UTF-8), naming the line."""
     from airside.services.enrolment import EnrolRow
 
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        cols = set(reader.fieldnames or [])
-        if not {"subject", "image"} <= cols:
-            raise ValueError(f"{path}: needs columns subject,image (found {sorted(cols)})")
-        rows = []
-        for rec in reader:
-            kind = (rec.get("basis") or "").strip()
-            b = (
-                BasisInput(kind=kind, reference=(rec.get("basis_ref") or default_ref or None))
-                if kind
-                else default
-            )
-            img = Path(rec["image"] or "")
-            if not img.is_absolute():
-                img = path.parent / img
-            rows.append(EnrolRow(rec["subject"] or "", img, b))
+        try:
+            cols = set(reader.fieldnames or [])
+            if not {"subject", "image"} <= cols:
+                raise ValueError(f"{path}: needs columns subject,image (found {sorted(cols)})")
+            rows = []
+            for rec in reader:
+                kind = (rec.get("basis") or "").strip()
+                b = (
+                    BasisInput(kind=kind, reference=(rec.get("basis_ref") or default_ref or None))
+                    if kind
+                    else default
+                )
+                img = Path(rec["image"] or "")
+                if not img.is_absolute():
+                    img = path.parent / img
+                rows.append(EnrolRow(rec["subject"] or "", img, b))
+        except UnicodeDecodeError:
+            raise AirsideError(f"{path}: not UTF-8 text", code="bad_csv") from None
+        except csv.Error as e:  # e.g. a field over csv.field_size_limit() (131,072)
+            raise AirsideError(
+                f"{path}: line {reader.reader.line_num}: not a valid CSV file ({e})", code="bad_csv"
+            ) from None
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -426,6 +438,7 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         emit_json(rep.as_dict())
     elif rep.ok:
         out.print(f"[bold green]audit chain intact[/]: {rep.records} records")
+        say(out, _coverage(rep))
     else:
         err.print(f"[bold red]audit chain broken[/]: {len(rep.problems)} problems")
         for p in rep.problems:
@@ -434,20 +447,51 @@ def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         raise typer.Exit(3)
 
 
-def _erasure(action: Callable[[], ErasureReceipt], as_json: bool, headline: str) -> None:
-    """Run an erasing service call and print its receipt."""
+def _coverage(rep: Any) -> str:
+    """How much of the log a signature covers, in words."""
+    if rep.records == 0:
+        return "  the log is empty"
+    keys = ", ".join(rep.keys) or "none"
+    line = f"  {rep.signed_records} of {rep.records} records signed (key {keys})"
+    if rep.checkpoints:
+        line += f"; {rep.checkpoints} checkpoints, newest at record {rep.signed_seq}"
+    if rep.witness_seq is None:
+        line += "\n  no signed head is kept outside the database yet: a rollback would not show"
+    else:
+        line += f"\n  the log reaches the signed head kept outside it (record {rep.witness_seq})"
+    return line
+
+
+def _erasure(
+    action: Callable[[], ErasureReceipt],
+    as_json: bool,
+    headline: str,
+    receipt_out: Path | None = None,
+) -> None:
+    """Run an erasing service call and print its signed receipt (also to ``receipt_out``)."""
     try:
+        check_receipt_out(receipt_out)
         receipt = action()
     except AirsideError as e:
         fail(e, as_json)
+    doc = receipt.as_dict()
+    if receipt_out is not None:
+        try:
+            write_receipt(receipt_out, doc)
+        except OSError as e:
+            emit_json(doc)  # the erasure is done: its receipt must not be lost
+            say(err, f"[bold red]error[/] (receipt_not_written): {esc(e)}")
+            raise typer.Exit(1) from None
     if as_json:
-        emit_json(receipt.as_dict())
+        emit_json(doc)
         return
     say(
         out,
         f"{headline}: erased {receipt.templates} templates from "
         f"{esc(', '.join(receipt.galleries) or 'no gallery')}, {receipt.legal_bases} legal "
-        f"bases; receipt {receipt.receipt} (audit record {receipt.audit_seq})",
+        f"bases; receipt {receipt.receipt} (audit record {receipt.audit_seq}), signed by "
+        f"key {receipt.key_fingerprint}"
+        + (f", written to {esc(receipt_out)}" if receipt_out is not None else ""),
     )
 
 
@@ -456,9 +500,10 @@ def subject_erase(
     ctx: typer.Context,
     subject: Annotated[str, typer.Argument(help="The subject's reference.")],
     reason: Annotated[str, typer.Option(help="Why (recorded in the receipt).")] = "erasure request",
+    receipt_out: ReceiptOut = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Erase a subject's templates, legal bases and index entries; prints a receipt."""
+    """Erase a subject's templates, legal bases and index entries; prints a signed receipt."""
     from airside.services.erasure import erase_subject
 
     app_ = _state(ctx).airside
@@ -466,6 +511,7 @@ def subject_erase(
         lambda: erase_subject(app_, _state(ctx).principal, subject, reason),
         as_json,
         f"erased subject {esc(subject)}",
+        receipt_out,
     )
 
 
@@ -474,6 +520,7 @@ def consent_withdraw(
     ctx: typer.Context,
     subject: Annotated[str, typer.Argument(help="The subject's reference.")],
     purpose: Annotated[str, typer.Option(help="The purpose the consent was given for.")],
+    receipt_out: ReceiptOut = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Withdraw consent for a purpose: erases the subject from that purpose's galleries."""
@@ -484,6 +531,7 @@ def consent_withdraw(
         lambda: withdraw_basis(app_, _state(ctx).principal, subject, purpose),
         as_json,
         f"withdrawn {esc(subject)} for {esc(purpose)}",
+        receipt_out,
     )
 
 
@@ -634,3 +682,7 @@ events_cmds.register(app)
 from airside.cli import fairness_cmds  # noqa: E402  (eval fairness; calibrate)
 
 fairness_cmds.register(app, eval_app)
+
+from airside.cli import receipt_cmds  # noqa: E402  (registers receipt verify)
+
+receipt_cmds.register(app)

@@ -35,12 +35,14 @@ class State:
     def principal(self) -> Principal:
         """Who this command acts as: the holder of ``AIRSIDE_API_KEY`` when it is set,
         otherwise the local user (registered as administrator by a fresh install's first
-        run). A refused key raises AccessDenied, audited."""
+        run). Set means set: an empty, blank or malformed key is refused like a forged one
+        (AccessDenied ``bad_key``, audited), never taken for the local user; only an unset
+        variable is."""
         if self._principal is None:
             from airside.services.access import authenticate, ensure_local_admin
 
-            key = os.environ.get("AIRSIDE_API_KEY", "").strip()
-            if key:
+            key = os.environ.get("AIRSIDE_API_KEY")
+            if key is not None:
                 self._principal = authenticate(self.airside, key)
             else:
                 self._principal = ensure_local_admin(self.airside)

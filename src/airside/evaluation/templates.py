@@ -22,6 +22,7 @@ import numpy as np
 from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.errors import AirsideError
+from airside.store.files import prepare_sqlite_file, private_dir
 from airside.vision.analyzer import FaceAnalyzer, FacePolicy
 
 
@@ -38,7 +39,9 @@ class Extracted:
 
 class TemplateCache:
     def __init__(self, path: Path, contract: EmbeddingContract, policy: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Templates of evaluation faces are personal data: a 0600 file in a 0700 folder.
+        private_dir(path.parent)
+        prepare_sqlite_file(path)
         self._db = sqlite3.connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS t (key TEXT PRIMARY KEY, vector BLOB, failure TEXT, "

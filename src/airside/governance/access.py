@@ -136,13 +136,9 @@ def authorize(
             f"gallery {gallery.name!r} serves purpose {gallery.purpose!r}, not {purpose!r}",
             code="purpose_mismatch",
         )
-    if rec.role in GLOBAL_ROLES or action not in GALLERY_ACTIONS:
+    covering = require_scope_on_name(rec, action, gallery.name)
+    if covering is None:
         return rec
-    covering = [s for s in rec.scopes if fnmatchcase(gallery.name, s.gallery_pattern)]
-    if not covering:
-        raise AccessDenied(
-            f"{rec.name!r} has no scope on gallery {gallery.name!r}", code="out_of_scope"
-        )
     if not any(fnmatchcase(gallery.purpose, s.purpose_pattern) for s in covering):
         raise AccessDenied(
             f"{rec.name!r} may use {gallery.name!r} only for "
@@ -151,6 +147,23 @@ def authorize(
             code="purpose_mismatch",
         )
     return rec
+
+
+def require_scope_on_name(
+    rec: PrincipalRecord, action: str, gallery_name: str
+) -> list[PrincipalScope] | None:
+    """The scopes of ``rec`` whose gallery pattern matches ``gallery_name`` (None when
+    ``action`` is not bounded by scopes for its role). Raises ``out_of_scope`` when none
+    does: checked on the name alone, before the gallery is looked up, so that a principal
+    learns whether a gallery exists (``not_found``) only for names its scopes could cover."""
+    if rec.role in GLOBAL_ROLES or action not in GALLERY_ACTIONS:
+        return None
+    covering = [s for s in rec.scopes if fnmatchcase(gallery_name, s.gallery_pattern)]
+    if not covering:
+        raise AccessDenied(
+            f"{rec.name!r} has no scope on gallery {gallery_name!r}", code="out_of_scope"
+        )
+    return covering
 
 
 def visible_galleries(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from airside.store.models import ApiKey, PrincipalRecord, PrincipalScope
 
 KEY_PREFIX = "as1_"
 _KEY_ID_CHARS = 12
+# The secret part: ``secrets.token_urlsafe(32)``, 43 characters of URL-safe base64.
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 # Who the audit log names for a caller whose key did not authenticate.
 ANONYMOUS = Principal("anonymous", "none")
 # ``last_used_at`` is written at most this often per key (it is a hint, not a log).
@@ -313,10 +316,16 @@ def revoke_key(app: Airside, actor: Principal, key_id: str) -> None:
 
 
 def authenticate(app: Airside, presented: str) -> Principal:
-    """The principal an API key belongs to. Forged, revoked (reused), expired and malformed
-    keys, and keys of disabled principals, are refused with ``AccessDenied`` and audited."""
+    """The principal an API key belongs to. Forged, revoked (reused), expired, malformed
+    and empty keys, and keys of disabled principals, are refused with ``AccessDenied`` and
+    audited. Whitespace around the key (a newline from a file) is ignored."""
+    presented = presented.strip()
     key_id = _key_id(presented)
     try:
+        if not presented:
+            raise AccessDenied(
+                "the API key is empty (with no key, leave AIRSIDE_API_KEY unset)", code="bad_key"
+            )
         if key_id is None:
             raise AccessDenied("that is not an Airside API key", code="bad_key")
         secret = presented[len(KEY_PREFIX) + _KEY_ID_CHARS + 1 :]
@@ -348,12 +357,13 @@ def authenticate(app: Airside, presented: str) -> Principal:
 
 
 def _key_id(presented: str) -> str | None:
+    """The key id of a key of the form ``as1_<12 hex>_<43 URL-safe base64>``, else None."""
     n = len(KEY_PREFIX) + _KEY_ID_CHARS
     if (
         not presented.startswith(KEY_PREFIX)
-        or len(presented) < n + 2
-        or presented[n] != "_"
+        or presented[n : n + 1] != "_"
         or any(c not in "0123456789abcdef" for c in presented[len(KEY_PREFIX) : n])
+        or not _SECRET.fullmatch(presented[n + 1 :])
     ):
         return None
     return presented[len(KEY_PREFIX) : n]

@@ -22,15 +22,18 @@ def authorize(
 ) -> GalleryView | None:
     """Check ``principal`` may do ``action`` (on ``gallery``, for ``purpose`` when declared).
 
-    Returns the gallery when one is named. The principal is checked before the gallery is
-    looked up, so an unregistered caller cannot learn which galleries exist.
+    Returns the gallery when one is named. The principal, and then whether its scopes
+    could cover a gallery of that name, are checked before the gallery is looked up: a
+    caller learns that a gallery does not exist (``not_found``) only for a name it could be
+    entitled to, and is otherwise told ``out_of_scope`` whether the gallery exists or not.
     """
     view: GalleryView | None = None
     try:
         with app.session() as s:
-            access.authorize(s, principal, action)
+            rec = access.authorize(s, principal, action)
             if gallery is None:
                 return None
+            access.require_scope_on_name(rec, action, gallery)
             view = get_gallery(s, gallery)
             access.authorize(
                 s, principal, action, access.GalleryRef(view.name, view.purpose), purpose

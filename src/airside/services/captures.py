@@ -16,6 +16,12 @@ from airside.vision.imageio import ImageError, load_image
 
 ImageSource = str | os.PathLike[str] | bytes
 T = TypeVar("T")
+# The longest side of the image a face analyzer is given: larger photos are reduced right
+# after decoding (imageio's ``max_side``). Faces are detected on a copy of at most 1280 px
+# and cut into 150 px chips, so 4096 px keeps every face that can be found at full detail,
+# while memory and time downstream no longer grow with the photo (a 40 Mpx photo would
+# otherwise be carried through detection and alignment at 120 MB a copy).
+MAX_ANALYSIS_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,11 @@ def capture(
     max_pixels: int,
     policy: FacePolicy = "single",
     quality_bar: float | None = None,
+    max_side: int = MAX_ANALYSIS_SIDE,
 ) -> Capture | Refusal:
     name = source_name(src)
     try:
-        img = load_image(src, max_pixels=max_pixels)
+        img = load_image(src, max_pixels=max_pixels, max_side=max_side)
     except ImageError as e:
         return Refusal(name, f"image_{e.reason}", str(e))
     try:

@@ -27,6 +27,7 @@ from airside.services import events, matching
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
 from airside.services.retention import PurgeScheduler
+from airside.store.files import open_private
 from airside.video.annotate import H264Writer
 from airside.video.pipeline import (
     FaceCrop,
@@ -310,7 +311,8 @@ def watch(
         assert out is not None
         return H264Writer(out, source.fps or fps, w, h)
 
-    jsonl = request.events_path.open("a", encoding="utf-8") if request.events_path else None
+    # Events name people: a new events file is created 0600 (store/files.py).
+    jsonl = open_private(request.events_path, append=True) if request.events_path else None
     # A camera runs for months: retention is enforced while it does, not only at `purge`.
     purger = PurgeScheduler(app).start()
     try:

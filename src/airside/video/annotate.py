@@ -33,6 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from airside.store.files import create_private
+
 __all__ = [
     "H264_ENCODERS",
     "MATCHED_COLOUR",
@@ -307,6 +309,9 @@ class H264Writer:
         opts = {"flush_packets": "1"}
         if fmt == "mp4":
             opts["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+        # The video shows faces: FFmpeg would create the file with the umask's mode, so it
+        # is created 0600 first (FFmpeg keeps an existing file's mode).
+        create_private(self.path)
         self._container: av.container.OutputContainer | None = av.open(
             str(self.path), mode="w", format=fmt, options=opts
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import threading
 from dataclasses import replace
 from functools import cache
@@ -49,9 +50,14 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _resize_factor(image: np.ndarray, max_side: int) -> float:
-    side = max(image.shape[0], image.shape[1])
-    return 1.0 if side <= max_side else max_side / side
+def _resize_factor(shape: tuple[int, ...], max_side: int, max_pixels: int | None = None) -> float:
+    """The scale that brings an image of ``shape`` (height, width, ...) within ``max_side``
+    and, when given, ``max_pixels``."""
+    h, w = shape[0], shape[1]
+    factor = min(1.0, max_side / max(h, w, 1))
+    if max_pixels is not None and h * w * factor * factor > max_pixels:
+        factor = math.sqrt(max_pixels / (h * w))
+    return factor
 
 
 def _downscale(image: np.ndarray, factor: float) -> np.ndarray:
@@ -84,7 +90,7 @@ class DlibHogDetector:
         return det
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        factor = _resize_factor(image, self.max_side)
+        factor = _resize_factor(image.shape, self.max_side)
         small = _downscale(image, factor)
         rects, scores, _ = self._detector().run(small, self.upsample, self.score_threshold)
         out = [
@@ -99,15 +105,26 @@ class DlibHogDetector:
 
 
 class DlibCnnDetector:
-    """dlib's MMOD CNN: more robust to pose, ~2 s a frame on a CPU, so opt-in only."""
+    """dlib's MMOD CNN: more robust to pose, ~2 s a frame on a CPU, so opt-in only.
+
+    Its time and memory grow with the pixels it sees (~1 GB at 640x480 with upsample 1), so
+    besides ``max_side`` a ``max_pixels`` budget keeps a square or panoramic image from
+    costing more than a 4:3 photo of the same side."""
 
     name = "dlib-cnn"
     confident_score = 1.0
 
-    def __init__(self, upsample: int = 1, score_threshold: float = 0.3, max_side: int = 1280):
+    def __init__(
+        self,
+        upsample: int = 1,
+        score_threshold: float = 0.3,
+        max_side: int = 1280,
+        max_pixels: int | None = None,
+    ):
         self.upsample = upsample
         self.score_threshold = score_threshold
         self.max_side = max_side
+        self.max_pixels = max_pixels
         self._local = threading.local()
 
     def _detector(self) -> Any:
@@ -118,8 +135,13 @@ class DlibCnnDetector:
             )
         return det
 
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the copy an image of that size is searched on."""
+        f = _resize_factor((height, width), self.max_side, self.max_pixels)
+        return (max(1, round(height * f)), max(1, round(width * f))) if f < 1 else (height, width)
+
     def detect(self, image: np.ndarray) -> list[Detection]:
-        factor = _resize_factor(image, self.max_side)
+        factor = _resize_factor(image.shape, self.max_side, self.max_pixels)
         small = _downscale(image, factor)
         out = []
         for d in self._detector()(small, self.upsample):

@@ -12,7 +12,13 @@ raw bytes off the wire) goes through :func:`load_image`.  The rules, and why:
   (EPS would even start Ghostscript); none of them belong in a biometric pipeline.
 * Size is checked before any pixel is decoded (``Image.open`` only parses the header), so a tiny
   file that declares 20000x20000 pixels costs nothing.  Pillow's own decompression-bomb
-  warning/error is turned into the same error.  No Pillow global is changed.
+  warning/error is turned into the same error.  No Pillow global is changed.  ``max_pixels``
+  is the decoding budget: at most ``max_pixels`` x 4 bytes of memory (160 MB at the default
+  40 Mpx) and about a second of CPU, whatever the file's size on disk.
+* ``max_side`` bounds what callers get back: a larger image is decoded at a reduced scale
+  where the format allows it (JPEG's DCT scaling, via ``Image.draft``) and otherwise reduced
+  by an integer factor (box filter) right after decoding, before it is converted, so that
+  nothing downstream pays for pixels it does not need.
 * Every failure is an :class:`ImageError` with a short machine ``reason`` and a message that
   names the input; nothing else escapes for bad input (a wrong argument *type* is a programming
   error and still raises ``TypeError``/``ValueError``).
@@ -127,15 +133,21 @@ def load_image(
     *,
     max_pixels: int = 40_000_000,
     name: str | None = None,
+    max_side: int | None = None,
 ) -> LoadedImage:
     """Decode ``source`` (a path, or the image bytes themselves) into RGB uint8.
 
     ``name`` labels the input in messages and supplies the extension that is compared with the
-    content (useful for uploaded bytes); it defaults to the path.  Raises :class:`ImageError`
-    for any bad input.
+    content (useful for uploaded bytes); it defaults to the path.  ``max_side``: the returned
+    pixels are at most this many on their longer side (reduced, and noted, when the image is
+    larger; None: full size).  Raises :class:`ImageError` for any bad input.
     """
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    if max_side is not None and (
+        isinstance(max_side, bool) or not isinstance(max_side, int) or max_side <= 0
+    ):
+        raise ValueError(f"max_side must be a positive int or None, got {max_side!r}")
     max_bytes = max_pixels * _MAX_BYTES_PER_PIXEL + _HEADER_SLACK_BYTES
 
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -156,7 +168,7 @@ def load_image(
         raise _err("empty", label, "file is empty (0 bytes)")
 
     digest = hashlib.sha256(data).hexdigest()
-    fmt, pixels, notes = _decode(data, label, max_pixels)
+    fmt, pixels, notes = _decode(data, label, max_pixels, max_side)
     mismatch = _extension_note(name if name is not None else src, fmt)
     if mismatch:
         notes.insert(0, mismatch)
@@ -214,8 +226,11 @@ def _read_file(path: str | bytes, label: str, max_bytes: int) -> bytes:
 # Decoding
 
 
-def _decode(data: bytes, label: str, max_pixels: int) -> tuple[str, NDArray[np.uint8], list[str]]:
-    """Open lazily, check size, decode the first frame, orient and convert it to RGB."""
+def _decode(
+    data: bytes, label: str, max_pixels: int, max_side: int | None
+) -> tuple[str, NDArray[np.uint8], list[str]]:
+    """Open lazily, check size, decode the first frame (at a reduced scale when it is larger
+    than ``max_side``), orient, reduce and convert it to RGB."""
     notes: list[str] = []
     # record=True keeps Pillow's warnings out of the caller's filters (a -W error run must not
     # change our behaviour) and lets us see the decompression-bomb warning.  The warnings state
@@ -229,6 +244,9 @@ def _decode(data: bytes, label: str, max_pixels: int) -> tuple[str, NDArray[np.u
             _check_size(im.size, label, max_pixels)
             _check_bomb(caught, label, im.size)
             _note_frames(im, fmt, notes)
+            declared = im.size
+            if max_side is not None:
+                _draft(im, max_side, notes)
             try:
                 im.load()
             except Image.DecompressionBombError as exc:
@@ -241,7 +259,11 @@ def _decode(data: bytes, label: str, max_pixels: int) -> tuple[str, NDArray[np.u
             _check_bomb(caught, label, im.size)
             oriented = _apply_exif_orientation(im, notes)
             try:
+                if max_side is not None:
+                    oriented = _reduce(oriented, max_side, declared, notes)
                 pixels = _to_rgb(oriented, notes)
+                if max_side is not None:
+                    pixels = _reduce_rgb(pixels, max_side, declared, notes)
             except MemoryError:
                 raise _err("too_large", label, "not enough memory to convert") from None
             except Exception as exc:
@@ -401,6 +423,59 @@ def _note_frames(im: Image.Image, fmt: str, notes: list[str]) -> None:
         notes.append(f"multi-frame {fmt}: first frame used")
         with contextlib.suppress(Exception):  # load() reports a genuinely broken frame 0
             im.seek(0)
+
+
+def _factor(size: tuple[int, int], max_side: int) -> int:
+    """The smallest integer factor that brings ``size`` within ``max_side``."""
+    return max(1, -(-max(size) // max_side))
+
+
+def _draft(im: Image.Image, max_side: int, notes: list[str]) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale (DCT scaling: the full-size image never
+    exists in memory) when it is at least twice ``max_side``; other formats ignore it."""
+    k = _factor(im.size, max_side)
+    if k < 2 or im.format not in ("JPEG", "MPO"):
+        return
+    w, h = im.size
+    before = im.size
+    try:
+        im.draft(None, (max(1, w // k), max(1, h // k)))
+    except Exception:  # a decoder that cannot draft decodes at full size
+        return
+    if im.size != before:
+        notes.append(f"decoded at 1/{before[0] // im.size[0]} scale")
+
+
+_REDUCIBLE_MODES: Final = frozenset({"RGB", "L"})
+
+
+def _reduce(
+    im: Image.Image, max_side: int, declared: tuple[int, int], notes: list[str]
+) -> Image.Image:
+    """Reduce a plain RGB or grey image to ``max_side`` before converting it (others are
+    reduced after conversion, where averaging their values means averaging colours)."""
+    k = _factor(im.size, max_side)
+    if k < 2 or im.mode not in _REDUCIBLE_MODES:
+        return im
+    small = im.reduce(k)
+    _note_reduced(declared, small.size, notes)
+    return small
+
+
+def _reduce_rgb(
+    pixels: NDArray[np.uint8], max_side: int, declared: tuple[int, int], notes: list[str]
+) -> NDArray[np.uint8]:
+    h, w = pixels.shape[:2]
+    k = _factor((w, h), max_side)
+    if k < 2:
+        return pixels
+    small = np.ascontiguousarray(np.asarray(Image.fromarray(pixels).reduce(k), dtype=np.uint8))
+    _note_reduced(declared, (small.shape[1], small.shape[0]), notes)
+    return small
+
+
+def _note_reduced(declared: tuple[int, int], size: tuple[int, int], notes: list[str]) -> None:
+    notes.append(f"reduced from {declared[0]}x{declared[1]} to {size[0]}x{size[1]} for analysis")
 
 
 def _apply_exif_orientation(im: Image.Image, notes: list[str]) -> Image.Image:
