@@ -125,7 +125,7 @@ def register(app: Airside, *principals: Principal, scopes: tuple[str, ...] = ("*
     """Register ``principals`` (as the local administrator a first run creates) with gallery
     ``scopes``, unless already there: for tests whose subject is not access control."""
     from airside.errors import ConflictError
-    from airside.services.access import add_principal, ensure_local_admin
+    from airside.services.principal_admin import add_principal, ensure_local_admin
 
     admin = ensure_local_admin(app)
     for p in principals:

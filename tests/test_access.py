@@ -16,17 +16,17 @@ from tests.conftest import jpeg_bytes, png_bytes
 from airside.errors import AccessDenied
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
-from airside.services import access, enrolment, galleries, matching, subjects
+from airside.services import enrolment, galleries, matching, principal_admin, subjects
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain
-from airside.store.models import ApiKey, AuditRecord, PrincipalRecord, PrincipalScope, Template
+from airside.store.tables import ApiKey, AuditRecord, PrincipalRecord, PrincipalScope, Template
 
 CONSENT = BasisInput("consent")
 
 
 @pytest.fixture
 def admin(app: Airside) -> Principal:
-    return access.ensure_local_admin(app)
+    return principal_admin.ensure_local_admin(app)
 
 
 @pytest.fixture
@@ -53,9 +53,9 @@ def templates(app: Airside) -> int:
 
 
 def test_the_first_run_makes_the_local_user_administrator_once(app: Airside) -> None:
-    first = access.ensure_local_admin(app)
+    first = principal_admin.ensure_local_admin(app)
     assert first.role == "admin" and first.name.startswith("local:")
-    assert access.ensure_local_admin(app) == first
+    assert principal_admin.ensure_local_admin(app) == first
     with app.session() as s:
         recs = s.scalars(select(AuditRecord).where(AuditRecord.action == "principal.add")).all()
     assert [(r.actor, json.loads(r.result)["principal"]) for r in recs] == [("system", first.name)]
@@ -65,7 +65,7 @@ def test_another_local_user_on_an_installed_system_is_not_an_administrator(
     app: Airside, admin: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("getpass.getuser", lambda: "mallory")
-    someone = access.ensure_local_admin(app)
+    someone = principal_admin.ensure_local_admin(app)
     assert someone == Principal("local:mallory", "unregistered")
     with pytest.raises(AccessDenied) as e:
         galleries.create_gallery(app, someone, "g", "p")
@@ -84,19 +84,19 @@ def test_an_unregistered_principal_is_refused_audited_and_learns_nothing(
 
 
 def test_claiming_another_role_is_refused(app: Airside, admin: Principal, boarding: str) -> None:
-    access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    principal_admin.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
     with pytest.raises(AccessDenied) as e:
         galleries.create_gallery(app, Principal("agent", "admin"), "mine", "anything")
     assert e.value.code == "role_mismatch"
 
 
 def test_only_an_administrator_manages_principals(app: Airside, admin: Principal) -> None:
-    agent = access.add_principal(app, admin, "agent", "operator")
+    agent = principal_admin.add_principal(app, admin, "agent", "operator")
     with pytest.raises(AccessDenied) as e:
-        access.add_principal(app, agent, "accomplice", "admin")
+        principal_admin.add_principal(app, agent, "accomplice", "admin")
     assert e.value.code == "forbidden"
     with pytest.raises(AccessDenied):
-        access.grant(app, agent, "agent", "*")
+        principal_admin.grant(app, agent, "agent", "*")
     with app.session() as s:
         assert s.scalar(select(PrincipalRecord).where(PrincipalRecord.name == "accomplice")) is None
     assert len(refusals(app, "forbidden")) == 2
@@ -106,21 +106,21 @@ def test_bad_names_roles_and_patterns_are_refused_and_audited(
     app: Airside, admin: Principal
 ) -> None:
     with pytest.raises(ValueError, match="unknown role"):
-        access.add_principal(app, admin, "x", "superuser")
+        principal_admin.add_principal(app, admin, "x", "superuser")
     with pytest.raises(ValueError, match="principal name"):
-        access.add_principal(app, admin, "has space", "operator")
+        principal_admin.add_principal(app, admin, "has space", "operator")
     with pytest.raises(ValueError, match="pattern"):
-        access.add_principal(app, admin, "y", "operator", [("", "*")])
+        principal_admin.add_principal(app, admin, "y", "operator", [("", "*")])
     assert len(refusals(app, "bad_request")) == 3
 
 
 def test_permission_changes_are_audited(app: Airside, admin: Principal) -> None:
-    access.add_principal(app, admin, "agent", "operator", [("boarding:*", "boarding")])
-    access.grant(app, admin, "agent", "seamless")
-    access.revoke_scope(app, admin, "agent", "seamless")
-    key = access.issue_key(app, admin, "agent")
-    access.revoke_key(app, admin, key.key_id)
-    access.disable_principal(app, admin, "agent")
+    principal_admin.add_principal(app, admin, "agent", "operator", [("boarding:*", "boarding")])
+    principal_admin.grant(app, admin, "agent", "seamless")
+    principal_admin.revoke_scope(app, admin, "agent", "seamless")
+    key = principal_admin.issue_key(app, admin, "agent")
+    principal_admin.revoke_key(app, admin, key.key_id)
+    principal_admin.disable_principal(app, admin, "agent")
     with app.session() as s:
         actions = [
             r.action
@@ -146,7 +146,7 @@ def test_permission_changes_are_audited(app: Airside, admin: Principal) -> None:
 def test_an_operator_may_not_enrol_and_nothing_is_written(
     app: Airside, admin: Principal, boarding: str, hopper: np.ndarray
 ) -> None:
-    agent = access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    agent = principal_admin.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
     before = templates(app)
     with pytest.raises(AccessDenied) as e:
         enrolment.enrol(app, agent, boarding, "PNR-2", [png_bytes(hopper)], CONSENT)
@@ -159,7 +159,7 @@ def test_an_operator_may_not_enrol_and_nothing_is_written(
 def test_a_search_outside_the_principals_scope_is_refused(
     app: Airside, admin: Principal, boarding: str, astronaut: np.ndarray
 ) -> None:
-    agent = access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    agent = principal_admin.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
     assert matching.identify(app, agent, boarding, jpeg_bytes(astronaut, 70)).match
     with pytest.raises(AccessDenied, match="no scope") as e:
         matching.identify(app, agent, "seamless", jpeg_bytes(astronaut, 70))
@@ -179,7 +179,7 @@ def test_a_search_for_another_purpose_is_refused(
     with pytest.raises(AccessDenied):
         matching.verify_subject(app, admin, boarding, "PNR-1", probe, purpose="law-enforcement")
     # Bound in the grant: this principal may use boarding galleries only for security checks.
-    police = access.add_principal(app, admin, "liaison", "operator", [("*", "security")])
+    police = principal_admin.add_principal(app, admin, "liaison", "operator", [("*", "security")])
     with pytest.raises(AccessDenied, match="only for security") as e:
         matching.identify(app, police, boarding, probe)
     assert e.value.code == "purpose_mismatch"
@@ -190,7 +190,7 @@ def test_a_search_for_another_purpose_is_refused(
 def test_an_auditor_reads_the_log_but_cannot_search(
     app: Airside, admin: Principal, boarding: str, astronaut: np.ndarray
 ) -> None:
-    auditor = access.add_principal(app, admin, "regulator", "auditor")
+    auditor = principal_admin.add_principal(app, admin, "regulator", "auditor")
     assert verify_chain(app, auditor).ok
     with pytest.raises(AccessDenied) as e:
         matching.identify(app, auditor, boarding, jpeg_bytes(astronaut, 70))
@@ -200,7 +200,9 @@ def test_an_auditor_reads_the_log_but_cannot_search(
 def test_a_camera_identifies_in_its_galleries_only(
     app: Airside, admin: Principal, boarding: str, astronaut: np.ndarray
 ) -> None:
-    cam = access.add_principal(app, admin, "cam-gate-12", "camera", [(boarding, "boarding")])
+    cam = principal_admin.add_principal(
+        app, admin, "cam-gate-12", "camera", [(boarding, "boarding")]
+    )
     assert matching.identify(app, cam, boarding, jpeg_bytes(astronaut, 70)).match
     for call in (
         lambda: matching.identify(app, cam, "seamless", jpeg_bytes(astronaut, 70)),
@@ -214,15 +216,17 @@ def test_a_camera_identifies_in_its_galleries_only(
 def test_listings_show_only_what_the_scopes_reach(
     app: Airside, admin: Principal, boarding: str
 ) -> None:
-    officer = access.add_principal(app, admin, "officer", "enrolment_officer", [("seamless", "*")])
+    officer = principal_admin.add_principal(
+        app, admin, "officer", "enrolment_officer", [("seamless", "*")]
+    )
     assert [g.name for g in galleries.list_galleries(app, officer)] == ["seamless"]
     assert [x.galleries for x in subjects.list_subjects(app, officer)] == [{"seamless": 1}]
     assert {g.name for g in galleries.list_galleries(app, admin)} == {boarding, "seamless"}
 
 
 def test_a_disabled_principal_is_refused(app: Airside, admin: Principal, boarding: str) -> None:
-    agent = access.add_principal(app, admin, "agent", "operator", [("*", "*")])
-    access.disable_principal(app, admin, "agent")
+    agent = principal_admin.add_principal(app, admin, "agent", "operator", [("*", "*")])
+    principal_admin.disable_principal(app, admin, "agent")
     with pytest.raises(AccessDenied) as e:
         galleries.list_galleries(app, agent)
     assert e.value.code == "principal_disabled"
@@ -233,17 +237,19 @@ def test_a_disabled_principal_is_refused(app: Airside, admin: Principal, boardin
 
 
 @pytest.fixture
-def agent_key(app: Airside, admin: Principal) -> access.IssuedKey:
-    access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
-    return access.issue_key(app, admin, "agent")
+def agent_key(app: Airside, admin: Principal) -> principal_admin.IssuedKey:
+    principal_admin.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    return principal_admin.issue_key(app, admin, "agent")
 
 
-def test_a_key_authenticates_its_principal(app: Airside, agent_key: access.IssuedKey) -> None:
-    assert access.authenticate(app, agent_key.secret) == Principal("agent", "operator")
+def test_a_key_authenticates_its_principal(
+    app: Airside, agent_key: principal_admin.IssuedKey
+) -> None:
+    assert principal_admin.authenticate(app, agent_key.secret) == Principal("agent", "operator")
 
 
 def test_only_a_hash_of_the_key_is_stored(
-    app: Airside, agent_key: access.IssuedKey, tmp_path: Path
+    app: Airside, agent_key: principal_admin.IssuedKey, tmp_path: Path
 ) -> None:
     secret_part = agent_key.secret[len("as1_") + 12 + 1 :]  # the part after the key id
     with app.session() as s:
@@ -261,13 +267,15 @@ def test_only_a_hash_of_the_key_is_stored(
         assert secret_part.encode() not in data, f
 
 
-def test_a_forged_key_is_refused_and_audited(app: Airside, agent_key: access.IssuedKey) -> None:
+def test_a_forged_key_is_refused_and_audited(
+    app: Airside, agent_key: principal_admin.IssuedKey
+) -> None:
     forged = agent_key.secret[:-6] + (
         "A" * 6 if not agent_key.secret.endswith("A" * 6) else "B" * 6
     )
     for attempt in (forged, "as1_000000000000_" + "x" * 43, "not-a-key", ""):
         with pytest.raises(AccessDenied) as e:
-            access.authenticate(app, attempt)
+            principal_admin.authenticate(app, attempt)
         assert e.value.code == "bad_key"
     recs = refusals(app, "bad_key")
     assert len(recs) == 4 and {r.actor for r in recs} == {"anonymous"}
@@ -275,19 +283,19 @@ def test_a_forged_key_is_refused_and_audited(app: Airside, agent_key: access.Iss
 
 
 def test_a_revoked_key_cannot_be_reused(
-    app: Airside, admin: Principal, agent_key: access.IssuedKey
+    app: Airside, admin: Principal, agent_key: principal_admin.IssuedKey
 ) -> None:
-    access.revoke_key(app, admin, agent_key.key_id)
+    principal_admin.revoke_key(app, admin, agent_key.key_id)
     with pytest.raises(AccessDenied) as e:
-        access.authenticate(app, agent_key.secret)
+        principal_admin.authenticate(app, agent_key.secret)
     assert e.value.code == "key_revoked"
     assert len(refusals(app, "key_revoked")) == 1
 
 
 def test_an_expired_key_is_refused(
-    app: Airside, admin: Principal, agent_key: access.IssuedKey
+    app: Airside, admin: Principal, agent_key: principal_admin.IssuedKey
 ) -> None:
-    short = access.issue_key(app, admin, "agent", expires_in=timedelta(hours=1))
+    short = principal_admin.issue_key(app, admin, "agent", expires_in=timedelta(hours=1))
     with app.session() as s:
         s.execute(
             update(ApiKey)
@@ -295,22 +303,28 @@ def test_an_expired_key_is_refused(
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     with pytest.raises(AccessDenied) as e:
-        access.authenticate(app, short.secret)
+        principal_admin.authenticate(app, short.secret)
     assert e.value.code == "key_expired"
-    assert access.authenticate(app, agent_key.secret).name == "agent"  # the other key lives
+    assert (
+        principal_admin.authenticate(app, agent_key.secret).name == "agent"
+    )  # the other key lives
 
 
 def test_disabling_a_principal_revokes_its_keys(
-    app: Airside, admin: Principal, agent_key: access.IssuedKey
+    app: Airside, admin: Principal, agent_key: principal_admin.IssuedKey
 ) -> None:
-    access.disable_principal(app, admin, "agent")
+    principal_admin.disable_principal(app, admin, "agent")
     with pytest.raises(AccessDenied) as e:
-        access.authenticate(app, agent_key.secret)
+        principal_admin.authenticate(app, agent_key.secret)
     assert e.value.code == "key_revoked"
 
 
 def test_the_cli_acts_as_the_keys_principal_and_refuses_a_forged_key(
-    app: Airside, agent_key: access.IssuedKey, boarding: str, tmp_path: Path, astronaut: np.ndarray
+    app: Airside,
+    agent_key: principal_admin.IssuedKey,
+    boarding: str,
+    tmp_path: Path,
+    astronaut: np.ndarray,
 ) -> None:
     from typer.testing import CliRunner
 
@@ -341,7 +355,7 @@ def test_the_cli_acts_as_the_keys_principal_and_refuses_a_forged_key(
 def test_a_role_raised_in_the_database_is_refused_and_audited(
     app: Airside, admin: Principal, boarding: str
 ) -> None:
-    access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    principal_admin.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
     with app.session() as s:
         s.execute(
             update(PrincipalRecord).where(PrincipalRecord.name == "agent").values(role="admin")
@@ -356,7 +370,7 @@ def test_a_role_raised_in_the_database_is_refused_and_audited(
 def test_a_scope_inserted_in_the_database_is_refused(
     app: Airside, admin: Principal, boarding: str, astronaut: np.ndarray
 ) -> None:
-    agent = access.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
+    agent = principal_admin.add_principal(app, admin, "agent", "operator", [("boarding:*", "*")])
     with app.session() as s:
         rec = s.scalar(select(PrincipalRecord).where(PrincipalRecord.name == "agent"))
         assert rec is not None
@@ -366,15 +380,15 @@ def test_a_scope_inserted_in_the_database_is_refused(
         matching.identify(app, agent, "seamless", jpeg_bytes(astronaut, 70))
     assert e.value.code == "registry_tampered"
     with pytest.raises(AccessDenied):
-        access.grant(app, admin, "agent", "other")  # a tampered entry is not re-sealed
+        principal_admin.grant(app, admin, "agent", "other")  # a tampered entry is not re-sealed
 
 
 def test_a_revoked_key_restored_in_the_database_is_refused(
-    app: Airside, admin: Principal, agent_key: access.IssuedKey
+    app: Airside, admin: Principal, agent_key: principal_admin.IssuedKey
 ) -> None:
-    access.revoke_key(app, admin, agent_key.key_id)
+    principal_admin.revoke_key(app, admin, agent_key.key_id)
     with app.session() as s:
         s.execute(update(ApiKey).values(revoked_at=None))
     with pytest.raises(AccessDenied) as e:
-        access.authenticate(app, agent_key.secret)
+        principal_admin.authenticate(app, agent_key.secret)
     assert e.value.code == "registry_tampered"

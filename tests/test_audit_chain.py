@@ -12,7 +12,7 @@ from tests.conftest import register
 from airside.governance import audit
 from airside.governance.principals import Principal
 from airside.store.db import Database
-from airside.store.models import AuditHead, AuditRecord
+from airside.store.tables import AuditHead, AuditRecord
 
 ALICE = Principal("alice", "admin")
 
@@ -101,7 +101,7 @@ def test_services_sign_checkpoints_automatically(tmp_path: Path, analyzer: objec
     from airside.services import galleries
     from airside.services.app import Airside
     from airside.services.audit_service import verify_chain
-    from airside.store.models import AuditCheckpoint
+    from airside.store.tables import AuditCheckpoint
 
     app = Airside(
         Settings(data_dir=tmp_path / "d", audit_checkpoint_every=3),

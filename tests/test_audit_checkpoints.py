@@ -23,7 +23,7 @@ from airside.governance.signing import Signer, default_key_path, verify_signatur
 from airside.services import audit_service
 from airside.services.app import Airside
 from airside.store.db import Database
-from airside.store.models import AuditCheckpoint, AuditHead, AuditRecord
+from airside.store.tables import AuditCheckpoint, AuditHead, AuditRecord
 
 ALICE = Principal("alice", "auditor")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "audit.md"

@@ -24,7 +24,7 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, galleries
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain
-from airside.store.models import AuditRecord, LegalBasis, Subject, Template
+from airside.store.tables import AuditRecord, LegalBasis, Subject, Template
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICER = Principal("officer-7", "admin")

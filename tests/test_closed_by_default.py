@@ -36,9 +36,9 @@ from airside.config import Settings
 from airside.errors import AccessDenied, NotFoundError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
-from airside.services import access, enrolment, events, galleries, matching
+from airside.services import enrolment, events, galleries, matching, principal_admin
 from airside.services.app import Airside
-from airside.store.models import AuditRecord, Gallery
+from airside.store.tables import AuditRecord, Gallery
 from airside.vision.analyzer import FaceAnalyzer
 
 CONSENT = BasisInput("consent")
@@ -104,7 +104,9 @@ def gallery_names(app: Airside) -> set[str]:
 def test_a_set_but_empty_or_malformed_key_is_refused_not_taken_for_the_local_admin(
     app: Airside, tmp_path: Path, key: str
 ) -> None:
-    access.ensure_local_admin(app)  # an installed system: the local user is its administrator
+    principal_admin.ensure_local_admin(
+        app
+    )  # an installed system: the local user is its administrator
     app.close()
     cli = Cli(app.settings.data_dir)
 
@@ -124,7 +126,7 @@ def test_a_set_but_empty_or_malformed_key_is_refused_not_taken_for_the_local_adm
 
 
 def test_only_an_unset_key_acts_as_the_local_user(app: Airside) -> None:
-    access.ensure_local_admin(app)
+    principal_admin.ensure_local_admin(app)
     app.close()
     cli = Cli(app.settings.data_dir)
 
@@ -142,10 +144,10 @@ def test_only_an_unset_key_acts_as_the_local_user(app: Airside) -> None:
 @pytest.fixture
 def enrolled(app: Airside, astronaut: np.ndarray) -> Principal:
     """Gallery 'gate-12' with the astronaut enrolled as PNR-1; returns its camera."""
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "gate-12", "boarding")
     enrolment.enrol(app, admin, "gate-12", "PNR-1", [png_bytes(astronaut)], CONSENT)
-    return access.add_principal(app, admin, "cam-12", "camera", [("gate-12", "*")])
+    return principal_admin.add_principal(app, admin, "cam-12", "camera", [("gate-12", "*")])
 
 
 def test_the_data_directory_and_every_file_in_it_are_private(
@@ -153,7 +155,7 @@ def test_the_data_directory_and_every_file_in_it_are_private(
 ) -> None:
     app = Airside(Settings(data_dir=tmp_path / "data"), analyzer_factory=lambda _s: analyzer)
     try:
-        admin = access.ensure_local_admin(app)
+        admin = principal_admin.ensure_local_admin(app)
         galleries.create_gallery(app, admin, "gate-12", "boarding")
         enrolment.enrol(app, admin, "gate-12", "PNR-1", [png_bytes(astronaut)], CONSENT)
         crop = jpeg_bytes(np.ascontiguousarray(astronaut[20:220, 140:330]), 90)
@@ -176,14 +178,14 @@ def test_a_data_directory_left_open_by_an_older_version_is_closed_on_opening(
 ) -> None:
     data = tmp_path / "data"
     first = Airside(Settings(data_dir=data), analyzer_factory=lambda _s: analyzer)
-    access.ensure_local_admin(first)
+    principal_admin.ensure_local_admin(first)
     first.close()
     data.chmod(0o755)
     (data / "airside.db").chmod(0o644)
 
     again = Airside(Settings(data_dir=data), analyzer_factory=lambda _s: analyzer)
     try:
-        access.ensure_local_admin(again)
+        principal_admin.ensure_local_admin(again)
         assert private(data) and private(data / "airside.db")
     finally:
         again.close()
@@ -310,9 +312,9 @@ def test_an_unexpected_failure_is_logged_privately_without_its_message_or_argume
 @pytest.fixture
 def agent(app: Airside, enrolled: Principal) -> Principal:
     """An operator for boarding galleries only; 'seamless' exists and is not one of them."""
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "seamless", "seamless-travel")
-    return access.add_principal(app, admin, "agent", "operator", [("gate-*", "*")])
+    return principal_admin.add_principal(app, admin, "agent", "operator", [("gate-*", "*")])
 
 
 def test_a_gallery_outside_the_scope_is_out_of_scope_whether_or_not_it_exists(

@@ -21,7 +21,7 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain
-from airside.store.models import AuditRecord
+from airside.store.tables import AuditRecord
 
 ADMIN = Principal("admin-1", "admin")
 CONSENT = BasisInput("consent", evidence_sha256="ab" * 32)

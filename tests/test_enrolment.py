@@ -15,7 +15,7 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, galleries
 from airside.services.app import Airside
 from airside.services.enrolment import EnrolmentRefused, EnrolRow
-from airside.store.models import AuditRecord, LegalBasis, Subject, Template
+from airside.store.tables import AuditRecord, LegalBasis, Subject, Template
 
 OFFICER = Principal("officer-7", "admin")
 CONSENT = BasisInput("consent", evidence_sha256="ab" * 32)
@@ -160,7 +160,7 @@ def test_unknown_gallery_is_refused(app: Airside, astronaut: np.ndarray) -> None
 def test_gallery_of_another_model_is_refused(
     app: Airside, gallery: str, astronaut: np.ndarray
 ) -> None:
-    from airside.store.models import Gallery
+    from airside.store.tables import Gallery
 
     with app.session() as s:
         g = s.scalar(select(Gallery))

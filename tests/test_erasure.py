@@ -16,7 +16,7 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, erasure, galleries, matching
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain as audit_verify
-from airside.store.models import AuditRecord, LegalBasis, Subject, Template
+from airside.store.tables import AuditRecord, LegalBasis, Subject, Template
 
 DPO = Principal("dpo", "admin")
 

@@ -17,10 +17,10 @@ from airside.config import Settings
 from airside.errors import AccessDenied, ConflictError, NotFoundError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
-from airside.services import access, enrolment, erasure, events, galleries, matching
+from airside.services import enrolment, erasure, events, galleries, matching, principal_admin
 from airside.services.app import Airside
 from airside.services.retention import purge
-from airside.store.models import AuditRecord, Event
+from airside.store.tables import AuditRecord, Event
 from airside.vision.analyzer import FaceAnalyzer
 
 CONSENT = BasisInput("consent")
@@ -28,7 +28,7 @@ CONSENT = BasisInput("consent")
 
 @pytest.fixture
 def admin(app: Airside) -> Principal:
-    return access.ensure_local_admin(app)
+    return principal_admin.ensure_local_admin(app)
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def cam(app: Airside, admin: Principal, astronaut: np.ndarray) -> Principal:
     """Gallery ``g`` (seamless-travel) with PNR-1 enrolled, and a camera scoped to it."""
     galleries.create_gallery(app, admin, "g", "seamless-travel")
     enrolment.enrol(app, admin, "g", "PNR-1", [png_bytes(astronaut)], CONSENT)
-    return access.add_principal(app, admin, "cam-1", "camera", [("g", "*")])
+    return principal_admin.add_principal(app, admin, "cam-1", "camera", [("g", "*")])
 
 
 def record(
@@ -173,7 +173,7 @@ def test_key_rotation_reseals_the_crops(
 def test_a_camera_without_scope_on_the_gallery_is_refused_and_audited(
     app: Airside, admin: Principal, cam: Principal, crop: bytes
 ) -> None:
-    other = access.add_principal(app, admin, "cam-2", "camera", [("elsewhere:*", "*")])
+    other = principal_admin.add_principal(app, admin, "cam-2", "camera", [("elsewhere:*", "*")])
     with pytest.raises(AccessDenied) as e:
         record(app, other, crop)
     assert e.value.code == "out_of_scope"
@@ -203,7 +203,7 @@ def test_a_watchlist_hit_names_its_review_case(
         [png_bytes(astronaut)],
         BasisInput("public_task", reference="order 17"),
     )
-    cam = access.add_principal(app, admin, "cam-9", "camera", [("wl", "*")])
+    cam = principal_admin.add_principal(app, admin, "cam-9", "camera", [("wl", "*")])
     hit = matching.identify(app, cam, "wl", jpeg_bytes(astronaut, 70))
     assert hit.review_case is not None
     eid = record(app, cam, crop, gallery="wl", subject="W-1", review_case=hit.review_case)
@@ -304,7 +304,7 @@ def test_a_purged_crop_leaves_no_bytes_in_the_files(
     plain_app: Airside, astronaut: np.ndarray, crop: bytes
 ) -> None:
     app = plain_app
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "g", "seamless-travel")
     enrolment.enrol(app, admin, "g", "PNR-1", [png_bytes(astronaut)], CONSENT)
     record(app, admin, crop)
@@ -321,7 +321,7 @@ def test_erasure_removes_the_events_and_leaves_no_crop_in_the_files(
     plain_app: Airside, astronaut: np.ndarray, hopper: np.ndarray, crop: bytes
 ) -> None:
     app = plain_app
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "g", "seamless-travel")
     enrolment.enrol(app, admin, "g", "PNR-1", [png_bytes(astronaut)], CONSENT)
     enrolment.enrol(app, admin, "g", "PNR-2", [png_bytes(hopper)], CONSENT)
@@ -372,7 +372,7 @@ def test_listing_is_scoped_and_audited(
     sys_ev = events.record_system_event(
         app, cam, camera="gate-12", type_="stream_lost", at=1.0, detail=""
     )
-    agent = access.add_principal(app, admin, "agent", "operator", [("g", "*")])
+    agent = principal_admin.add_principal(app, admin, "agent", "operator", [("g", "*")])
     assert {e.id for e in events.list_events(app, agent)} == {in_g, sys_ev}
     assert {e.id for e in events.list_events(app, admin)} == {in_g, in_ke, sys_ev}
     assert [e.id for e in events.list_events(app, admin, camera="gate-3")] == [in_ke]
@@ -413,7 +413,7 @@ def test_cli_lists_events_and_writes_a_crop(
     run.enrol("g", "PNR-1")
     service = Airside(Settings(data_dir=tmp_path / "d"), analyzer_factory=lambda _s: analyzer)
     try:
-        eid = record(service, access.ensure_local_admin(service), crop)
+        eid = record(service, principal_admin.ensure_local_admin(service), crop)
     finally:
         service.close()
     res = run("events", "list", "--since", "1h", "--json")

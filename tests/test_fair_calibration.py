@@ -41,7 +41,7 @@ from airside.governance.principals import Principal
 from airside.governance.template_protection import GalleryTransform
 from airside.services import calibration_service, enrolment, galleries, matching
 from airside.services.app import Airside
-from airside.store.models import AuditRecord
+from airside.store.tables import AuditRecord
 
 ADMIN = Principal("calibration-admin", "admin")
 OPERATOR = Principal("gate-operator", "operator")

@@ -60,7 +60,7 @@ def test_report_shows_purges_and_erasures(
 def test_report_says_when_the_chain_is_broken(app: Airside) -> None:
     from sqlalchemy import update
 
-    from airside.store.models import AuditRecord
+    from airside.store.tables import AuditRecord
 
     galleries.create_gallery(app, ADMIN, "g", "seamless")
     with app.session() as s:
@@ -71,16 +71,16 @@ def test_report_says_when_the_chain_is_broken(app: Airside) -> None:
 
 
 def test_report_names_who_may_search_each_gallery(app: Airside) -> None:
-    from airside.services import access
+    from airside.services import principal_admin
 
     galleries.create_gallery(app, ADMIN, "KE123", "boarding:KE123")
     galleries.create_gallery(app, ADMIN, "seamless", "seamless-travel")
-    access.add_principal(app, ADMIN, "gate-7", "operator", [("KE123", "*")])
-    access.add_principal(app, ADMIN, "cam-1", "camera", [("*", "seamless-travel")])
-    access.add_principal(app, ADMIN, "officer", "enrolment_officer", [("*", "*")])
-    access.add_principal(app, ADMIN, "anna", "reviewer", [("*", "*")])
-    access.add_principal(app, ADMIN, "gone", "operator", [("*", "*")])
-    access.disable_principal(app, ADMIN, "gone")
+    principal_admin.add_principal(app, ADMIN, "gate-7", "operator", [("KE123", "*")])
+    principal_admin.add_principal(app, ADMIN, "cam-1", "camera", [("*", "seamless-travel")])
+    principal_admin.add_principal(app, ADMIN, "officer", "enrolment_officer", [("*", "*")])
+    principal_admin.add_principal(app, ADMIN, "anna", "reviewer", [("*", "*")])
+    principal_admin.add_principal(app, ADMIN, "gone", "operator", [("*", "*")])
+    principal_admin.disable_principal(app, ADMIN, "gone")
     by_name = {g.name: g.searchable_by for g in build_report(app, ADMIN).galleries}
     admins = [p for p in by_name["KE123"] if p.endswith("(admin)")]
     assert len(admins) == 2  # the first-run administrator and ADMIN

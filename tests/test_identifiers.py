@@ -21,9 +21,9 @@ from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
 from airside.governance.identifiers import BadReference, validate_reference
 from airside.governance.principals import Principal
-from airside.services import access, enrolment, galleries, matching
+from airside.services import enrolment, galleries, matching, principal_admin
 from airside.services.app import Airside
-from airside.store.models import Subject
+from airside.store.tables import Subject
 from airside.vision.analyzer import FaceAnalyzer
 
 CONSENT = BasisInput("consent")
@@ -90,7 +90,7 @@ def test_a_path_separator_is_refused_as_a_path() -> None:
 
 @pytest.fixture
 def admin(app: Airside) -> Principal:
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "boarding", "boarding")
     return admin
 

@@ -16,7 +16,7 @@ import pytest
 from tests.tiny_onnx import linear_embedder
 
 from airside.config import Settings
-from airside.models.manifest import Normalisation
+from airside.model_registry.manifest import Normalisation
 from airside.vision.analyzer import FaceAnalyzer
 from airside.vision.dlib_models import DlibFivePointAligner, DlibHogDetector
 from airside.vision.face_align import ARCFACE_TEMPLATE_112, ArcFaceAligner, DlibEyeLandmarks

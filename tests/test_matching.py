@@ -18,7 +18,7 @@ from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
-from airside.store.models import AuditRecord, LegalBasis
+from airside.store.tables import AuditRecord, LegalBasis
 
 AGENT = Principal("gate-agent", "admin")
 

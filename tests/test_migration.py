@@ -27,9 +27,9 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.migration import NO_RETAINED_IMAGE, analyzer_for_model, migrate_gallery
-from airside.services.models import register_model, unregister_model
-from airside.store.models import AuditRecord, Gallery, Subject
-from airside.store.models import Template as TemplateRow
+from airside.services.model_admin import register_model, unregister_model
+from airside.store.tables import AuditRecord, Gallery, Subject
+from airside.store.tables import Template as TemplateRow
 from airside.vision.analyzer import FaceAnalyzer
 
 ADMIN = Principal("admin-1", "admin")

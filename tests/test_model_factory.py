@@ -14,10 +14,10 @@ from airside.config import DetectorSettings, Settings
 from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
-from airside.models import add_model
+from airside.model_registry import add_model
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
-from airside.services.models import validate_detector
+from airside.services.model_admin import validate_detector
 from airside.vision.detectors import UltraFaceDetector, YuNetDetector
 from airside.vision.dlib_models import DlibFivePointAligner, FallbackDetector
 from airside.vision.face_align import ArcFaceAligner

@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from airside.errors import AirsideError
-from airside.models import Manifest, add_model, list_models, load_model, verify_models
-from airside.models.manifest import Normalisation
+from airside.model_registry import Manifest, add_model, list_models, load_model, verify_models
+from airside.model_registry.manifest import Normalisation
 from airside.vision.onnx_embedders import embedder_from_manifest
 
 

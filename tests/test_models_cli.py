@@ -20,10 +20,10 @@ from airside.cli.main import app
 from airside.config import Settings
 from airside.errors import AccessDenied
 from airside.governance import access as access_rules
-from airside.services.access import add_principal, ensure_local_admin
 from airside.services.app import Airside
-from airside.services.models import register_model
-from airside.store.models import AuditRecord
+from airside.services.model_admin import register_model
+from airside.services.principal_admin import add_principal, ensure_local_admin
+from airside.store.tables import AuditRecord
 
 
 class Cli:

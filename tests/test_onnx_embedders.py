@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from airside.errors import AirsideError
-from airside.models.manifest import Normalisation
+from airside.model_registry.manifest import Normalisation
 from airside.vision.onnx_embedders import (
     ArcFaceEmbedder,
     GenericOnnxEmbedder,

@@ -16,7 +16,7 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.retention import PurgeScheduler, purge
-from airside.store.models import AuditRecord, Template
+from airside.store.tables import AuditRecord, Template
 
 OPS = Principal("ops", "admin")
 
@@ -116,7 +116,7 @@ def age_records(app: Airside, through_seq: int, days: float) -> None:
     time, not tampering)."""
     from airside.governance.audit import checkpoint_message, record_hash
     from airside.governance.witness import SignedHead
-    from airside.store.models import AuditCheckpoint, AuditHead
+    from airside.store.tables import AuditCheckpoint, AuditHead
 
     old = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="microseconds")
     with app.session() as s:

@@ -14,7 +14,7 @@ from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching, review
 from airside.services.app import Airside
-from airside.store.models import AuditRecord, ReviewCase
+from airside.store.tables import AuditRecord, ReviewCase
 
 OFFICER = Principal("officer", "admin")
 OPERATOR = Principal("operator-1", "operator")

@@ -19,10 +19,10 @@ from airside.analytics.scene import Scene
 from airside.config import Settings
 from airside.errors import AccessDenied
 from airside.governance.principals import Principal
-from airside.services import access, events
+from airside.services import events, principal_admin
 from airside.services.app import Airside
 from airside.services.retention import purge
-from airside.store.models import AuditRecord, Event
+from airside.store.tables import AuditRecord, Event
 
 W, H = 1280, 720
 FPS = 25.0
@@ -603,7 +603,7 @@ def store(tmp_path: Path) -> Iterator[Airside]:
 
 @pytest.fixture
 def admin(store: Airside) -> Principal:
-    return access.ensure_local_admin(store)
+    return principal_admin.ensure_local_admin(store)
 
 
 @pytest.fixture
@@ -635,7 +635,7 @@ def audit_of(app: Airside, action: str) -> list[AuditRecord]:
 
 
 def test_a_camera_records_a_safety_event_without_identity(store: Airside, admin: Principal) -> None:
-    cam = access.add_principal(store, admin, "cam-1", "camera", [("boarding:*", "*")])
+    cam = principal_admin.add_principal(store, admin, "cam-1", "camera", [("boarding:*", "*")])
     eid = record(store, cam)
     with store.session() as s:
         ev = s.get(Event, eid)
@@ -673,7 +673,7 @@ def test_a_camera_records_a_safety_event_without_identity(store: Airside, admin:
 def test_a_snapshot_is_sealed_and_kept_only_for_the_crop_retention(
     store: Airside, admin: Principal, snapshot: bytes
 ) -> None:
-    op = access.add_principal(store, admin, "op-1", "operator")
+    op = principal_admin.add_principal(store, admin, "op-1", "operator")
     before = datetime.now(UTC)
     eid = record(store, op, snapshot)
     with store.session() as s:
@@ -692,7 +692,7 @@ def test_a_snapshot_is_sealed_and_kept_only_for_the_crop_retention(
 def test_no_snapshot_is_kept_when_crops_are_not_kept(tmp_path: Path, snapshot: bytes) -> None:
     app = Airside(Settings(data_dir=tmp_path / "d", keep_event_crops=False))
     try:
-        admin = access.ensure_local_admin(app)
+        admin = principal_admin.ensure_local_admin(app)
         eid = record(app, admin, snapshot)
         with app.session() as s:
             ev = s.get(Event, eid)
@@ -706,7 +706,7 @@ def test_no_snapshot_is_kept_when_crops_are_not_kept(tmp_path: Path, snapshot: b
 def test_roles_without_event_safety_are_refused_and_audited(
     store: Airside, admin: Principal
 ) -> None:
-    rev = access.add_principal(store, admin, "rev-1", "reviewer")
+    rev = principal_admin.add_principal(store, admin, "rev-1", "reviewer")
     with pytest.raises(AccessDenied):
         record(store, rev)
     (rec,) = audit_of(store, "event.safety")
@@ -733,7 +733,7 @@ def test_bad_safety_events_are_refused(
 
 
 def test_engine_events_store_as_they_are(store: Airside, admin: Principal) -> None:
-    cam = access.add_principal(store, admin, "cam-2", "camera")
+    cam = principal_admin.add_principal(store, admin, "cam-2", "camera")
     eng = RuleEngine(scene('[[rules]]\ntype = "loitering"\nzone = "apron"\ndwell = 2'))
     evs = Sim().add(7, 0, 3, still(0.7, 0.7)).run(eng)
     (ev,) = evs

@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from airside.store.db import Database
-from airside.store.models import Base
+from airside.store.tables import Base
 
 
 def test_migrations_create_every_table(tmp_path: Path) -> None:

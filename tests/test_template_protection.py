@@ -38,7 +38,7 @@ from airside.governance.template_protection import (
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain as audit_verify
-from airside.store.models import AuditRecord, Gallery, Template
+from airside.store.tables import AuditRecord, Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
 
 ADMIN = Principal("key-custodian", "admin")
@@ -619,7 +619,7 @@ def bench_renewal(n: int = 20_000, dim: int = DIM) -> dict[str, float]:
     gallery of ``n`` synthetic templates in SQLite."""
     from airside.biometrics.contract import EmbeddingContract
     from airside.services.gallery_view import get_gallery
-    from airside.store.models import Subject
+    from airside.store.tables import Subject
 
     rng = np.random.default_rng(0)
     vecs = unit_rows(rng, n, dim).astype("<f4")

@@ -15,10 +15,10 @@ from tests.conftest import png_bytes
 from airside.errors import AccessDenied
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
-from airside.services import access, enrolment, galleries
+from airside.services import enrolment, galleries, principal_admin
 from airside.services.app import Airside
 from airside.services.watch import AnalyzerEngine, StoreSink, WatchRequest, watch
-from airside.store.models import AuditRecord, Event
+from airside.store.tables import AuditRecord, Event
 from airside.video.pipeline import FaceCrop, Match, Pipeline, WatchConfig, WatchSummary
 from airside.video.sources import open_source
 from airside.video.synthetic import Sprite, face_image, make_video
@@ -30,12 +30,14 @@ FACE = (150, 180)
 @pytest.fixture
 def camera(app: Airside) -> Principal:
     """A boarding gallery with the astronaut enrolled, and a camera scoped to it."""
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "gate-12", "boarding")
     enrolment.enrol(
         app, admin, "gate-12", "PNR-1", [png_bytes(face_image("astronaut"))], BasisInput("consent")
     )
-    return access.add_principal(app, admin, "cam-gate-12", "camera", [("gate-12", "boarding")])
+    return principal_admin.add_principal(
+        app, admin, "cam-gate-12", "camera", [("gate-12", "boarding")]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,7 @@ def test_a_face_that_matches_nothing_leaves_no_trace(
 def test_a_camera_cannot_search_a_gallery_outside_its_scope(
     app: Airside, camera: Principal, clip: Path
 ) -> None:
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "watchlist", "watchlist:court-order-1")
     with pytest.raises(AccessDenied):
         watch(app, camera, open_source(str(clip)), WatchRequest(["gate-12", "watchlist"]))
@@ -264,7 +266,7 @@ class ScriptedIdentifier:
 
 
 def run_scripted(app: Airside, clip: Path, answers: list[Match]) -> WatchSummary:
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     enrolment.enrol(
         app, admin, "gate-12", "PNR-2", [png_bytes(face_image("hopper"))], BasisInput("consent")
     )
@@ -326,7 +328,7 @@ def watch_hamilton(tmp_path: Path, embedder: Path | None) -> WatchSummary:
     from tests.conftest import shared_data
 
     from airside.config import Settings
-    from airside.models import add_model
+    from airside.model_registry import add_model
 
     clip = shared_data("video", "hamilton")
     yunet = shared_data("models", "yunet", "face_detection_yunet_2023mar.onnx")
@@ -340,7 +342,7 @@ def watch_hamilton(tmp_path: Path, embedder: Path | None) -> WatchSummary:
         Settings(data_dir=tmp_path / "d", models_dir=models, face_detector="yunet", **chosen)
     )
     try:
-        admin = access.ensure_local_admin(app)
+        admin = principal_admin.ensure_local_admin(app)
         galleries.create_gallery(app, admin, "cast", "stage-door", quality_bar=HAMILTON_QUALITY_BAR)
         for name in HAMILTON_CAST:
             enrolment.enrol(app, admin, "cast", name, [clip / f"{name}.png"], BasisInput("consent"))
@@ -410,8 +412,8 @@ def walker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_safety_alone_raises_an_intrusion_and_identifies_nobody(
     app: Airside, walker: Path, tmp_path: Path
 ) -> None:
-    admin = access.ensure_local_admin(app)
-    cam = access.add_principal(app, admin, "cam-apron", "camera")
+    admin = principal_admin.ensure_local_admin(app)
+    cam = principal_admin.add_principal(app, admin, "cam-apron", "camera")
     scene = tmp_path / "scene.toml"
     scene.write_text(INTRUSION_SCENE)
     summary = watch(
@@ -432,8 +434,8 @@ def test_safety_alone_raises_an_intrusion_and_identifies_nobody(
 def test_a_scene_without_galleries_needs_the_safety_permission(
     app: Airside, walker: Path, tmp_path: Path
 ) -> None:
-    admin = access.ensure_local_admin(app)
-    reviewer = access.add_principal(app, admin, "rev", "reviewer", [("*", "*")])
+    admin = principal_admin.ensure_local_admin(app)
+    reviewer = principal_admin.add_principal(app, admin, "rev", "reviewer", [("*", "*")])
     scene = tmp_path / "scene.toml"
     scene.write_text(INTRUSION_SCENE)
     with pytest.raises(AccessDenied):
@@ -462,7 +464,7 @@ def test_a_figure_that_falls_raises_a_fall_and_one_that_sits_does_not(
     encode(clip, render_scene(70, (320, 240), [figure]).images, fps=10)
     scene = tmp_path / "scene.toml"
     scene.write_text(FALL_SCENE)
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     summary = watch(
         app, admin, open_source(str(clip)), WatchRequest(camera="hall", scene=scene,
                                                          person_detector="motion")

@@ -269,7 +269,7 @@ def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
     from airside.config import DetectorSettings, Settings
     from airside.governance import audit
     from airside.governance.consent import BasisInput
-    from airside.services import access, enrolment, galleries, matching
+    from airside.services import enrolment, galleries, matching, principal_admin
     from airside.services.app import Airside
     from airside.services.authz import authorize
     from airside.vision.factory import default_analyzer
@@ -293,12 +293,14 @@ def bench_governance(paths: list[str], source: str) -> list[dict[str, Any]]:
                     update={"data_dir": Path(tmp) / f"{mode}{rnd}", "template_protection": mode}
                 )
                 app = Airside(settings, analyzer_factory=lambda _s: analyzer)
-                admin = access.ensure_local_admin(app)
+                admin = principal_admin.ensure_local_admin(app)
                 galleries.create_gallery(app, admin, "g", "bench", quality_bar=0)
                 # Searches and enrolments run as a scoped operator and officer, as in service.
                 scope = [("g", "*")]
-                officer = access.add_principal(app, admin, "officer", "enrolment_officer", scope)
-                who = access.add_principal(app, admin, "agent", "operator", scope)
+                officer = principal_admin.add_principal(
+                    app, admin, "officer", "enrolment_officer", scope
+                )
+                who = principal_admin.add_principal(app, admin, "agent", "operator", scope)
                 t = time.perf_counter()
                 enrolled = 0
                 for i, p in enumerate(gallery_imgs):
@@ -370,8 +372,8 @@ def bench_detectors(images: int) -> dict[str, Any] | None:
         run_bench,
         verdict,
     )
-    from airside.models import add_model
-    from airside.services.models import validate_detector
+    from airside.model_registry import add_model
+    from airside.services.model_admin import validate_detector
 
     if not SHARED_MODELS.is_dir():
         console.print(f"[yellow]detector bench skipped: {SHARED_MODELS} is absent[/]")
@@ -421,8 +423,8 @@ def bench_watch(frames: int) -> list[dict[str, Any]]:
     SFace) when the development models are present."""
     from airside.config import DetectorSettings, Settings
     from airside.evaluation import watch_bench
-    from airside.models import add_model
-    from airside.services.models import validate_detector
+    from airside.model_registry import add_model
+    from airside.services.model_admin import validate_detector
     from airside.vision.factory import default_analyzer
 
     runs: list[tuple[str, Settings]] = []

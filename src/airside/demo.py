@@ -23,7 +23,7 @@ from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
-from airside.services import access, enrolment, galleries, matching
+from airside.services import enrolment, galleries, matching, principal_admin
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain as audit_verify
 
@@ -72,7 +72,7 @@ def sample_images(folder: Path) -> dict[str, Path]:
 
 
 def run_steps(app: Airside, inputs: Path) -> list[Step]:
-    p = access.ensure_local_admin(app)  # the first run makes the local user admin
+    p = principal_admin.ensure_local_admin(app)  # the first run makes the local user admin
     imgs = sample_images(inputs)
     steps: list[Step] = []
     gallery = "demo-seamless-travel"
@@ -173,9 +173,11 @@ def _access_steps(app: Airside, admin: Principal, gallery: str, probe: Path) -> 
     """A gate agent scoped to boarding galleries cannot search this gallery; a forged key
     gets nobody in; the agent's own key works where its scope reaches."""
     steps: list[Step] = []
-    agent = access.add_principal(app, admin, "gate-agent-7", "operator", [("boarding:*", "*")])
-    key = access.issue_key(app, admin, agent.name)
-    as_agent = access.authenticate(app, key.secret)
+    agent = principal_admin.add_principal(
+        app, admin, "gate-agent-7", "operator", [("boarding:*", "*")]
+    )
+    key = principal_admin.issue_key(app, admin, agent.name)
+    as_agent = principal_admin.authenticate(app, key.secret)
     try:
         matching.identify(app, as_agent, gallery, probe)
         steps.append(Step("gate agent searches outside its scope", "refused", "searched", False))
@@ -185,7 +187,7 @@ def _access_steps(app: Airside, admin: Principal, gallery: str, probe: Path) -> 
         )
     forged = key.secret[:-4] + ("AAAA" if not key.secret.endswith("AAAA") else "BBBB")
     try:
-        access.authenticate(app, forged)
+        principal_admin.authenticate(app, forged)
         steps.append(Step("forged API key", "refused", "accepted", False))
     except AirsideError as e:
         steps.append(Step("forged API key", "refused", f"refused: {e.code}", True))

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Register a principal with a role and the galleries it may use."""
-        from airside.services.access import add_principal
+        from airside.services.principal_admin import add_principal
 
         st = state(ctx)
         try:
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Let a principal use the galleries matching GALLERY (for PURPOSE)."""
-        from airside.services.access import grant
+        from airside.services.principal_admin import grant
 
         st = state(ctx)
         try:
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Take a gallery scope away from a principal."""
-        from airside.services.access import revoke_scope
+        from airside.services.principal_admin import revoke_scope
 
         st = state(ctx)
         try:
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
     @principal_app.command("disable")
     def principal_disable(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
         """Disable a principal and revoke its API keys."""
-        from airside.services.access import disable_principal
+        from airside.services.principal_admin import disable_principal
 
         st = state(ctx)
         try:
@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
     @principal_app.command("list")
     def principal_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         """Principals, roles, scopes and keys (never the keys' secrets)."""
-        from airside.services.access import list_principals
+        from airside.services.principal_admin import list_principals
 
         st = state(ctx)
         try:
@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Issue an API key. It is printed once; only its hash is stored."""
-        from airside.services.access import issue_key
+        from airside.services.principal_admin import issue_key
 
         st = state(ctx)
         try:
@@ -180,7 +180,7 @@ def register(app: typer.Typer) -> None:
     @apikey_app.command("revoke")
     def apikey_revoke(ctx: typer.Context, key_id: str, as_json: JsonOpt = False) -> None:
         """Revoke an API key; any later use is refused and audited."""
-        from airside.services.access import revoke_key
+        from airside.services.principal_admin import revoke_key
 
         st = state(ctx)
         try:

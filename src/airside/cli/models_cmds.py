@@ -69,7 +69,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
     @models_app.command("list")
     def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         """Registered models: kind, family, digest, licence, the provider each would run on."""
-        from airside.services.models import describe_models
+        from airside.services.model_admin import describe_models
 
         settings = state(ctx).settings
         try:
@@ -132,7 +132,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
         """Copy a model into the registry once it loads and fits its family (admin, audited).
 
         Its sha256 is recorded: a changed file is refused from then on."""
-        from airside.services.models import register_model
+        from airside.services.model_admin import register_model
 
         st = state(ctx)
         try:
@@ -169,7 +169,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
     @models_app.command("verify")
     def models_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         """Re-hash every model against its manifest; exit 1 if any is changed or missing."""
-        from airside.models import verify_models
+        from airside.model_registry import verify_models
 
         folder = state(ctx).settings.model_registry
         checks = verify_models(folder) if folder.exists() else []
@@ -210,7 +210,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Remove a model and its manifest (administrators; audited)."""
-        from airside.services.models import unregister_model
+        from airside.services.model_admin import unregister_model
 
         st = state(ctx)
         try:

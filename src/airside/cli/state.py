@@ -39,7 +39,7 @@ class State:
         (AccessDenied ``bad_key``, audited), never taken for the local user; only an unset
         variable is."""
         if self._principal is None:
-            from airside.services.access import authenticate, ensure_local_admin
+            from airside.services.principal_admin import authenticate, ensure_local_admin
 
             key = os.environ.get("AIRSIDE_API_KEY")
             if key is not None:

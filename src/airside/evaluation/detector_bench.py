@@ -299,7 +299,7 @@ def registered_detectors(models_dir: Path) -> tuple[list[FaceDetector], dict[str
     """Every registered face detector on one CPU thread, and the refused ones with why
     (a file that no longer matches its manifest is never run)."""
     from airside.errors import AirsideError
-    from airside.models import list_models, load_model
+    from airside.model_registry import list_models, load_model
     from airside.vision.detectors import build_onnx_detector
 
     found: list[FaceDetector] = []

@@ -15,7 +15,7 @@ from PIL import Image
 
 from airside.config import Settings
 from airside.governance.consent import BasisInput
-from airside.services import access, enrolment, galleries, matching
+from airside.services import enrolment, galleries, matching, principal_admin
 from airside.services.app import Airside
 from airside.services.watch import AnalyzerEngine, WatchRequest, watch
 from airside.video.sources import Frame, open_source
@@ -55,12 +55,12 @@ def crowd_clip(folder: Path, frames: int = 100, faces: int = 10, fps: int = 25) 
 
 def _app(folder: Path, analyzer: FaceAnalyzer) -> tuple[Airside, Any]:
     app = Airside(Settings(data_dir=folder), analyzer_factory=lambda _s: analyzer)
-    admin = access.ensure_local_admin(app)
+    admin = principal_admin.ensure_local_admin(app)
     galleries.create_gallery(app, admin, "gate", "boarding")
     buf = io.BytesIO()
     Image.fromarray(face_image("astronaut")).save(buf, format="PNG")
     enrolment.enrol(app, admin, "gate", "PNR-1", [buf.getvalue()], BasisInput("consent"))
-    cam = access.add_principal(app, admin, "cam", "camera", [("gate", "boarding")])
+    cam = principal_admin.add_principal(app, admin, "cam", "camera", [("gate", "boarding")])
     return app, cam
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from airside.errors import AccessDenied
 from airside.governance.principals import Principal
 from airside.governance.registry_seal import SESSION_KEY, RegistrySeal
-from airside.store.models import PrincipalRecord, PrincipalScope
+from airside.store.tables import PrincipalRecord, PrincipalScope
 
 ROLES: dict[str, str] = {
     "admin": "everything, including principals, keys, purges and erasure",

@@ -43,7 +43,7 @@ from airside.governance import signing
 from airside.governance.principals import SYSTEM, Principal
 from airside.governance.signing import Signer
 from airside.governance.witness import SignedHead
-from airside.store.models import AuditCheckpoint, AuditHead, AuditRecord
+from airside.store.tables import AuditCheckpoint, AuditHead, AuditRecord
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airside.errors import ConsentError
-from airside.store.models import LegalBasis, Subject
+from airside.store.tables import LegalBasis, Subject
 
 # GDPR Art. 6(1) bases that can apply to biometric processing by an airport or authority.
 BASIS_KINDS = ("consent", "contract", "legal_obligation", "vital_interests", "public_task")

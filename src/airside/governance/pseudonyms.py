@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airside.errors import AirsideError
-from airside.store.models import Subject
+from airside.store.tables import Subject
 
 PREFIX = "ps_"
 HEX_CHARS = 24

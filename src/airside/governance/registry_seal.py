@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from airside.errors import AccessDenied
-from airside.store.models import ApiKey, PrincipalRecord, PrincipalScope
+from airside.store.tables import ApiKey, PrincipalRecord, PrincipalScope
 
 # Where ``Airside.session`` puts the seal, so every check in that unit of work can use it.
 SESSION_KEY = "airside.registry_seal"

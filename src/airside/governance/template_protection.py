@@ -48,7 +48,7 @@ from airside.errors import AirsideError, NotFoundError
 from airside.governance import access, audit
 from airside.governance.principals import Principal
 from airside.governance.secret_files import write_secret
-from airside.store.models import Event, Gallery, Template
+from airside.store.tables import Event, Gallery, Template
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from airside.governance.template_protection import (
 from airside.governance.witness import Witness, default_witness_path
 from airside.store.db import Database
 from airside.store.files import prepare_data_dir
-from airside.store.models import Gallery, Template
+from airside.store.tables import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from airside.governance.principals import Principal
 from airside.governance.signing import Signer, default_key_path
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import AuditCheckpoint, AuditRecord
+from airside.store.tables import AuditCheckpoint, AuditRecord
 
 log = logging.getLogger(__name__)
 

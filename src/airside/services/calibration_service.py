@@ -41,7 +41,7 @@ from airside.governance.principals import Principal
 from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
-from airside.store.models import Template as TemplateRow
+from airside.store.tables import Template as TemplateRow
 
 BUILD = "calibration.build"
 REMOVE = "calibration.remove"

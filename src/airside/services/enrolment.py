@@ -26,8 +26,8 @@ from airside.services.captures import (
     embed_captures,
 )
 from airside.services.gallery_view import GalleryView, get_gallery
-from airside.store.models import Gallery, Subject
-from airside.store.models import Template as TemplateRow
+from airside.store.tables import Gallery, Subject
+from airside.store.tables import Template as TemplateRow
 
 
 class EnrolmentRefused(AirsideError):

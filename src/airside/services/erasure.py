@@ -35,7 +35,7 @@ from airside.governance.principals import Principal
 from airside.governance.signing import Signer
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import (
+from airside.store.tables import (
     Event,
     Gallery,
     LegalBasis,

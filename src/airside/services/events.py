@@ -34,7 +34,7 @@ from airside.governance.principals import Principal
 from airside.governance.template_protection import event_crop_aad
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
-from airside.store.models import (
+from airside.store.tables import (
     Event,
     Gallery,
     PrincipalRecord,

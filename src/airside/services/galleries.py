@@ -14,7 +14,7 @@ from airside.governance.access import GalleryRef
 from airside.governance.principals import Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import Gallery, Template
+from airside.store.tables import Gallery, Template
 
 # "@" names a migrated copy: ``G@model`` (services/migration.py).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._@\-]{0,199}$")

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airside.errors import NotFoundError
-from airside.store.models import Gallery
+from airside.store.tables import Gallery
 
 
 @dataclass(frozen=True)

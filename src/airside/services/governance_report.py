@@ -17,7 +17,7 @@ from airside.governance.principals import Principal
 from airside.services import audit_service
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import AuditRecord, Event, Gallery, LegalBasis, Template
+from airside.store.tables import AuditRecord, Event, Gallery, LegalBasis, Template
 
 # The actions that search or compare against a gallery's templates.
 SEARCH_ACTIONS = ("identify", "verify.subject")

@@ -26,8 +26,8 @@ from airside.services.authz import authorize, authorize_gallery
 from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
 from airside.services.gallery_view import GalleryView
 from airside.services.review import open_case, requires_review
-from airside.store.models import Subject
-from airside.store.models import Template as TemplateRow
+from airside.store.tables import Subject
+from airside.store.tables import Template as TemplateRow
 from airside.vision.analyzer import FacePolicy
 
 

@@ -42,7 +42,7 @@ from airside.services.captures import Capture, ImageSource, Refusal, capture_man
 from airside.services.enrolment import write_subject
 from airside.services.galleries import validate_gallery_name
 from airside.services.gallery_view import GalleryView, get_gallery
-from airside.store.models import Gallery, Subject, Template
+from airside.store.tables import Gallery, Subject, Template
 from airside.vision.analyzer import FaceAnalyzer
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm"})

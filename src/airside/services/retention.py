@@ -16,7 +16,7 @@ from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.services.events import purge_events
-from airside.store.models import AuditRecord, Gallery, Template
+from airside.store.tables import AuditRecord, Gallery, Template
 
 log = logging.getLogger(__name__)
 

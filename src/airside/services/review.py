@@ -21,7 +21,7 @@ from airside.governance import access, audit, pseudonyms
 from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import ReviewCase, ReviewVote
+from airside.store.tables import ReviewCase, ReviewVote
 
 CONFIRMATIONS_NEEDED = 2
 

@@ -12,7 +12,7 @@ from airside.governance.principals import Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.services.gallery_view import get_gallery
-from airside.store.models import Gallery, LegalBasis, Subject, Template
+from airside.store.tables import Gallery, LegalBasis, Subject, Template
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from airside.vision.dlib_models import (
 from airside.vision.protocols import FaceDetector, FaceEmbedder, LandmarkAligner
 
 if TYPE_CHECKING:
-    from airside.models.manifest import Manifest
+    from airside.model_registry.manifest import Manifest
     from airside.vision.detectors import OnnxFaceDetector
     from airside.vision.face_align import ArcFaceAligner
 
@@ -106,7 +106,7 @@ def uses_dlib_detector(settings: Settings) -> bool:
 
 def _registered(settings: Settings, name: str, kind: str) -> tuple[Manifest, Path]:
     """A registered model of ``kind``, its file checked against its manifest's sha256."""
-    from airside.models import load_model
+    from airside.model_registry import load_model
 
     manifest, path = load_model(settings.model_registry, name)
     if manifest.kind != kind:

@@ -26,7 +26,7 @@ import numpy as np
 
 from airside.biometrics.contract import EmbeddingContract
 from airside.errors import AirsideError
-from airside.models.manifest import Layout, Manifest, Normalisation, sha256_file
+from airside.model_registry.manifest import Layout, Manifest, Normalisation, sha256_file
 from airside.vision.face_align import ArcFaceAligner
 from airside.vision.onnx_runtime import Device, OnnxModel, open_model
 

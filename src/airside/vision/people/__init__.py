@@ -132,7 +132,7 @@ def build_person_detector(
     ``None``, ``""`` or ``"auto"``: MoveNet when its packages are installed, else motion
     blobs (logged). ``"movenet"``: MoveNet or an error saying what to install.
     ``"motion"``: motion blobs. Any other name: the registered model of that name in
-    ``models_dir`` (loaded through ``airside.models.load_model``, so a changed file is
+    ``models_dir`` (loaded through ``airside.model_registry.load_model``, so a changed file is
     refused), which must be a ``person-detector`` of family ``yolo`` or ``yolox``.
 
     ``score_threshold``/``nms_iou`` None take the detector's defaults; ``max_side`` is the
@@ -159,7 +159,7 @@ def build_person_detector(
             "no models directory was given to look for a registered model",
             code="model_not_found",
         )
-    from airside.models import load_model
+    from airside.model_registry import load_model
     from airside.vision.people.yolo import build_person_model
 
     manifest, path = load_model(models_dir, key)

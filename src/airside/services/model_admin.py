@@ -2,7 +2,7 @@
 
 Adding or removing a model changes what later decisions rest on, so each is authorised
 (``model.add`` / ``model.remove``, admin only) and audited. The file work happens first
-(a model is copied, verified and described by ``airside.models.add_model``); if the
+(a model is copied, verified and described by ``airside.model_registry.add_model``); if the
 audit record then cannot be written, the model is removed again, so no model is ever in
 use without its record. Listing and verifying are read-only and need no principal.
 """
@@ -21,11 +21,11 @@ from airside.config import Settings
 from airside.errors import AirsideError, ConflictError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
-from airside.models import Manifest, add_model, list_models, load_model, remove_model
-from airside.models.manifest import ChannelOrder, Layout, ModelKind
+from airside.model_registry import Manifest, add_model, list_models, load_model, remove_model
+from airside.model_registry.manifest import ChannelOrder, Layout, ModelKind
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import Gallery
+from airside.store.tables import Gallery
 
 
 def validate_detector(manifest: Manifest, path: Path) -> None:

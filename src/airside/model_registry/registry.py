@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from airside.errors import AirsideError, ConflictError, NotFoundError
-from airside.models.manifest import (
+from airside.model_registry.manifest import (
     FAMILY_KINDS,
     MANIFEST_SUFFIX,
     NAME_PATTERN,

@@ -26,7 +26,7 @@ from airside.governance import access, audit
 from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
-from airside.store.models import ApiKey, PrincipalRecord, PrincipalScope
+from airside.store.tables import ApiKey, PrincipalRecord, PrincipalScope
 
 KEY_PREFIX = "as1_"
 _KEY_ID_CHARS = 12

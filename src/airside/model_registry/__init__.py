@@ -1,7 +1,7 @@
 """Operator-supplied model files and their manifests (see ``registry``)."""
 
-from airside.models.manifest import Manifest, ModelKind, Normalisation, OutputSpec
-from airside.models.registry import (
+from airside.model_registry.manifest import Manifest, ModelKind, Normalisation, OutputSpec
+from airside.model_registry.registry import (
     ModelCheck,
     add_model,
     list_models,
