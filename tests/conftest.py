@@ -72,10 +72,10 @@ class CliOnDir:
         self.photo = photo
         self._runner = CliRunner()
 
-    def __call__(self, *args: str) -> Any:
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Any:
         from airside.cli.main import app as cli
 
-        return self._runner.invoke(cli, ["--data-dir", str(self.data_dir), *args])
+        return self._runner.invoke(cli, ["--data-dir", str(self.data_dir), *args], env=env)
 
     def enrol(self, gallery: str, subject: str) -> None:
         """Create ``gallery`` (purpose: its name) if needed and enrol the astronaut photo."""

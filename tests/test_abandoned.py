@@ -1,6 +1,6 @@
 """Abandoned objects on generated videos with known ground truth.
 
-Each scene is rendered by ``airside.analytics.figures`` at 5 frames per second: a bag
+Each scene is rendered by ``airside.synthetic.figures`` at 5 frames per second: a bag
 (a prop) that a walking figure puts down, with people handed to the detector as tracks
 (their true boxes). The expected event times are worked out from the scene's own
 truth in each test: when the bag appeared, and when a person was last near it.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from airside.analytics.abandoned import AbandonedConfig, AbandonedEvent, AbandonedObjectDetector
-from airside.analytics.figures import Figure, Prop, Rendered, render_scene
+from airside.synthetic.figures import Figure, Prop, Rendered, render_scene
 
 FPS = 4
 LIMIT = 10.0

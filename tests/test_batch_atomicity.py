@@ -98,7 +98,8 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run_child(data_dir: Path, mode: str, kill_at: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *inherited])}
     return subprocess.run(
         [sys.executable, "-m", "tests.batch_child", str(data_dir), mode, str(kill_at)],
         cwd=REPO,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from airside.biometrics.calibration import load_calibration, save_calibration
-from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings as _Settings
 from airside.errors import NoCalibrationError
 from airside.evaluation.metrics import fit_calibration
+from airside.vision.contract import EmbeddingContract
 from airside.vision.factory import default_contract
 
 
@@ -88,6 +88,7 @@ def test_the_sface_table_follows_the_weights_whatever_name_they_were_registered_
 def test_the_same_weights_with_other_preprocessing_have_no_shipped_table() -> None:
     """Another alignment changes what a score means: no table, and the error says which
     preprocessing the shipped one was fitted for."""
-    with pytest.raises(NoCalibrationError, match="eval verify") as err:
+    with pytest.raises(NoCalibrationError, match="Fit one on labelled faces") as err:
         load_calibration(sface_contract("sface", "fallback-dlib5pt-eyes-112-v1|rgb-nchw"))
     assert SFACE_PREPROCESSING in str(err.value) and "YuNet" in str(err.value)
+    assert err.value.details == {"next": "calibration.fit"}

@@ -195,8 +195,8 @@ def test_a_watchs_event_list_and_annotated_video_are_private(
     usual_umask: None, app: Airside, enrolled: Principal, tmp_path: Path
 ) -> None:
     from airside.services.watch import WatchRequest, watch
+    from airside.synthetic.clips import Sprite, make_video
     from airside.video.sources import open_source
-    from airside.video.synthetic import Sprite, make_video
 
     clip = tmp_path / "gate.mp4"
     make_video(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from airside.synthetic.clips import Sprite, background, render
 from airside.video.cuts import CutDetector, content_change, content_thumbnail
-from airside.video.synthetic import Sprite, background, render
 
 SIZE = (640, 480)
 

@@ -75,10 +75,11 @@ def test_expired_basis_does_not_cover(app: Airside, gallery: str, astronaut: np.
 
 
 def test_public_task_needs_a_reference(app: Airside, gallery: str, astronaut: np.ndarray) -> None:
-    with pytest.raises(ConsentError, match="basis-ref"):
+    with pytest.raises(ConsentError, match="needs a reference") as err:
         enrolment.enrol(
             app, OFFICER, gallery, "PNR-1", [png_bytes(astronaut)], BasisInput("public_task")
         )
+    assert err.value.details == {"field": "basis_ref"}
 
 
 def test_same_image_twice_is_idempotent(app: Airside, gallery: str, astronaut: np.ndarray) -> None:

@@ -146,7 +146,7 @@ def test_the_crop_is_sealed_at_rest_and_opens_again(
 def test_a_sealed_crop_moved_to_another_event_does_not_open(
     app: Airside, admin: Principal, cam: Principal, crop: bytes
 ) -> None:
-    from airside.governance.template_protection import TemplateKeyError
+    from airside.governance.template_keys import TemplateKeyError
 
     first, second = record(app, cam, crop), record(app, cam, crop, track=8)
     with app.session() as s:
@@ -160,7 +160,7 @@ def test_a_sealed_crop_moved_to_another_event_does_not_open(
 def test_key_rotation_reseals_the_crops(
     app: Airside, admin: Principal, cam: Principal, crop: bytes
 ) -> None:
-    from airside.governance.template_protection import rotate_keys
+    from airside.services.template_keys import rotate_keys
 
     eid = record(app, cam, crop)
     before = rows(app)[0].evidence_key_id

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import select
 from tests.conftest import png_bytes, register
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.biometrics.fair_calibration import (
     RAW,
     CalibrationSetError,
@@ -37,11 +36,12 @@ from airside.evaluation.fairness import (
 )
 from airside.evaluation.metrics import fit_calibration
 from airside.governance.consent import BasisInput
+from airside.governance.gallery_transform import GalleryTransform
 from airside.governance.principals import Principal
-from airside.governance.template_protection import GalleryTransform
 from airside.services import calibration_service, enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.store.tables import AuditRecord
+from airside.vision.contract import EmbeddingContract
 
 ADMIN = Principal("calibration-admin", "admin")
 OPERATOR = Principal("gate-operator", "operator")

@@ -25,8 +25,8 @@ from airside.evaluation.fairness import (
     fairness_summary,
     group_names_of_pairs,
     normalise_group_label,
-    render_fairness_report,
 )
+from airside.evaluation.fairness_report import render_fairness_report
 from airside.evaluation.metrics import wilson_interval
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "airside"

@@ -19,9 +19,9 @@ from airside.config import Settings
 from airside.model_registry.manifest import Normalisation
 from airside.vision.analyzer import FaceAnalyzer
 from airside.vision.dlib_models import DlibFivePointAligner, DlibHogDetector
+from airside.vision.embedders.onnx_models import GenericOnnxEmbedder
 from airside.vision.face_align import ARCFACE_TEMPLATE_112, ArcFaceAligner, DlibEyeLandmarks
 from airside.vision.factory import default_contract
-from airside.vision.onnx_embedders import GenericOnnxEmbedder
 from airside.vision.protocols import Detection
 from airside.vision.quality import pose_from_points
 

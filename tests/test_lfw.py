@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from tests.conftest import shared_data
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.config import Settings as _Settings
 from airside.evaluation.datasets import read_identities, read_pairs
@@ -25,6 +24,7 @@ from airside.evaluation.fairness import (
 from airside.evaluation.identification import evaluate_identification
 from airside.evaluation.templates import extract_templates
 from airside.evaluation.verification import evaluate_pairs
+from airside.vision.contract import EmbeddingContract
 from airside.vision.factory import default_contract
 
 

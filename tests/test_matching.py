@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,6 @@ from PIL import Image, ImageEnhance
 from sqlalchemy import select
 from tests.conftest import jpeg_bytes, png_bytes, register
 
-from airside.biometrics.contract import EmbeddingContract, Template, similarity
 from airside.config import Settings
 from airside.errors import ConsentError, ContractMismatchError, NotFoundError
 from airside.governance.consent import BasisInput
@@ -19,6 +19,7 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.store.tables import AuditRecord, LegalBasis
+from airside.vision.contract import EmbeddingContract, Template, similarity
 
 AGENT = Principal("gate-agent", "admin")
 
@@ -171,3 +172,52 @@ def test_an_enrolment_by_another_process_is_seen_by_the_next_search(
         other.close()
     res = matching.identify(app, AGENT, enrolled, jpeg_bytes(hopper, quality=60))
     assert res.match and res.candidates[0].subject == "PNR-2"
+
+
+def test_a_batch_of_faces_is_searched_in_one_transaction_with_a_record_each(
+    app: Airside,
+    enrolled: str,
+    astronaut: np.ndarray,
+    hopper: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a camera does with the faces of one frame: every search checked and audited,
+    but one transaction for them all, and the fair calibration looked up once."""
+    galleries.create_gallery(app, AGENT, "crew", "boarding:KE123")
+    analyzer = app.analyzer
+    vecs = analyzer.embed([analyzer.observe(astronaut)[0], analyzer.observe(hopper)[0]])
+    probes = [
+        matching.Probe(v, 80.0, hashlib.sha256(bytes([i])).hexdigest(), {"track": i})
+        for i, v in enumerate(vecs)
+    ]
+    with app.session() as s:
+        before = len(s.scalars(select(AuditRecord).where(AuditRecord.action == "identify")).all())
+    sessions, lookups = [0], [0]
+    real_session, real_lookup = app.session, matching.load_fair_calibration
+
+    def session(**kw: bool) -> Any:
+        sessions[0] += 1
+        return real_session(**kw)
+
+    def lookup(*a: Any) -> Any:
+        lookups[0] += 1
+        return real_lookup(*a)
+
+    monkeypatch.setattr(app, "session", session)
+    monkeypatch.setattr(matching, "load_fair_calibration", lookup)
+    [[a_manifest, a_crew], [h_manifest, h_crew]] = matching.identify_many(
+        app, AGENT, [enrolled, "crew"], probes, contract=analyzer.contract, k=1
+    )
+    monkeypatch.undo()
+    assert a_manifest.match and a_manifest.candidates[0].subject == "PNR-1"
+    assert not h_manifest.match and not a_crew.candidates and not h_crew.candidates
+    assert sessions[0] == 2 + 1  # each gallery's authorisation, then one for every search
+    assert lookups[0] == 1
+    with app.session() as s:
+        records = s.scalars(select(AuditRecord).where(AuditRecord.action == "identify")).all()
+    assert len(records) - before == 4  # one per face and gallery
+    single = matching.identify_embedding(
+        app, AGENT, enrolled, vecs[0], contract=analyzer.contract, quality=80.0,
+        input_sha256=probes[0].input_sha256, k=1,
+    )  # fmt: skip
+    assert single.candidates[0].score == pytest.approx(a_manifest.candidates[0].score)

@@ -18,7 +18,6 @@ from tests.tiny_onnx import linear_embedder
 from typer.testing import CliRunner
 
 from airside.biometrics.calibration import save_calibration
-from airside.biometrics.contract import Template, similarity
 from airside.cli.main import app as cli_app
 from airside.errors import AccessDenied, AirsideError, ConflictError, ContractMismatchError
 from airside.evaluation.metrics import fit_calibration
@@ -31,6 +30,7 @@ from airside.services.model_admin import register_model, unregister_model
 from airside.store.tables import AuditRecord, Gallery, Subject
 from airside.store.tables import Template as TemplateRow
 from airside.vision.analyzer import FaceAnalyzer
+from airside.vision.contract import Template, similarity
 
 ADMIN = Principal("admin-1", "admin")
 AGENT = Principal("agent-1", "operator")
@@ -191,9 +191,10 @@ def test_an_uncalibrated_model_is_refused_before_anything_is_written(
 ) -> None:
     src = linear_embedder(tmp_path / "in" / "other.onnx", seed=3)
     register_model(app, ADMIN, src, "generic", licence="MIT", name="other", mean=0, std=1)
-    with pytest.raises(AirsideError, match="Calibrate it first") as e:
+    with pytest.raises(AirsideError, match="calibration table") as e:
         migrate_gallery(app, ADMIN, gallery, "other")
     assert e.value.code == "no_calibration"
+    assert e.value.details == {"next": "calibration.fit"}
 
 
 def test_the_cli_migrates_from_a_csv_of_fresh_images(

@@ -14,7 +14,6 @@ from airside.config import DetectorSettings, Settings
 from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
-from airside.model_registry import add_model
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.model_admin import validate_detector
@@ -22,6 +21,7 @@ from airside.vision.detectors import UltraFaceDetector, YuNetDetector
 from airside.vision.dlib_models import DlibFivePointAligner, FallbackDetector
 from airside.vision.face_align import ArcFaceAligner
 from airside.vision.factory import default_analyzer, default_contract, providers
+from airside.vision.model_files import add_model
 from airside.vision.onnx_runtime import ProviderUnavailable, available_providers
 
 ADMIN = Principal("officer", "admin")
@@ -174,7 +174,7 @@ def test_eval_verify_works_unchanged_with_a_registered_arcface_style_embedder(
     from typer.testing import CliRunner
 
     from airside.cli.main import app as cli
-    from airside.video.synthetic import face_image
+    from airside.synthetic.clips import face_image
 
     add_tiny(settings)
     folder = tmp_path / "pairs"

@@ -12,9 +12,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from airside.errors import AirsideError
-from airside.model_registry import Manifest, add_model, list_models, load_model, verify_models
+from airside.model_registry import Manifest, list_models, load_model, verify_models
 from airside.model_registry.manifest import Normalisation
-from airside.vision.onnx_embedders import embedder_from_manifest
+from airside.vision.embedders.onnx_models import embedder_from_manifest
+from airside.vision.model_files import add_model
 
 
 def tiny_model(path: Path, input_shape: list[int | str], out_dim: int = 8, seed: int = 0) -> Path:
@@ -252,3 +253,40 @@ def test_an_unknown_model_name_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(AirsideError) as err:
         load_model(tmp_path, "../etc/passwd")
     assert err.value.code == "model_not_found"
+
+
+def test_the_registry_runs_no_model_code_itself(tmp_path: Path) -> None:
+    """Files are opened by the inspector the caller gives (vision's ONNX one in Airside);
+    importing the registry loads nothing of vision."""
+    import subprocess
+    import sys
+
+    from airside.model_registry import ModelIO, ModelSpec, add_model_file
+
+    code = (
+        "import sys, airside.model_registry; "
+        "sys.exit(any(m.startswith('airside.vision') for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+    class Inspector:
+        def open(self, path: Path) -> ModelIO:
+            return ModelIO([1, 3, 48, 64], ["scores", "boxes"])
+
+        def default_normalisation(self, family: str, path: Path) -> Normalisation | None:
+            raise AssertionError("only embedders have default pixels")
+
+        def embedder_geometry(self, manifest: Manifest, path: Path) -> tuple[int, int, int]:
+            raise AssertionError("a detector is not built as an embedder")
+
+    src = tmp_path / "src" / "det.bin"
+    src.write_bytes(b"not opened by the registry")
+    m = add_model_file(
+        tmp_path / "models", src, ModelSpec("yunet", licence="MIT"), inspector=Inspector()
+    )
+    assert (m.kind, m.input_size, m.output.names) == (
+        "face-detector",
+        (64, 48),
+        ["scores", "boxes"],
+    )
+    assert load_model(tmp_path / "models", "det")[0] == m

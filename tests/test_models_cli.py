@@ -166,4 +166,5 @@ def test_a_gallery_for_an_uncalibrated_embedder_is_refused_with_the_way_out(
     assert res.exit_code == 1
     err = json.loads(res.stdout)
     assert err["error"] == "no_calibration"
-    assert "eval verify --identities" in err["message"]
+    assert err["details"] == {"next": "calibration.fit"}  # the CLI names the command
+    assert "eval verify --identities" in res.stderr

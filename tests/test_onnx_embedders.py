@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from airside.errors import AirsideError
 from airside.model_registry.manifest import Normalisation
-from airside.vision.onnx_embedders import (
+from airside.vision.embedders.onnx_models import (
     ArcFaceEmbedder,
     GenericOnnxEmbedder,
     SFaceEmbedder,

@@ -13,21 +13,21 @@ import numpy as np
 import pytest
 from tests.conftest import shared_data
 
-from airside.analytics.figures import Figure, Prop, render_scene
 from airside.errors import AirsideError
-from airside.vision.people import (
-    KEYPOINT_INDEX,
-    PersonDetection,
-    PersonDetector,
-    build_person_detector,
-)
-from airside.vision.people.evaluate import (
+from airside.evaluation.people_detection import (
     FrameLabels,
     decode_frames,
     evaluate,
     matches,
     read_labels,
     score_frame,
+)
+from airside.synthetic.figures import Figure, Prop, render_scene
+from airside.vision.people import (
+    KEYPOINT_INDEX,
+    PersonDetection,
+    PersonDetector,
+    build_person_detector,
 )
 from airside.vision.people.motion import MotionBlobDetector
 from airside.vision.people.movenet import MoveNetDetector, movenet_available
@@ -102,7 +102,7 @@ def test_no_movenet_means_an_error_that_says_what_to_install_or_the_fallback(
     try:
         with pytest.raises(AirsideError) as exc:
             build_person_detector("movenet")
-        assert exc.value.code == "model_missing" and "--no-deps" in str(exc.value)
+        assert exc.value.code == "model_missing" and "without its dependencies" in str(exc.value)
         assert isinstance(build_person_detector("auto"), MotionBlobDetector)
     finally:
         movenet.load_movenet_model.cache_clear()

@@ -22,22 +22,14 @@ from tests.conftest import jpeg_bytes, png_bytes, register
 from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
+from airside.governance.gallery_transform import GalleryTransform, orthogonal_matrix
 from airside.governance.principals import Principal
-from airside.governance.template_protection import (
-    NONCE_BYTES,
-    GalleryTransform,
-    StoredTemplate,
-    TemplateKeyError,
-    TemplateProtector,
-    key_id_of,
-    orthogonal_matrix,
-    read_keyring,
-    rekey_gallery,
-    rotate_keys,
-)
+from airside.governance.template_keys import TemplateKeyError, key_id_of, read_keyring
+from airside.governance.template_protection import NONCE_BYTES, StoredTemplate, TemplateProtector
 from airside.services import enrolment, galleries, matching
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain as audit_verify
+from airside.services.template_keys import rekey_gallery, rotate_keys
 from airside.store.tables import AuditRecord, Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
 
@@ -617,9 +609,9 @@ def bench_renewal(n: int = 20_000, dim: int = DIM) -> dict[str, float]:
     """Seconds for a full index load (plain, then encrypted), the first ``keys rotate``
     (encrypting ``n`` legacy rows), ``gallery rekey`` and ``keys rotate --retire-old`` on a
     gallery of ``n`` synthetic templates in SQLite."""
-    from airside.biometrics.contract import EmbeddingContract
     from airside.services.gallery_view import get_gallery
     from airside.store.tables import Subject
+    from airside.vision.contract import EmbeddingContract
 
     rng = np.random.default_rng(0)
     vecs = unit_rows(rng, n, dim).astype("<f4")

@@ -4,6 +4,7 @@ enrolled person found, the unenrolled one not, and nothing about unknown faces s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import av
@@ -17,12 +18,14 @@ from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.services import enrolment, galleries, principal_admin
 from airside.services.app import Airside
-from airside.services.watch import AnalyzerEngine, StoreSink, WatchRequest, watch
+from airside.services.watch import StoreSink, WatchRequest, watch
 from airside.store.tables import AuditRecord, Event
-from airside.video.pipeline import FaceCrop, Match, Pipeline, WatchConfig, WatchSummary
+from airside.synthetic.clips import Sprite, face_image, make_video
+from airside.video.pipeline import Match, Pipeline, WatchConfig, WatchSummary
 from airside.video.sources import open_source
-from airside.video.synthetic import Sprite, face_image, make_video
 from airside.video.track_identity import IdentityConfig
+from airside.vision.frame_faces import FrameFaces
+from airside.vision.protocols import Detection, FaceCrop
 
 FACE = (150, 180)
 
@@ -178,7 +181,7 @@ def test_the_cli_prints_the_json_summary(
 def cut_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 s at 25 fps: 1 s of the astronaut, then a cut to another view with Grace Hopper
     standing almost where the astronaut stood."""
-    from airside.video.synthetic import background, encode, render
+    from airside.synthetic.clips import background, encode, render
 
     first = render(25, (640, 480), [Sprite("a", "astronaut", FACE, ((320, 240),))])
     second = render(25, (640, 480), [Sprite("h", "hopper", FACE, ((330, 240),))])
@@ -230,7 +233,7 @@ def test_an_outage_ends_every_track_so_whoever_stands_there_after_it_is_not_name
     astronaut stood. Same view, no cut: only the outage says the track cannot go on."""
     from tests.videos import Step, StreamServer
 
-    from airside.video.synthetic import ts_bytes
+    from airside.synthetic.clips import ts_bytes
 
     size = (640, 480)
     before = ts_bytes(25, size, sprites=[Sprite("a", "astronaut", FACE, ((320, 240),))], gop=5)
@@ -261,8 +264,8 @@ class ScriptedIdentifier:
     def __init__(self, answers: list[Match]) -> None:
         self.answers = list(answers)
 
-    def identify(self, crop: FaceCrop, track_id: int, t: float) -> Match:
-        return self.answers.pop(0)
+    def identify_many(self, crops: Sequence[tuple[FaceCrop, int]], t: float) -> list[Match]:
+        return [self.answers.pop(0) for _ in crops]
 
 
 def run_scripted(app: Airside, clip: Path, answers: list[Match]) -> WatchSummary:
@@ -273,7 +276,7 @@ def run_scripted(app: Airside, clip: Path, answers: list[Match]) -> WatchSummary
     # Every crop that passes the bar is identified (no "clearly better" margin), three times.
     config = WatchConfig(camera="gate-12", identity=IdentityConfig(better_margin=0.0))
     pipeline = Pipeline(
-        AnalyzerEngine(app.analyzer),
+        FrameFaces(app.analyzer),
         ScriptedIdentifier(answers),
         StoreSink(app, admin, "gate-12", None),
         config,
@@ -328,7 +331,7 @@ def watch_hamilton(tmp_path: Path, embedder: Path | None) -> WatchSummary:
     from tests.conftest import shared_data
 
     from airside.config import Settings
-    from airside.model_registry import add_model
+    from airside.vision.model_files import add_model
 
     clip = shared_data("video", "hamilton")
     yunet = shared_data("models", "yunet", "face_detection_yunet_2023mar.onnx")
@@ -400,8 +403,8 @@ severity = "critical"
 @pytest.fixture(scope="module")
 def walker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 s at 10 fps: a figure walks from the left into the restricted zone on the right."""
-    from airside.analytics.figures import Figure, render_scene
-    from airside.video.synthetic import encode
+    from airside.synthetic.clips import encode
+    from airside.synthetic.figures import Figure, render_scene
 
     frames = render_scene(40, (320, 240), [Figure("p", path=((60.0, 200.0), (280.0, 200.0)))])
     path = tmp_path_factory.mktemp("clips") / "walker.mp4"
@@ -455,8 +458,8 @@ stay_down = 0.5
 def test_a_figure_that_falls_raises_a_fall_and_one_that_sits_does_not(
     app: Airside, tmp_path: Path, action: str, falls: bool
 ) -> None:
-    from airside.analytics.figures import Figure, render_scene
-    from airside.video.synthetic import encode
+    from airside.synthetic.clips import encode
+    from airside.synthetic.figures import Figure, render_scene
 
     figure = Figure("p", path=((100.0, 200.0), (160.0, 200.0)), height=110.0, action=action,  # type: ignore[arg-type]
                     action_at=20, action_frames=6)  # fmt: skip
@@ -471,3 +474,62 @@ def test_a_figure_that_falls_raises_a_fall_and_one_that_sits_does_not(
     )  # fmt: skip
     kinds = [e.type for e in summary.safety_events]
     assert kinds == (["fall"] if falls else [])
+
+
+class CountingFaces(FrameFaces):
+    """The installation's frame engine, counting the frames it is asked to search."""
+
+    def __init__(self, app: Airside) -> None:
+        super().__init__(app.analyzer)
+        self.detect_calls = 0
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        self.detect_calls += 1
+        return super().detect(image)
+
+
+def test_a_frame_is_searched_for_faces_once_even_when_a_safety_event_fires(
+    app: Airside, walker: Path, tmp_path: Path
+) -> None:
+    """The snapshot of a safety event blurs the faces the frame's detection already found."""
+    from airside.analytics.scene import load_scene
+    from airside.video.safety import SafetyAnalytics
+    from airside.vision.people import build_person_detector
+
+    admin = principal_admin.ensure_local_admin(app)
+    scene = tmp_path / "scene.toml"
+    scene.write_text(INTRUSION_SCENE)
+    engine = CountingFaces(app)
+    pipeline = Pipeline(
+        engine,
+        ScriptedIdentifier([]),
+        StoreSink(app, admin, "apron", None),
+        WatchConfig(camera="apron"),
+        safety=SafetyAnalytics(load_scene(scene), build_person_detector("motion")),
+    )
+    summary = pipeline.run(open_source(str(walker)))
+    assert [e.type for e in summary.safety_events] == ["intrusion"]
+    assert engine.detect_calls == summary.stats.frames_processed == 40
+
+
+def test_the_frame_engine_asks_the_models_for_their_video_variants(app: Airside) -> None:
+    """No slow fallback per frame, a smaller working copy, and one view to score a crop:
+    asked of the detector and aligner through their capabilities, the same for any model."""
+    from airside.vision.analyzer import FaceAnalyzer
+    from airside.vision.dlib_models import (
+        DlibCnnDetector,
+        DlibFivePointAligner,
+        DlibHogDetector,
+        FallbackDetector,
+    )
+
+    hog = DlibHogDetector(1, 0.3, 1280)
+    analyzer = FaceAnalyzer(
+        FallbackDetector(hog, DlibCnnDetector()), DlibFivePointAligner(), app.analyzer.embedder
+    )
+    engine = FrameFaces(analyzer, video_detect_side=480)
+    assert isinstance(engine.detector, DlibHogDetector) and engine.detector.max_side == 480
+    assert isinstance(engine.preview, DlibFivePointAligner) and engine.preview.paddings == (0.25,)
+    assert not engine.preview.mirror
+    plain = FrameFaces(FaceAnalyzer(DlibCnnDetector(), analyzer.aligner, analyzer.embedder))
+    assert isinstance(plain.detector, DlibCnnDetector)  # no video variant: used as it is

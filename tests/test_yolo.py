@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from airside.cli.main import app
 from airside.errors import AirsideError
-from airside.model_registry import add_model
 from airside.services.model_admin import validate_detector
+from airside.vision.model_files import add_model
 from airside.vision.people import PersonDetector, build_person_detector
 from airside.vision.people.yolo import (
     UltralyticsYoloDetector,

@@ -1,4 +1,4 @@
-"""Test helpers for video: the synthetic clips (``airside.video.synthetic``) and a scripted
+"""Test helpers for video: the synthetic clips (``airside.synthetic.clips``) and a scripted
 local HTTP server that streams MPEG-TS and drops connections on cue."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from airside.video.synthetic import (  # noqa: F401  (re-exported for the tests)
+from airside.synthetic.clips import (  # noqa: F401  (re-exported for the tests)
     FACE_CROPS,
     Box,
     Clip,

@@ -372,8 +372,8 @@ def bench_detectors(images: int) -> dict[str, Any] | None:
         run_bench,
         verdict,
     )
-    from airside.model_registry import add_model
     from airside.services.model_admin import validate_detector
+    from airside.vision.model_files import add_model
 
     if not SHARED_MODELS.is_dir():
         console.print(f"[yellow]detector bench skipped: {SHARED_MODELS} is absent[/]")
@@ -423,9 +423,9 @@ def bench_watch(frames: int) -> list[dict[str, Any]]:
     SFace) when the development models are present."""
     from airside.config import DetectorSettings, Settings
     from airside.evaluation import watch_bench
-    from airside.model_registry import add_model
     from airside.services.model_admin import validate_detector
     from airside.vision.factory import default_analyzer
+    from airside.vision.model_files import add_model
 
     runs: list[tuple[str, Settings]] = []
     with tempfile.TemporaryDirectory() as tmp:

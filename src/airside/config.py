@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     audit_witness_syslog: str | None = None
     # Audit records are kept this long; the purge then cuts the log at a signed checkpoint.
     audit_retention_days: float = Field(365.0, gt=0)
-    # Events (services/events.py) are kept this long; their face crops at most
+    # Events (services/events/) are kept this long; their face crops at most
     # ``event_crop_retention_days`` and never longer than the gallery's own retention.
     # ``keep_event_crops`` off: no crop is stored (and the purge drops those kept before).
     event_retention_days: float = Field(90.0, gt=0)
@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     # The key ring file (default <data_dir>/keys/templates.keyring).
     template_keyring: Path | None = None
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    # The server (airside serve; docs/api.md). CPU-bound requests (decode, detect, embed,
+    # search) run on ``server_workers`` threads (0: one per core) with at most
+    # ``server_queue`` more waiting; beyond that, or after waiting ``server_deadline_s``
+    # for a worker, a request is answered 503 with Retry-After. Uploads above
+    # ``server_max_upload_mb`` are refused with 413 before they are read whole.
+    server_workers: int = Field(0, ge=0)
+    server_queue: int = Field(16, ge=0)
+    server_deadline_s: float = Field(30.0, gt=0)
+    server_max_upload_mb: float = Field(20.0, gt=0)
 
     @field_validator("data_dir", mode="before")
     @classmethod

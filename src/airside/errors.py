@@ -1,17 +1,32 @@
-"""Errors a caller can act on. Each carries a short machine ``code`` and a human message."""
+"""Errors a caller can act on. Each carries a short machine ``code``, a message in the
+domain's words and structured ``details``, so that every adapter (the CLI, the HTTP API)
+can render it in its own language: a message never names a command-line option or an
+HTTP route (``tests/test_error_messages.py``).
+
+``details`` keys in use: ``field`` / ``fields`` (the input concerned, in the use-case's
+parameter names: ``basis``, ``basis_ref``, ``departs``...), ``limit``, and ``next`` (the
+use-case that resolves it, by its audit action: ``gallery.create``, ``calibration.fit``...).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class AirsideError(Exception):
-    """Base class: ``code`` is stable for scripts, ``str(e)`` is for people."""
+    """Base class: ``code`` is stable for scripts, ``str(e)`` is for people, ``details`` for
+    adapters."""
 
     code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class NotFoundError(AirsideError):

@@ -28,7 +28,8 @@ from airside.errors import AirsideError
 Point = tuple[float, float]
 KeyPath = tuple[str | int, ...]
 
-SEVERITIES = ("info", "warning", "critical")  # as services.events.SEVERITIES
+# Event severities, here (the lowest layer that needs them); services/events imports them.
+SEVERITIES = ("info", "warning", "critical")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # How far from parallel (degrees) a line's "in" direction must be.
 _MIN_CROSSING_DEG = 10.0

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from airside.biometrics.contract import EmbeddingContract
+from airside.biometrics.file_cache import FileCache
 from airside.errors import NoCalibrationError
+from airside.vision.contract import EmbeddingContract
 
 FloatArray = npt.NDArray[np.float64]
 _RATE_EPS = 1e-9
@@ -163,12 +165,12 @@ def calibration_filename(contract: EmbeddingContract) -> str:
 
 def save_calibration(table: CalibrationTable, contract: EmbeddingContract, data_dir: Path) -> Path:
     """Write a deployment's own table (atomically) where :func:`load_calibration` prefers it."""
-    folder = data_dir / "calibrations"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside the 0700 data dir
-    path = folder / calibration_filename(contract)
-    tmp = path.with_suffix(".tmp")
+    path = deployed_calibration_path(contract, data_dir)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside the 0700 data dir
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(table.to_json(), indent=1))
     tmp.replace(path)
+    _DEPLOYED.forget(path)
     return path
 
 
@@ -198,12 +200,24 @@ def _shipped_tables() -> tuple[CalibrationTable, ...]:
     )
 
 
+def _read_table(path: Path) -> CalibrationTable:
+    return CalibrationTable.from_json(json.loads(path.read_text()))
+
+
+_DEPLOYED: FileCache[CalibrationTable] = FileCache(_read_table)
+
+
+def deployed_calibration_path(contract: EmbeddingContract, data_dir: Path) -> Path:
+    return data_dir / "calibrations" / calibration_filename(contract)
+
+
 def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) -> CalibrationTable:
-    """The deployment's table if there is one, else the one shipped for the weights."""
+    """The deployment's table if there is one, else the one shipped for the weights. The
+    deployment's file is re-read when it changes (``FileCache``), like the fair one."""
     if data_dir is not None:
-        path = data_dir / "calibrations" / calibration_filename(contract)
-        if path.exists():
-            table = CalibrationTable.from_json(json.loads(path.read_text()))
+        path = deployed_calibration_path(contract, data_dir)
+        table = _DEPLOYED.get(path)
+        if table is not None:
             if table.model != contract.fingerprint:
                 raise ValueError(
                     f"{path}: calibration was fitted for {table.model}, not {contract.fingerprint}"
@@ -223,6 +237,6 @@ def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) 
     )
     raise NoCalibrationError(
         f"no calibration table for model {contract.fingerprint}: no score threshold can be "
-        "set with it. Fit one on labelled faces (AIRSIDE_EMBEDDER_MODEL=... "
-        f"airside eval verify --identities IDENTITIES.csv --calibrate; docs/models.md).{hint}"
+        f"set with it. Fit one on labelled faces (docs/models.md).{hint}",
+        details={"next": "calibration.fit"},
     )

@@ -60,8 +60,9 @@ import numpy as np
 import numpy.typing as npt
 
 from airside.biometrics.calibration import CalibrationTable, calibration_filename
-from airside.biometrics.contract import EmbeddingContract
+from airside.biometrics.file_cache import FileCache
 from airside.errors import AirsideError, ContractMismatchError
+from airside.vision.contract import EmbeddingContract
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -417,7 +418,7 @@ class FairCalibration:
         if data.get("method") != METHOD:
             raise ValueError(
                 f"fair calibration method {data.get('method')!r} is not supported "
-                f"(this version reads {METHOD!r}); rebuild it with 'airside calibrate'"
+                f"(this version reads {METHOD!r}); rebuild it"
             )
         try:
             cal = cls(
@@ -632,20 +633,29 @@ def save_fair_calibration(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cal.to_json()) + "\n")
     tmp.replace(path)
-    _CACHE.pop(str(path), None)
+    _CACHE.forget(path)
     return path
 
 
 def remove_fair_calibration(contract: EmbeddingContract, data_dir: Path) -> bool:
     path = fair_calibration_path(contract, data_dir)
-    _CACHE.pop(str(path), None)
+    _CACHE.forget(path)
     if path.exists():
         path.unlink()
         return True
     return False
 
 
-_CACHE: dict[str, tuple[tuple[int, int], FairCalibration]] = {}
+def _read_fair_calibration(path: Path) -> FairCalibration:
+    try:
+        return FairCalibration.from_json(json.loads(path.read_text()))
+    except ValueError as e:  # JSONDecodeError included
+        raise CalibrationSetError(
+            f"{path}: unreadable fair calibration ({e}); rebuild it or remove it"
+        ) from None
+
+
+_CACHE: FileCache[FairCalibration] = FileCache(_read_fair_calibration)
 
 
 def load_fair_calibration(
@@ -653,35 +663,19 @@ def load_fair_calibration(
 ) -> FairCalibration | None:
     """The deployment's fair calibration for ``contract``, or ``None`` when there is none.
 
-    Cached by file identity (modification time and size), so a long-running process picks
-    up a rebuilt calibration at its next decision. A file for another contract, or one that
-    does not parse, is refused loudly (``ContractMismatchError`` / ``ValueError``) rather
-    than silently ignored: decisions would otherwise change meaning without notice.
+    Re-read when the file changes (``FileCache``), so a long-running process picks up a
+    rebuilt calibration at its next decision. A file for another contract, or one that
+    does not parse, is refused loudly (``ContractMismatchError`` / ``CalibrationSetError``)
+    rather than silently ignored: decisions would otherwise change meaning without notice.
     """
     if data_dir is None:
         return None
     path = fair_calibration_path(contract, data_dir)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        _CACHE.pop(str(path), None)
-        return None
-    key = (st.st_mtime_ns, st.st_size)
-    hit = _CACHE.get(str(path))
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    try:
-        cal = FairCalibration.from_json(json.loads(path.read_text()))
-    except ValueError as e:  # JSONDecodeError included
-        raise CalibrationSetError(
-            f"{path}: unreadable fair calibration ({e}); rebuild it with 'airside calibrate' "
-            "or remove it with 'airside calibrate --remove'"
-        ) from None
-    if cal.model != contract.fingerprint:
+    cal = _CACHE.get(path)
+    if cal is not None and cal.model != contract.fingerprint:
         raise ContractMismatchError(
             f"{path}: fair calibration was fitted for {cal.model}, not {contract.fingerprint}"
         )
-    _CACHE[str(path)] = (key, cal)
     return cal
 
 

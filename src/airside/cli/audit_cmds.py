@@ -1,9 +1,10 @@
-"""``airside audit export`` and ``airside audit checkpoint``: the audit log for regulators."""
+"""``airside audit verify``, ``audit export`` and ``audit checkpoint``: check the audit log,
+and hand it to regulators."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,7 +15,28 @@ from airside.errors import AirsideError
 
 
 def register(audit_app: typer.Typer) -> None:
-    """Add ``export`` and ``checkpoint`` to ``audit_app``."""
+    """Add ``verify``, ``export`` and ``checkpoint`` to ``audit_app``."""
+
+    @audit_app.command("verify")
+    def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """Check the audit chain; names every altered, deleted, inserted or reordered record."""
+        from airside.services.audit_service import verify_chain
+
+        try:
+            rep = verify_chain(state(ctx).airside, state(ctx).principal)
+        except AirsideError as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(rep.as_dict())
+        elif rep.ok:
+            out.print(f"[bold green]audit chain intact[/]: {rep.records} records")
+            say(out, _coverage(rep))
+        else:
+            err.print(f"[bold red]audit chain broken[/]: {len(rep.problems)} problems")
+            for p in rep.problems:
+                say(err, f"  record {p['seq']}: {esc(p['problem'])} — {esc(p['detail'])}")
+        if not rep.ok:
+            raise typer.Exit(3)
 
     @audit_app.command("export")
     def audit_export(
@@ -74,3 +96,18 @@ def register(audit_app: typer.Typer) -> None:
             f"signed audit record {cp['seq']} (head {esc(cp['head_hash'][:16])}…) "
             f"with key {esc(cp['key_fingerprint'])}",
         )
+
+
+def _coverage(rep: Any) -> str:
+    """How much of the log a signature covers, in words."""
+    if rep.records == 0:
+        return "  the log is empty"
+    keys = ", ".join(rep.keys) or "none"
+    line = f"  {rep.signed_records} of {rep.records} records signed (key {keys})"
+    if rep.checkpoints:
+        line += f"; {rep.checkpoints} checkpoints, newest at record {rep.signed_seq}"
+    if rep.witness_seq is None:
+        line += "\n  no signed head is kept outside the database yet: a rollback would not show"
+    else:
+        line += f"\n  the log reaches the signed head kept outside it (record {rep.witness_seq})"
+    return line

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from airside.cli.options import FaceOpt, WorkersOpt, face_policy
 from airside.cli.render import emit_json, fail, out, progress
+from airside.cli.state import state
 from airside.config import Settings
-
-FaceOpt = Annotated[
-    str,
-    typer.Option(
-        "--face",
-        help="Which face to use when an image has several: central (LFW-style), largest, "
-        "or single (refuse).",
-    ),
-]
-WorkersOpt = Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")]
+from airside.errors import AirsideError
 
 
 def _settings(ctx: typer.Context) -> Settings:
     st = ctx.obj
     return st.settings  # type: ignore[no-any-return]
-
-
-def _policy(face: str) -> Any:
-    if face not in ("central", "largest", "single"):
-        raise ValueError("--face must be central, largest or single")
-    return face
 
 
 def _contract(settings: Settings) -> Any:
@@ -68,23 +54,25 @@ def register(eval_app: typer.Typer) -> None:
         workers: WorkersOpt = None,
     ) -> None:
         """Verification accuracy on labelled pairs: accuracy, EER, TAR at FAR."""
-        from airside.biometrics.calibration import save_calibration
         from airside.evaluation.datasets import read_identities, read_pairs
         from airside.evaluation.report import render_verification_report
         from airside.evaluation.verification import (
             all_pairs_scores,
-            calibrate,
             evaluate_pairs,
         )
 
         settings = _settings(ctx)
         try:
-            policy = _policy(face)
+            policy = face_policy(face)
             if (pairs is None) == (identities is None):
                 raise ValueError("give exactly one of --pairs or --identities")
             if scores_out is not None and pairs is None:
                 raise ValueError("--scores-out writes pairs back, so it needs --pairs")
             contract = _contract(settings)
+            if do_calibrate:
+                from airside.services.calibration_service import may_fit_table
+
+                may_fit_table(state(ctx).airside, state(ctx).principal)
             if pairs is not None:
                 ps = read_pairs(pairs)
                 n_images = len(set(ps.img_a + ps.img_b))
@@ -113,17 +101,17 @@ def register(eval_app: typer.Typer) -> None:
                 }
                 source = str(identities)
             if do_calibrate:
-                table = calibrate(genuine, impostor, contract, source)
-                if calibration_out is not None:
-                    calibration_out.parent.mkdir(parents=True, exist_ok=True)
-                    calibration_out.write_text(json.dumps(table.to_json(), indent=1) + "\n")
-                    written = calibration_out
-                else:
-                    written = save_calibration(table, contract, settings.data_dir)
+                from airside.services.calibration_service import fit_fmr_table
+
+                st = state(ctx)
+                _table, fitted = fit_fmr_table(
+                    st.airside, st.principal, genuine, impostor, contract,
+                    source=source, out=calibration_out,
+                )  # fmt: skip
                 summary["calibration"] = {
-                    "path": str(written),
-                    "impostors": table.impostors,
-                    "finest_fmr": table.finest_fmr,
+                    "path": fitted.path,
+                    "impostors": fitted.impostors,
+                    "finest_fmr": fitted.finest_fmr,
                 }
             # Written after calibration, so a refused calibration leaves no scores file behind.
             if scores_out is not None and pairs is not None:
@@ -133,13 +121,9 @@ def register(eval_app: typer.Typer) -> None:
                     genuine, impostor, summary, f"Verification: {source}"
                 )
                 html.write_text(report)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, AirsideError) as e:
             fail(e, as_json)
-        if as_json:
-            emit_json(summary)
-        else:
-            for k, v in summary.items():
-                out.print(f"{k:>20}: {v}", highlight=False, markup=False)
+        _emit_summary(summary, as_json)
 
     @eval_app.command("identify")
     def eval_identify(
@@ -157,7 +141,7 @@ def register(eval_app: typer.Typer) -> None:
 
         settings = _settings(ctx)
         try:
-            policy = _policy(face)
+            policy = face_policy(face)
             ids = read_identities(identities)
             contract = _contract(settings)
             with progress("embedding", len(set(ids.images))) as tick:
@@ -170,11 +154,16 @@ def register(eval_app: typer.Typer) -> None:
                 )
         except (ValueError, OSError) as e:
             fail(e, as_json)
-        if as_json:
-            emit_json(summary)
-        else:
-            for k, v in summary.items():
-                out.print(f"{k:>20}: {v}", highlight=False, markup=False)
+        _emit_summary(summary, as_json)
+
+
+def _emit_summary(summary: dict[str, Any], as_json: bool) -> None:
+    """The summary as JSON, or one ``key: value`` line each."""
+    if as_json:
+        emit_json(summary)
+    else:
+        for k, v in summary.items():
+            out.print(f"{k:>20}: {v}", highlight=False, markup=False)
 
 
 def _write_scores(path: Path, rows: list[dict[str, str]], scores: list[float | None]) -> None:

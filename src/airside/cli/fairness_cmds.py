@@ -2,8 +2,8 @@
 label-free fair calibration of the model in use). See docs/fairness.md.
 
 Demographic labels enter Airside here, through ``eval fairness --group``, and go only to
-``airside.evaluation.fairness``: they are read to *measure*, never stored and never passed
-to a service. ``calibrate`` has no way to take one.
+``airside.evaluation.fairness`` (and its HTML report): they are read to *measure*, never
+stored and never passed to a service. ``calibrate`` has no way to take one.
 """
 
 from __future__ import annotations
@@ -13,27 +13,11 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
+from airside.cli.options import FaceOpt, WorkersOpt, face_policy
 from airside.cli.render import emit_json, esc, fail, out, progress, say
 from airside.errors import AirsideError
-
-FaceOpt = Annotated[
-    str,
-    typer.Option(
-        "--face",
-        help="Which face to use when an image has several: central (LFW-style), largest, "
-        "or single (refuse).",
-    ),
-]
-WorkersOpt = Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")]
-
-
-def _policy(face: str) -> Any:
-    if face not in ("central", "largest", "single"):
-        raise ValueError("--face must be central, largest or single")
-    return face
 
 
 def _group_column(path: Path, column: str) -> list[str]:
@@ -46,12 +30,6 @@ def _group_column(path: Path, column: str) -> list[str]:
                 f"{path}: no group column {column!r} (columns: {', '.join(cols) or 'none'})"
             )
         return [(row.get(column) or "").strip() for row in reader]
-
-
-def _vector(templates: dict[str, Any], path: str) -> np.ndarray:
-    vec = templates[path].vector
-    assert vec is not None  # callers keep only images with a template
-    return np.asarray(vec)
 
 
 def _fmt_rate(rate: float | None, ci: list[float] | None, k: int, n: int) -> str:
@@ -170,14 +148,18 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             crossfit_scores,
             fairness_summary,
             group_names_of_pairs,
-            render_fairness_report,
         )
-        from airside.evaluation.templates import extract_templates
+        from airside.evaluation.fairness_report import render_fairness_report
+        from airside.evaluation.verification import (
+            identity_templates,
+            pair_templates,
+            row_scores,
+        )
         from airside.vision.factory import default_contract
 
         settings = ctx.obj.settings
         try:
-            policy = _policy(face)
+            policy = face_policy(face)
             if (pairs is None) == (identities is None):
                 raise ValueError("give exactly one of --pairs or --identities")
             if compare and identities is None:
@@ -198,21 +180,13 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             if pairs is not None:
                 ps = read_pairs(pairs)
                 labels = _group_column(pairs, group)
-                images = list(dict.fromkeys(ps.img_a + ps.img_b))
-                with progress("embedding", len(images)) as tick:
-                    tpl = extract_templates(
-                        images, settings, contract, policy=policy, workers=workers, progress=tick
+                with progress("embedding", len(set(ps.img_a + ps.img_b))) as tick:
+                    pt = pair_templates(
+                        ps, settings, contract, policy=policy, workers=workers, progress=tick
                     )
-                keep = [
-                    k
-                    for k, (a, b) in enumerate(zip(ps.img_a, ps.img_b, strict=True))
-                    if tpl[a].vector is not None and tpl[b].vector is not None
-                ]
-                va = np.stack([_vector(tpl, ps.img_a[k]) for k in keep]) if keep else None
-                vb = np.stack([_vector(tpl, ps.img_b[k]) for k in keep]) if keep else None
-                if va is None or vb is None:
-                    raise ValueError("no pair has a usable face in both images")
-                raw = np.einsum("ij,ij->i", va.astype(np.float64), vb.astype(np.float64))
+                keep = pt.scorable
+                va, vb = pt.vectors()
+                raw = row_scores(va, vb)
                 data = GroupedScores.from_labels(
                     raw, [ps.same[k] for k in keep], [labels[k] for k in keep]
                 )
@@ -227,8 +201,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                 meta.update(
                     pairs=len(ps.same),
                     scored_pairs=len(keep),
-                    images=len(images),
-                    failures_to_enrol=sum(1 for p in images if tpl[p].vector is None),
+                    images=len(pt.images),
+                    failures_to_enrol=pt.failures,
                 )
                 source = str(pairs)
             else:
@@ -236,17 +210,14 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                 ids = read_identities(identities)
                 image_groups = _group_column(identities, group)
                 with progress("embedding", len(set(ids.images))) as tick:
-                    tpl = extract_templates(
-                        ids.images, settings, contract, policy=policy, workers=workers,
-                        progress=tick,
-                    )  # fmt: skip
-                keep = [k for k, p in enumerate(ids.images) if tpl[p].vector is not None]
-                if len(keep) < 2:
+                    it = identity_templates(
+                        ids, settings, contract, policy=policy, workers=workers, progress=tick
+                    )
+                if len(it.kept) < 2:
                     raise ValueError("fewer than two images with a usable face")
-                x = np.stack([_vector(tpl, ids.images[k]) for k in keep]).astype(np.float64)
-                x /= np.linalg.norm(x, axis=1, keepdims=True)
-                who = [ids.identities[k] for k in keep]
-                names, _, pair_codes = group_names_of_pairs([image_groups[k] for k in keep])
+                x = it.unit_vectors()
+                who = it.identities
+                names, _, pair_codes = group_names_of_pairs([image_groups[k] for k in it.kept])
                 i, j, raw, same = all_pairs(x, who)
                 base = GroupedScores(raw, same, pair_codes(i, j), names)
                 runs["raw"] = (base, {})
@@ -270,7 +241,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                         runs[method] = (base.with_scores(scores), {})
                 meta.update(
                     images=len(set(ids.images)),
-                    failures_to_enrol=len(set(ids.images)) - len({ids.images[k] for k in keep}),
+                    failures_to_enrol=it.failures,
                     identities=len(set(who)),
                     pairs=int(raw.size),
                 )
@@ -368,33 +339,28 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             else:
                 assert identities is not None
                 from airside.evaluation.datasets import read_identities
-                from airside.evaluation.templates import extract_templates
+                from airside.evaluation.verification import identity_templates
 
-                policy = _policy(face)
+                policy = face_policy(face)
                 ids = read_identities(identities)
                 contract = app_.analyzer.contract
                 with progress("embedding", len(set(ids.images))) as tick:
-                    tpl = extract_templates(
-                        ids.images, st.settings, contract, policy=policy, workers=workers,
+                    it = identity_templates(
+                        ids, st.settings, contract, policy=policy, workers=workers,
                         progress=tick,
                     )  # fmt: skip
-                keep = [k for k, p in enumerate(ids.images) if tpl[p].vector is not None]
-                if not keep:
+                if not it.kept:
                     raise ValueError(f"{identities}: no image has a usable face")
-                vectors = np.stack([_vector(tpl, ids.images[k]) for k in keep])
                 summary = svc.build_from_templates(
                     app_,
                     principal,
-                    vectors,
-                    [ids.identities[k] for k in keep],
+                    it.vectors,
+                    it.identities,
                     contract=contract,
                     source=str(identities),
                     params=params,
                 )
-                result = {
-                    **summary.as_dict(),
-                    "failures_to_enrol": len(set(ids.images)) - len({ids.images[k] for k in keep}),
-                }
+                result = {**summary.as_dict(), "failures_to_enrol": it.failures}
         except (ValueError, OSError, AirsideError) as e:
             fail(e, as_json)
         if as_json:

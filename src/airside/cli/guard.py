@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from airside.cli.render import emit_json, err, esc, fail, say
 from airside.errors import AirsideError
-from airside.store.files import open_private, private_dir
+from airside.private_files import open_private, private_dir
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
 LOG_NAME = "logs/errors.log"

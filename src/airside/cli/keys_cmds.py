@@ -34,7 +34,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
     ) -> None:
         """Re-encrypt every template under a new key (the first run creates the key ring
         and encrypts existing templates). Scores do not change."""
-        from airside.governance.template_protection import rotate_keys
+        from airside.services.template_keys import rotate_keys
 
         try:
             rep = rotate_keys(state(ctx).airside, state(ctx).principal, retire_old=retire_old)
@@ -66,7 +66,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
     ) -> None:
         """Give a gallery a new secret transform: its stored templates can no longer be
         linked to earlier copies or to other galleries. Scores do not change."""
-        from airside.governance.template_protection import rekey_gallery
+        from airside.services.template_keys import rekey_gallery
 
         try:
             rep = rekey_gallery(state(ctx).airside, state(ctx).principal, name)

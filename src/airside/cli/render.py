@@ -40,6 +40,9 @@ def fail(error: Exception, as_json: bool, exit_code: int = 1) -> NoReturn:
     reasons = getattr(error, "reasons", None)
     if reasons:
         details["reasons"] = reasons
+    structured = getattr(error, "details", None)
+    if structured:
+        details["details"] = structured
     if as_json:
         emit_json(details)
     # User data (paths, subject references, purposes) is escaped: a "[/]" in a file name must
@@ -50,7 +53,34 @@ def fail(error: Exception, as_json: bool, exit_code: int = 1) -> NoReturn:
     if lines != [str(error)]:  # a single refusal is already the message itself
         for line in lines:
             say(err, f"  - {esc(line)}")
+    hint = cli_hint(structured or {})
+    if hint:
+        say(err, f"  ({esc(hint)})")
     raise typer.Exit(exit_code)
+
+
+# How the CLI spells the inputs and use-cases that service errors name in ``details``.
+OPTION_OF = {
+    "basis": "--basis", "basis_ref": "--basis-ref", "departs": "--departs",
+    "retain_until": "--retain-until", "since": "--since", "skip_refused": "--skip-refused",
+    "into": "--into", "force": "--force", "retire_old": "--retire-old",
+}  # fmt: skip
+COMMAND_OF = {
+    "gallery.create": "airside gallery create", "calibration.fit":
+    "airside eval verify --identities IDENTITIES.csv --calibrate", "principal.add":
+    "airside principal add", "audit.verify": "airside audit verify", "keys.rotate":
+    "airside keys rotate", "gallery.migrate": "airside gallery migrate",
+}  # fmt: skip
+
+
+def cli_hint(details: dict[str, Any]) -> str:
+    """The error's ``details`` in the CLI's words: the options and the command concerned."""
+    fields = details.get("fields") or ([details["field"]] if "field" in details else [])
+    parts = [f"option {OPTION_OF[f]}" for f in fields if f in OPTION_OF]
+    nxt = details.get("next")
+    if isinstance(nxt, str) and nxt in COMMAND_OF:
+        parts.append(f"see `{COMMAND_OF[nxt]}`")
+    return "; ".join(parts)
 
 
 def esc(value: object) -> str:

@@ -24,7 +24,6 @@ Demographic labels are accepted here and in the evaluation CLI only. Nothing out
 
 from __future__ import annotations
 
-import io
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ from airside.biometrics.fair_calibration import (
     fit_fair_calibration,
 )
 from airside.evaluation.metrics import threshold_at_fmr, wilson_interval
+from airside.evaluation.verification import all_pairs  # re-exported: every pair, scored
 
 __all__ = [
     "METHODS",
@@ -52,7 +52,6 @@ __all__ = [
     "fairness_summary",
     "group_names_of_pairs",
     "normalise_group_label",
-    "render_fairness_report",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -154,33 +153,6 @@ def group_names_of_pairs(
         return out
 
     return names, image_code, pair_codes
-
-
-def all_pairs(
-    vectors: npt.ArrayLike, identities: Sequence[str], block: int = 1024
-) -> tuple[IntArray, IntArray, FloatArray, BoolArray]:
-    """Every unordered pair ``i < j`` of the rows: indices, cosine scores, same identity.
-
-    Rows should be L2-normalised templates. Memory is a few arrays of ``n(n-1)/2``.
-    """
-    x = np.asarray(vectors, dtype=np.float32)
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError("need at least two images with a usable face to form pairs")
-    _, codes = np.unique(np.asarray(identities), return_inverse=True)
-    ii: list[IntArray] = []
-    jj: list[IntArray] = []
-    ss: list[FloatArray] = []
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        sims = x[start:stop] @ x.T
-        rows, cols = np.nonzero(np.arange(n)[None, :] > np.arange(start, stop)[:, None])
-        ii.append((rows + start).astype(np.int64))
-        jj.append(cols.astype(np.int64))
-        ss.append(sims[rows, cols].astype(np.float64))
-    i = np.concatenate(ii)
-    j = np.concatenate(jj)
-    return i, j, np.concatenate(ss), codes[i] == codes[j]
 
 
 def _rate(errors: int, n: int) -> tuple[float | None, list[float] | None]:
@@ -422,221 +394,3 @@ def crossfit_scores(
                 ImageStats(st.mu[pb], st.sigma[pb]),
             )
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# HTML: per-group DET curves and score histograms
-
-_DET_POINTS = 200
-
-
-def _det_points(gen: FloatArray, imp: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """(FMR, FNMR) at thresholds spaced evenly in log-FMR: a few hundred points, however
-    many pairs, so the SVG stays small. Points with a zero rate are dropped (log axes)."""
-    imp_desc = -np.sort(-imp)
-    gen_sorted = np.sort(gen)
-    ranks = np.unique(
-        np.clip(
-            np.round(np.logspace(0, math.log10(imp.size), _DET_POINTS)).astype(int), 1, imp.size
-        )
-    )
-    thresholds = imp_desc[ranks - 1]
-    fmr = np.searchsorted(-imp_desc, -thresholds, side="right") / imp.size
-    fnmr = np.searchsorted(gen_sorted, thresholds, side="left") / gen.size
-    keep = (fmr > 0) & (fnmr > 0)
-    return fmr[keep], fnmr[keep]
-
-
-def _svg(fig: Any) -> Any:
-    from airside.evaluation.report import _svg as svg
-
-    return svg(fig)
-
-
-def _det_chart(data: GroupedScores, groups: Sequence[str], threshold: float) -> Any:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 4.8))
-    ax = fig.add_subplot()
-    drawn = 0
-    index = {name: i for i, name in enumerate(data.names)}
-    series: list[tuple[str, BoolArray]] = [("all pairs", np.ones(data.scores.size, dtype=bool))]
-    series += [(name, data.group == index[name]) for name in groups]
-    for label, mask in series:
-        gen = data.scores[mask & data.same]
-        imp = data.scores[mask & ~data.same]
-        if gen.size == 0 or imp.size == 0:
-            continue
-        fmr, fnmr = _det_points(gen, imp)
-        if fmr.size:
-            style = "-" if label == "all pairs" else "--"
-            ax.plot(fmr, fnmr, style, drawstyle="steps-post", label=f"{label} ({imp.size} imp.)")
-            drawn += 1
-    if drawn:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.legend(loc="best", fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no points to draw", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("FMR (false match rate)")
-    ax.set_ylabel("FNMR (false non-match rate)")
-    ax.grid(True, which="both", alpha=0.3)
-    return _svg(fig)
-
-
-def _histograms(data: GroupedScores, groups: Sequence[str], threshold: float) -> Any:
-    from matplotlib.figure import Figure
-
-    cols = 2
-    rows = max(1, math.ceil(len(groups) / cols))
-    fig = Figure(figsize=(7.0, 2.6 * rows))
-    index = {name: i for i, name in enumerate(data.names)}
-    lo, hi = float(data.scores.min()), float(data.scores.max())
-    bins = [float(b) for b in np.linspace(lo, hi, 61)]
-    for k, name in enumerate(groups):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        mask = data.group == index[name]
-        imp = data.scores[mask & ~data.same]
-        gen = data.scores[mask & data.same]
-        if imp.size:
-            ax.hist(imp, bins=bins, density=True, alpha=0.55, color="tab:red", label="impostor")
-        if gen.size:
-            ax.hist(gen, bins=bins, density=True, alpha=0.55, color="tab:green", label="genuine")
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.0)
-        ax.set_title(f"{name}: {imp.size} imp., {gen.size} gen.", fontsize="small")
-        ax.tick_params(labelsize="x-small")
-    fig.tight_layout()
-    return _svg(fig)
-
-
-def _table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
-    def pct(rate: float | None, ci: list[float] | None, k: int, n: int) -> str:
-        if rate is None or ci is None:
-            return "- (0 pairs)"
-        return f"{rate:.3g} ({k}/{n}) [{ci[0]:.3g}, {ci[1]:.3g}]"
-
-    rows = []
-    for name, g in summary["groups"].items():
-        rows.append(
-            {
-                "group": name,
-                "fmr": pct(g["fmr"], g["fmr_ci"], g["false_matches"], g["impostors"]),
-                "fnmr": pct(g["fnmr"], g["fnmr_ci"], g["false_non_matches"], g["genuines"]),
-                "status": g["status"]
-                + ("" if not g["too_small"] else ": " + "; ".join(g["too_small"])),
-            }
-        )
-    return rows
-
-
-_FAIR_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{{ title }}</title>
-<style>
-  body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 64rem; color: #222; }
-  h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; } h3 { font-size: 1rem; }
-  table { border-collapse: collapse; margin: 0.5rem 0; }
-  th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }
-  th { background: #f3f3f3; }
-  figure svg { max-width: 100%; height: auto; }
-  p.note { color: #555; font-size: 0.9rem; }
-</style>
-</head>
-<body>
-<h1>{{ title }}</h1>
-<p class="note">Rates are "rate (errors/pairs) [Wilson 95% interval]" at one threshold, set
-for FMR {{ fmr_target }} over all impostor pairs. Groups with too few pairs are listed, not
-ranked. Demographic labels were used to evaluate only.</p>
-{%- if comparison %}
-<h2>Methods compared</h2>
-<table>
-  <tr><th>method</th><th>threshold</th><th>FMR differential</th><th>FNMR differential</th>
-      <th>TAR at the threshold</th></tr>
-  {%- for row in comparison %}
-  <tr><td>{{ row.method }}</td><td>{{ row.threshold }}</td><td>{{ row.fmr_differential }}</td>
-      <td>{{ row.fnmr_differential }}</td><td>{{ row.tar }}</td></tr>
-  {%- endfor %}
-</table>
-{%- endif %}
-{%- for section in sections %}
-<h2>{{ section.name }}</h2>
-<p>Threshold {{ section.threshold }}; FMR differential {{ section.fmr_differential }};
-FNMR differential {{ section.fnmr_differential }}.</p>
-<table>
-  <tr><th>group</th><th>FMR</th><th>FNMR</th><th>status</th></tr>
-  {%- for row in section.rows %}
-  <tr><td>{{ row.group }}</td><td>{{ row.fmr }}</td><td>{{ row.fnmr }}</td>
-      <td>{{ row.status }}</td></tr>
-  {%- endfor %}
-</table>
-<h3>DET curves per group</h3>
-<figure>{{ section.det }}</figure>
-<h3>Score distributions per group</h3>
-<figure>{{ section.hist }}</figure>
-{%- endfor %}
-</body>
-</html>
-"""
-
-
-def _fmt(value: float | None, note: str | None = None) -> str:
-    if value is None:
-        return f"not measurable ({note})" if note else "not measurable"
-    return f"{value:.4g}"
-
-
-def render_fairness_report(
-    runs: Mapping[str, tuple[GroupedScores, Mapping[str, Any]]], title: str
-) -> str:
-    """One HTML page: a comparison table, then per method the per-group table, DET curves
-    and score histograms (groups with at least one impostor and one genuine pair)."""
-    from jinja2 import Environment
-
-    env = Environment(autoescape=True)
-    sections = []
-    comparison = []
-    fmr_target = None
-    for method, (data, summary) in runs.items():
-        fmr_target = summary["fmr_target"]
-        drawable = [
-            name
-            for name, g in summary["groups"].items()
-            if g["kind"] == "within" and g["impostors"] and g["genuines"]
-        ]
-        fd, nd = summary["fmr_differential_detail"], summary["fnmr_differential_detail"]
-        sections.append(
-            {
-                "name": method,
-                "threshold": f"{summary['threshold']:.6g}",
-                "fmr_differential": _fmt(summary["fmr_differential"], fd.get("note")),
-                "fnmr_differential": _fmt(summary["fnmr_differential"], nd.get("note")),
-                "rows": _table_rows(summary),
-                "det": _det_chart(data, drawable, summary["threshold"]),
-                "hist": _histograms(data, drawable or [], summary["threshold"]) if drawable else "",
-            }
-        )
-        ov = summary["overall"]
-        accepted = ov["genuines"] - ov["false_non_matches"]
-        comparison.append(
-            {
-                "method": method,
-                "threshold": f"{summary['threshold']:.6g}",
-                "fmr_differential": _fmt(summary["fmr_differential"], fd.get("note")),
-                "fnmr_differential": _fmt(summary["fnmr_differential"], nd.get("note")),
-                "tar": "-"
-                if ov["tar"] is None
-                else f"{ov['tar']:.4f} ({accepted}/{ov['genuines']})",
-            }
-        )
-    buf = io.StringIO()
-    buf.write(
-        env.from_string(_FAIR_TEMPLATE).render(
-            title=title,
-            fmr_target=f"{fmr_target:g}" if fmr_target is not None else "",
-            comparison=comparison if len(comparison) > 1 else [],
-            sections=sections,
-        )
-    )
-    return buf.getvalue()

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.evaluation import metrics
 from airside.evaluation.datasets import IdentitySet
 from airside.evaluation.templates import extract_templates
 from airside.vision.analyzer import FacePolicy
+from airside.vision.contract import EmbeddingContract
 
 
 def evaluate_identification(

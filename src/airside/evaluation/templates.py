@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.errors import AirsideError
-from airside.store.files import prepare_sqlite_file, private_dir
+from airside.private_files import prepare_sqlite_file, private_dir
 from airside.vision.analyzer import FaceAnalyzer, FacePolicy
+from airside.vision.contract import EmbeddingContract
 
 
 @dataclass(frozen=True)

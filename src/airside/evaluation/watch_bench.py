@@ -17,10 +17,11 @@ from airside.config import Settings
 from airside.governance.consent import BasisInput
 from airside.services import enrolment, galleries, matching, principal_admin
 from airside.services.app import Airside
-from airside.services.watch import AnalyzerEngine, WatchRequest, watch
+from airside.services.watch import WatchRequest, watch
+from airside.synthetic.clips import Sprite, face_image, make_video
 from airside.video.sources import Frame, open_source
-from airside.video.synthetic import Sprite, face_image, make_video
 from airside.vision.analyzer import FaceAnalyzer
+from airside.vision.frame_faces import FrameFaces as AnalyzerEngine
 
 
 @dataclass(frozen=True)

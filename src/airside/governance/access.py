@@ -115,9 +115,9 @@ def authorize(
     rec = session.scalar(select(PrincipalRecord).where(PrincipalRecord.name == principal.name))
     if rec is None:
         raise AccessDenied(
-            f"{principal.name!r} is not a registered principal; an administrator adds it "
-            "with `airside principal add`",
+            f"{principal.name!r} is not a registered principal; an administrator adds it",
             code="unknown_principal",
+            details={"next": "principal.add"},
         )
     seal_of(session).check_principal(rec)
     if rec.disabled_at is not None:

@@ -428,7 +428,7 @@ def adopt_unsigned(session: Session, signer: Signer, *, witnessed: bool) -> int:
     if witnessed or session.scalar(
         select(AuditRecord.seq).where(AuditRecord.signature.is_not(None)).limit(1)
     ):
-        log.warning("unsigned audit records after signed ones: run `airside audit verify`")
+        log.warning("unsigned audit records after signed ones: verify the audit chain")
         return 0
     report = verify(session)
     if not report.ok:
@@ -483,8 +483,9 @@ def checkpoint(session: Session, signer: Signer) -> AuditCheckpoint:
     broken = _segment_problem(session, signer, last, head)
     if broken is not None:
         raise AirsideError(
-            f"refusing to sign the audit chain head: {broken}; run `airside audit verify`",
+            f"refusing to sign the audit chain head: {broken}; verify the audit chain",
             code="audit_chain_broken",
+            details={"next": "audit.verify"},
         )
     cp = AuditCheckpoint(
         seq=head.seq,

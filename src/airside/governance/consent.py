@@ -32,8 +32,9 @@ class BasisInput:
             )
         if self.kind in NEEDS_REFERENCE and not self.reference:
             raise ConsentError(
-                f"a {self.kind} basis needs --basis-ref naming the law or mandate",
+                f"a {self.kind} basis needs a reference naming the law or mandate",
                 code="bad_basis",
+                details={"field": "basis_ref"},
             )
         if self.expires_at is not None and self.expires_at <= datetime.now(UTC):
             raise ConsentError("the legal basis has already expired", code="bad_basis")
@@ -70,7 +71,8 @@ def require_basis(session: Session, subject: Subject, purpose: str) -> LegalBasi
     if b is None:
         raise ConsentError(
             f"subject {subject.reference!r} has no consent or legal basis for purpose "
-            f"{purpose!r}; record one with --basis"
+            f"{purpose!r}; record one when enrolling",
+            details={"field": "basis"},
         )
     return b
 

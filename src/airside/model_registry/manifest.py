@@ -11,7 +11,7 @@ import hashlib
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -193,3 +193,15 @@ def sha256_file(path: Path) -> str:
     """Streamed, never cached: a file swapped since the last call must show a new digest."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def image_input_layout(shape: list[Any]) -> Layout | None:
+    """The layout a 4-D input's static shape implies (3 channels first or last), if any."""
+    if len(shape) != 4:
+        return None
+    first, last = shape[1] == 3, shape[3] == 3
+    if first and not last:
+        return "NCHW"
+    if last and not first:
+        return "NHWC"
+    return None

@@ -1,9 +1,13 @@
 """The models directory: model files an operator added by hand, each with its manifest.
 
-Nothing is ever downloaded: a model enters only through ``add_model``, which copies a
-local file, checks that ONNX Runtime loads it and that it fits its family, and records its
-sha256. ``load_model`` re-hashes the file on every load and refuses one that no longer
-matches, so a swapped or corrupted model cannot silently change who is matched.
+Nothing is ever downloaded: a model enters only through ``add_model_file``, which copies
+a local file, has it opened and fitted to its family, and records its sha256.
+``load_model`` re-hashes the file on every load and refuses one that no longer matches, so
+a swapped or corrupted model cannot silently change who is matched.
+
+The registry files models; it does not run them. Opening a file and reading its input,
+outputs and embedding size is asked of a :class:`ModelInspector` the caller gives (vision's
+ONNX one: ``airside.vision.model_files``), so this package imports no model code.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import ValidationError
 
@@ -31,15 +36,77 @@ from airside.model_registry.manifest import (
     ModelKind,
     Normalisation,
     OutputSpec,
+    image_input_layout,
     manifest_name,
     sha256_file,
 )
-from airside.vision.onnx_runtime import Device, open_model
 
 log = logging.getLogger(__name__)
 
 Validator = Callable[[Manifest, Path], None]
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What an operator says about a model file when adding it: the one description that
+    ``add_model_file`` and the admin service (``services.model_admin``) both take.
+
+    ``kind`` defaults from ``family``. Normalisation fields left out take the family's
+    defaults (arcface, sface) and the layout the model's input shape implies."""
+
+    family: str
+    licence: str | None = None
+    kind: ModelKind | None = None
+    name: str | None = None
+    source: str | None = None
+    version: str = "1"
+    input_size: tuple[int, int] | None = None
+    mean: float | tuple[float, float, float] | None = None
+    std: float | tuple[float, float, float] | None = None
+    scale: float | None = None
+    channels: ChannelOrder | None = None
+    layout: Layout | None = None
+
+    @classmethod
+    def of(cls, family: str | ModelSpec, **fields: Any) -> ModelSpec:
+        """A spec from a family and keyword fields (how callers write it), or ``family``
+        itself when it is a spec (with ``fields`` replaced)."""
+        if isinstance(family, ModelSpec):
+            return replace(family, **fields)
+        return cls(family, **fields)
+
+    def pixel_fields(self) -> dict[str, Any]:
+        """The normalisation fields given (mean, std, scale, channels), without the layout."""
+        given = {"mean": self.mean, "std": self.std, "scale": self.scale,
+                 "channels": self.channels}  # fmt: skip
+        return {k: v for k, v in given.items() if v is not None}
+
+
+class ModelIO(NamedTuple):
+    """What an opened model file takes and gives."""
+
+    input_shape: list[Any]
+    output_names: list[str]
+
+
+class ModelInspector(Protocol):
+    """Opens model files for the registry, which only files them: whoever runs the models
+    (vision) knows how to open one, what a family's pixels are by default, and whether a
+    file is an embedder it can feed."""
+
+    def open(self, path: Path) -> ModelIO:
+        """Load ``path`` (AirsideError ``model_invalid`` when it does not load)."""
+        ...
+
+    def default_normalisation(self, family: str, path: Path) -> Normalisation | None:
+        """The preprocessing ``family``'s models take unless told otherwise (None: none)."""
+        ...
+
+    def embedder_geometry(self, manifest: Manifest, path: Path) -> tuple[int, int, int]:
+        """(chip width, chip height, dimension) of the embedder ``manifest`` describes, or
+        AirsideError ``model_family_mismatch`` when it is not one that can be fed."""
+        ...
 
 
 class ModelCheck(NamedTuple):
@@ -132,7 +199,6 @@ def _resolve_kind(family: str, kind: ModelKind | None) -> ModelKind:
 
 def _image_layout(shape: list[Any], layout: Layout | None, name: str, family: str) -> Layout:
     """The layout of a 4-D, 3-channel image input, or a refusal saying why it is not one."""
-    from airside.vision.onnx_embedders import image_input_layout
 
     def refuse(why: str) -> AirsideError:
         return AirsideError(
@@ -169,37 +235,25 @@ def _normalisation(base: Normalisation, given: dict[str, Any], layout: Layout) -
         ) from exc
 
 
-def add_model(
+def add_model_file(
     models_dir: Path,
     file: Path,
-    family: str,
+    spec: ModelSpec,
     *,
-    kind: ModelKind | None = None,
-    name: str | None = None,
-    licence: str | None = None,
-    source: str | None = None,
-    version: str = "1",
-    input_size: tuple[int, int] | None = None,
-    mean: float | tuple[float, float, float] | None = None,
-    std: float | tuple[float, float, float] | None = None,
-    scale: float | None = None,
-    channels: ChannelOrder | None = None,
-    layout: Layout | None = None,
+    inspector: ModelInspector,
     validate: Validator | None = None,
-    threads: int = 0,
-    device: Device = "cpu",
 ) -> Manifest:
     """Copy a local model into ``models_dir`` with its manifest, once it proves usable.
 
-    ``kind`` defaults from ``family``. Normalisation fields left out take the family's
-    defaults (arcface, sface) and the layout the model's input shape implies. Embedders
-    are built and run on a blank chip; other kinds are checked to take 3-channel images,
-    and ``validate(manifest, path)`` may add family checks (it raises to refuse).
+    ``inspector`` opens the staged copy: embedders are built and their chip size and
+    dimension read; other kinds are checked to take 3-channel images, and
+    ``validate(manifest, path)`` may add family checks (it raises to refuse).
     Adding the same file under the same name again returns the existing manifest.
     """
-    family = family.strip().lower()
-    resolved_kind = _resolve_kind(family, kind)
-    if licence is None or not licence.strip():
+    spec = replace(spec, family=spec.family.strip().lower())
+    family = spec.family
+    resolved_kind = _resolve_kind(family, spec.kind)
+    if spec.licence is None or not spec.licence.strip():
         raise AirsideError(
             "a licence is required to add a model (an SPDX id such as Apache-2.0, or the "
             "licence text): a model of unknown licence cannot be deployed",
@@ -208,7 +262,7 @@ def add_model(
     file = Path(file)
     if not file.is_file():
         raise NotFoundError(f"model file {file} does not exist", code="model_missing")
-    name = name or file.stem
+    name = spec.name or file.stem
     if not NAME_PATTERN.match(name):
         raise AirsideError(
             f"model name {name!r} must be letters, digits, '.', '_' or '-'; give name=...",
@@ -242,24 +296,11 @@ def add_model(
             )
         manifest = _validated_manifest(
             staged,
-            name=name,
-            family=family,
+            replace(spec, name=name),
             kind=resolved_kind,
             digest=digest,
             size=size,
-            licence=licence,
-            source=source,
-            version=version,
-            input_size=input_size,
-            norm_fields={
-                "mean": mean,
-                "std": std,
-                "scale": scale,
-                "channels": channels,
-                "layout": layout,
-            },
-            threads=threads,
-            device=device,
+            inspector=inspector,
         )
         if validate is not None:
             validate(manifest, staged)
@@ -278,31 +319,24 @@ def add_model(
 
 def _validated_manifest(
     path: Path,
+    spec: ModelSpec,
     *,
-    name: str,
-    family: str,
     kind: ModelKind,
     digest: str,
     size: int,
-    licence: str,
-    source: str | None,
-    version: str,
-    input_size: tuple[int, int] | None,
-    norm_fields: dict[str, Any],
-    threads: int,
-    device: Device,
+    inspector: ModelInspector,
 ) -> Manifest:
     """Open the staged copy, fit it to its family, and describe it."""
-    model = open_model(path, threads=threads, device=device)
+    assert spec.name is not None and spec.licence is not None
+    family = spec.family
+    model = inspector.open(path)
     shape = list(model.input_shape)
-    layout = _image_layout(shape, norm_fields["layout"], path.name, family)
-    given = {k: v for k, v in norm_fields.items() if v is not None and k != "layout"}
+    layout = _image_layout(shape, spec.layout, path.name, family)
+    given = spec.pixel_fields()
 
     normalisation: Normalisation | None = None
     if kind == "face-embedder":
-        from airside.vision.onnx_embedders import default_normalisation
-
-        base = default_normalisation(family, path)
+        base = inspector.default_normalisation(family, path)
         if base is None and not {"mean", "std"} <= given.keys():
             raise AirsideError(
                 f"family {family!r} has no default preprocessing: give mean and std "
@@ -310,43 +344,34 @@ def _validated_manifest(
                 code="model_normalisation_required",
             )
         normalisation = _normalisation(base or Normalisation(), given, layout)
-    elif given or norm_fields["layout"] is not None:
+    elif given or spec.layout is not None:
         normalisation = _normalisation(Normalisation(), given, layout)
 
     manifest = Manifest(
-        name=name,
+        name=spec.name,
         kind=kind,
         family=family,
-        version=version,
+        version=spec.version,
         file=path.name,
         sha256=digest,
         size_bytes=size,
         # An embedder family knows its chip size: the model's own is checked against it.
-        input_size=input_size
+        input_size=spec.input_size
         if kind == "face-embedder"
-        else input_size or _static_size(shape, layout),
+        else spec.input_size or _static_size(shape, layout),
         normalisation=normalisation,
         output=OutputSpec(names=list(model.output_names)),
-        licence=licence,
-        source=source,
+        licence=spec.licence,
+        source=spec.source,
         added_at=datetime.now(UTC),
     )
     if kind != "face-embedder":
         return manifest
-
-    from airside.vision.onnx_embedders import ModelIncompatible, embedder_from_manifest
-
-    try:
-        embedder = embedder_from_manifest(manifest, path, threads=threads, device=device)
-    except ModelIncompatible as exc:
-        raise AirsideError(
-            f"{path.name} does not fit family {family!r}: {exc.problem}",
-            code="model_family_mismatch",
-        ) from exc
+    width, height, dim = inspector.embedder_geometry(manifest, path)
     return manifest.model_copy(
         update={
-            "input_size": (embedder.width, embedder.height),
-            "output": OutputSpec(names=manifest.output.names, dim=embedder.contract.dim),
+            "input_size": (width, height),
+            "output": OutputSpec(names=manifest.output.names, dim=dim),
         }
     )
 

@@ -16,25 +16,22 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from airside.biometrics.calibration import CalibrationTable, load_calibration
-from airside.biometrics.contract import EmbeddingContract
 from airside.biometrics.index import GalleryIndex
 from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit, pseudonyms, registry_seal
+from airside.governance.gallery_transform import GalleryTransform
 from airside.governance.principals import Principal
 from airside.governance.registry_seal import RegistrySeal
 from airside.governance.secret_files import write_secret
 from airside.governance.signing import Signer, default_key_path
-from airside.governance.template_protection import (
-    GalleryTransform,
-    StoredTemplate,
-    TemplateProtector,
-)
+from airside.governance.template_protection import StoredTemplate, TemplateProtector
 from airside.governance.witness import Witness, default_witness_path
+from airside.private_files import prepare_data_dir
 from airside.store.db import Database
-from airside.store.files import prepare_data_dir
 from airside.store.tables import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
+from airside.vision.contract import EmbeddingContract
 
 if TYPE_CHECKING:
     from airside.services.gallery_view import GalleryView
@@ -60,7 +57,6 @@ class Airside:
         self._analyzer_factory = analyzer_factory
         self._analyzer: FaceAnalyzer | None = None
         self._indexes: dict[int, GalleryIndex] = {}
-        self._calibrations: dict[str, CalibrationTable] = {}
         self._lock = threading.RLock()
         self._signer: Signer | None = None
         self._protector: TemplateProtector | None = None
@@ -83,13 +79,15 @@ class Airside:
                     self._analyzer = default_analyzer(self.settings)
             return self._analyzer
 
+    @property
+    def analyzer_loaded(self) -> bool:
+        """Whether the models are loaded (a server is ready only then)."""
+        return self._analyzer is not None
+
     def calibration(self, contract: EmbeddingContract) -> CalibrationTable:
-        with self._lock:
-            cal = self._calibrations.get(contract.fingerprint)
-            if cal is None:
-                cal = load_calibration(contract, self.settings.data_dir)
-                self._calibrations[contract.fingerprint] = cal
-            return cal
+        """The FMR -> threshold table decisions use (re-read when an administrator fits a
+        new one, as the fair calibration is)."""
+        return load_calibration(contract, self.settings.data_dir)
 
     @contextmanager
     def session(self, *, readonly: bool = False) -> Iterator[Session]:

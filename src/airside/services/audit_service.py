@@ -69,7 +69,11 @@ def export(app: Airside, principal: Principal, out: Path, since_seq: int = 1) ->
     authorize(app, principal, "audit.export")
     try:
         if since_seq < 1:
-            raise AirsideError("--since must be 1 or more", code="bad_request")
+            raise AirsideError(
+                "the first record to export must be 1 or more",
+                code="bad_request",
+                details={"field": "since", "limit": 1},
+            )
         if out.is_dir():
             raise AirsideError(f"{out} is a directory", code="bad_request")
         if not out.parent.is_dir():

@@ -1,4 +1,5 @@
-"""Building, inspecting and removing the fair calibration of the model in use.
+"""Fitting the calibrations that decisions rest on: the FMR -> threshold table of the model
+in use (``fit_fmr_table``) and its fair calibration (built, inspected, removed).
 
 A fair calibration (``biometrics/fair_calibration.py``, docs/fairness.md) belongs to one
 embedding contract and is fitted on templates and who is who only; no demographic attribute
@@ -11,20 +12,24 @@ is read, accepted or stored here. It can be built
   cameras. Templates are decrypted and taken out of the gallery's transform in memory only;
   the calibration keeps aggregates, never a template.
 
-Building or removing one changes what every later score means, so each is an
-administrator action (``calibration.build`` / ``calibration.remove``), audited.
+Fitting, building or removing either changes what every later score means, so each is an
+administrator action (``calibration.fit``, ``calibration.build``, ``calibration.remove``),
+audited. Both files are read through one ``FileCache`` each, so running processes follow.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
-from airside.biometrics.contract import EmbeddingContract, require_same
+from airside.biometrics.calibration import CalibrationTable, deployed_calibration_path
 from airside.biometrics.fair_calibration import (
     CalibrationSetError,
     FairCalibration,
@@ -35,6 +40,7 @@ from airside.biometrics.fair_calibration import (
     remove_fair_calibration,
     save_fair_calibration,
 )
+from airside.biometrics.score_rates import fit_calibration
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
@@ -42,7 +48,9 @@ from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
 from airside.store.tables import Template as TemplateRow
+from airside.vision.contract import EmbeddingContract, require_same
 
+FIT_TABLE = "calibration.fit"
 BUILD = "calibration.build"
 REMOVE = "calibration.remove"
 SHOW = "calibration.show"
@@ -92,9 +100,79 @@ def summarise(cal: FairCalibration, path: str) -> CalibrationSummary:
 
 
 def _fitter(genuine: np.ndarray, impostor: np.ndarray, model: str, source: str) -> Any:
-    from airside.evaluation.metrics import fit_calibration
-
     return fit_calibration(genuine, impostor, model=model, source=source)
+
+
+@dataclass
+class TableSummary:
+    """An FMR -> threshold table that was fitted: where it went and what it rests on."""
+
+    path: str
+    installed: bool  # in the data directory, where decisions read it
+    model: str
+    source: str
+    impostors: int
+    genuines: int
+    finest_fmr: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def may_fit_table(app: Airside, principal: Principal) -> None:
+    """Refuse (and audit) a caller who may not fit a table, before the scores that would
+    feed it are computed (an evaluation run can take hours)."""
+    authorize(app, principal, FIT_TABLE)
+
+
+def fit_fmr_table(
+    app: Airside,
+    principal: Principal,
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    contract: EmbeddingContract,
+    *,
+    source: str,
+    out: Path | None = None,
+) -> tuple[CalibrationTable, TableSummary]:
+    """Fit the FMR -> threshold table of ``contract`` from labelled scores and install it in
+    the data directory, where every later decision with that model reads it (or, with
+    ``out``, only write it there). An administrator action (``calibration.fit``), audited
+    in the same transaction as the file's move into place: a table is never in use without
+    its record."""
+    authorize(app, principal, FIT_TABLE)
+    try:
+        table = fit_calibration(genuine, impostor, model=contract.fingerprint, source=source)
+    except ValueError as e:
+        err = CalibrationSetError(str(e))
+        app.audit_refusal(principal, FIT_TABLE, err, extra={"source": source})
+        raise err from None
+    path = out if out is not None else deployed_calibration_path(contract, app.settings.data_dir)
+    summary = TableSummary(
+        path=str(path), installed=out is None, model=contract.fingerprint, source=source,
+        impostors=table.impostors, genuines=table.genuines, finest_fmr=table.finest_fmr,
+    )  # fmt: skip
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table.to_json(), indent=1) + "\n")
+    except OSError as e:
+        unwritable = AirsideError(
+            f"cannot write the calibration table to {path}: {e.strerror}", code="cannot_write"
+        )
+        app.audit_refusal(principal, FIT_TABLE, unwritable, extra={"source": source})
+        raise unwritable from None
+    try:
+        with app.session() as s:
+            audit.append(
+                s, principal, FIT_TABLE, decision="installed" if out is None else "written",
+                result={k: v for k, v in summary.as_dict().items() if k != "path"},
+            )  # fmt: skip
+            tmp.replace(path)  # before the commit: the record is never missing for a table
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return table, summary
 
 
 def _build(

@@ -10,7 +10,6 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from airside.biometrics.contract import EmbeddingContract, Template, require_same
 from airside.errors import AirsideError, ConflictError
 from airside.governance import audit, consent, pseudonyms
 from airside.governance.consent import BasisInput
@@ -28,6 +27,7 @@ from airside.services.captures import (
 from airside.services.gallery_view import GalleryView, get_gallery
 from airside.store.tables import Gallery, Subject
 from airside.store.tables import Template as TemplateRow
+from airside.vision.contract import EmbeddingContract, Template, require_same
 
 
 class EnrolmentRefused(AirsideError):
@@ -309,9 +309,10 @@ def enrol_batch(
     if refused and not skip_refused:
         err = EnrolmentRefused(
             f"{len(refused)} of {len(rows)} rows refused; nothing was enrolled "
-            "(use --skip-refused to enrol the good rows)",
+            "(a batch that skips refused rows enrols the good ones)",
             [_on_row(n, s, r) for n, s, r in sorted(refused, key=lambda t: t[0])],
         )
+        err.details = {"field": "skip_refused"}
         app.audit_refusal(
             principal,
             "enrol.batch",

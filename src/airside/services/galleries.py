@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from airside.errors import ConflictError
+from airside.errors import AirsideError, ConflictError
 from airside.governance import access, audit
 from airside.governance.access import GalleryRef
 from airside.governance.principals import Principal
@@ -130,7 +130,11 @@ def retention_for(
         raise ValueError("retention must be a positive duration")
     if departs is not None:
         if retain_until is not None:
-            raise ValueError("give --departs or --retain-until, not both")
+            raise AirsideError(
+                "give a departure time or a retention end, not both",
+                code="bad_request",
+                details={"fields": ["departs", "retain_until"]},
+            )
         departs = departs if departs.tzinfo else departs.replace(tzinfo=UTC)
         retain_until = departs + timedelta(hours=app.settings.boarding_retention_hours)
     if retain_until is not None:

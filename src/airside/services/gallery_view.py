@@ -27,7 +27,10 @@ class GalleryView:
 def get_gallery(session: Session, name: str) -> GalleryView:
     g = session.scalar(select(Gallery).where(Gallery.name == name))
     if g is None:
-        raise NotFoundError(f"no gallery named {name!r}; create it with 'airside gallery create'")
+        raise NotFoundError(
+            f"no gallery named {name!r}; an administrator creates it first",
+            details={"next": "gallery.create"},
+        )
     return GalleryView(
         g.id,
         g.name,

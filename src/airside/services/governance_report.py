@@ -50,7 +50,7 @@ class GovernanceReport:
     recent_erasures: list[dict[str, Any]]
     audit: dict[str, Any]
     activity: dict[str, int] = field(default_factory=dict)
-    # Event retention in force and event counts overall (services/events.py).
+    # Event retention in force and event counts overall (services/events/).
     events: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -209,7 +209,8 @@ than their gallery's retention{% else %}not at all{% endif %}.</p>
 {% else %}<tr><td colspan="6">none</td></tr>{% endfor %}</table>
 <h2>Recent erasures and withdrawals</h2>
 <p>The log names no one here: each row keeps the digest of the signed receipt given to the
-data subject (<code>airside receipt verify</code>), which only its holder can match.</p>
+data subject (verifiable offline with the installation's public key), which only its holder
+can match.</p>
 <table><tr><th>record</th><th>time</th><th>by</th><th>action</th><th>templates</th>
 <th>events</th><th>galleries</th><th>receipt</th></tr>
 {% for e in r.recent_erasures %}<tr><td>{{ e.seq }}</td><td>{{ e.ts }}</td><td>{{ e.actor }}</td>

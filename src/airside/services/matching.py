@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from airside.biometrics.calibration import CalibrationTable
-from airside.biometrics.contract import EmbeddingContract, Template, require_same, similarity
 from airside.biometrics.fair_calibration import (
     RAW,
     FairCalibration,
@@ -18,9 +19,10 @@ from airside.biometrics.fair_calibration import (
 from airside.biometrics.index import GalleryIndex, Hit
 from airside.errors import AirsideError, NotFoundError
 from airside.governance import audit, consent, pseudonyms
+from airside.governance.gallery_transform import GalleryTransform
 from airside.governance.identifiers import validate_reference
 from airside.governance.principals import Principal
-from airside.governance.template_protection import GalleryTransform, StoredTemplate
+from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
 from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
@@ -29,6 +31,7 @@ from airside.services.review import open_case, requires_review
 from airside.store.tables import Subject
 from airside.store.tables import Template as TemplateRow
 from airside.vision.analyzer import FacePolicy
+from airside.vision.contract import EmbeddingContract, Template, require_same, similarity
 
 
 class CaptureRefused(AirsideError):
@@ -144,23 +147,44 @@ def verify_images(
     score = similarity(Template.from_embedding(va, contract), Template.from_embedding(vb, contract))
     if fair is not None:
         score = float(fair.normalise(score, fair.image_stats(va), fair.image_stats(vb))[0])
-    result = VerifyResult(
-        score, score >= threshold, threshold, fmr_target, [c.face.quality.score for c in caps]
+    qualities = [c.face.quality.score for c in caps]
+    return _verified(
+        app,
+        principal,
+        "verify",
+        VerifyResult(score, score >= threshold, threshold, fmr_target, qualities),
+        fair,
+        input_digest=[app.probe_digest(c.sha256) for c in caps],
+        record={"score": round(score, 6), "threshold": round(threshold, 6)},
     )
+
+
+def _verified(
+    app: Airside,
+    principal: Principal,
+    action: str,
+    result: VerifyResult,
+    fair: FairCalibration | None,
+    *,
+    input_digest: str | list[str],
+    record: dict[str, object],
+    purpose: str | None = None,
+    gallery: str | None = None,
+) -> VerifyResult:
+    """``result`` named by its calibration and audited: both verifications decide the same
+    way, so their records cannot drift apart."""
     if fair is not None:
         result.calibration = fair.name
     with app.session() as s:
         audit.append(
             s,
             principal,
-            "verify",
+            action,
             decision="match" if result.match else "no_match",
-            input_digest=[app.probe_digest(c.sha256) for c in caps],
-            result={
-                "score": round(score, 6),
-                "threshold": round(threshold, 6),
-                **({} if fair is None else {"calibration": fair.name}),
-            },
+            purpose=purpose,
+            gallery=gallery,
+            input_digest=input_digest,
+            result={**record, **({} if fair is None else {"calibration": fair.name})},
         )
     return result
 
@@ -221,27 +245,17 @@ def verify_subject(
         raw = (refs @ tf.forward(q[None, :])[0]).astype(np.float64)
         ref_stats = fair.image_stats_transformed(refs, tf.forward)
         score = float(fair.normalise(raw, fair.image_stats(q), ref_stats).max())
-    result = VerifyResult(
-        score, score >= threshold, threshold, fmr_target, [cap.face.quality.score]
+    return _verified(
+        app,
+        principal,
+        "verify.subject",
+        VerifyResult(score, score >= threshold, threshold, fmr_target, [cap.face.quality.score]),
+        fair,
+        input_digest=app.probe_digest(cap.sha256),
+        record={"subject": subject_ps, "score": round(score, 6)},
+        purpose=gallery.purpose,
+        gallery=gallery.name,
     )
-    if fair is not None:
-        result.calibration = fair.name
-    with app.session() as s:
-        audit.append(
-            s,
-            principal,
-            "verify.subject",
-            decision="match" if result.match else "no_match",
-            purpose=gallery.purpose,
-            gallery=gallery.name,
-            input_digest=app.probe_digest(cap.sha256),
-            result={
-                "subject": subject_ps,
-                "score": round(score, 6),
-                **({} if fair is None else {"calibration": fair.name}),
-            },
-        )
-    return result
 
 
 def identify(
@@ -266,15 +280,28 @@ def identify(
     gallery = authorize_gallery(app, principal, "identify", gallery_name, purpose)
     contract = app.analyzer.contract
     try:
-        search = _prepare_search(app, gallery, contract)
+        with app.session() as s:
+            search = _prepare_search(app, s, gallery, contract, _fair(app, contract))
         cap = _capture(app, probe, policy)
     except AirsideError as e:
         app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
         raise
     q = embed_captures(app.analyzer, [cap])[0]
-    return _search(
-        app, principal, search, q, cap.face.quality.score, app.probe_digest(cap.sha256), k, fpir
-    )
+    digest = app.probe_digest(cap.sha256)
+    with app.session() as s:
+        return _search_in(s, app, principal, search, q, cap.face.quality.score, digest, k, fpir)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A face the caller already embedded (the camera pipeline embeds each track's best
+    crop once): ``input_sha256`` is the SHA-256 of the crop, logged keyed, and ``context``
+    (camera, track) goes into the audit record."""
+
+    embedding: np.ndarray
+    quality: float
+    input_sha256: str
+    context: dict[str, object] | None = None
 
 
 def identify_embedding(
@@ -291,23 +318,72 @@ def identify_embedding(
     purpose: str | None = None,
     context: dict[str, object] | None = None,
 ) -> IdentifyResult:
-    """Search one gallery with an embedding the caller already computed (the camera
-    pipeline embeds each track's best crop once). The same checks, audit and review as
-    :func:`identify`; ``input_sha256`` is the SHA-256 of the crop, logged keyed, and
-    ``context`` (camera, track) goes into the audit record."""
+    """Search one gallery with one embedding the caller already computed: the same checks,
+    audit and review as :func:`identify` (see :func:`identify_many`)."""
+    probe = Probe(embedding, quality, input_sha256, context)
+    [[result]] = identify_many(
+        app, principal, [gallery_name], [probe], contract=contract, k=k, fpir=fpir,
+        purpose=purpose,
+    )  # fmt: skip
+    return result
+
+
+def identify_many(
+    app: Airside,
+    principal: Principal,
+    gallery_names: Sequence[str],
+    probes: Sequence[Probe],
+    *,
+    contract: EmbeddingContract,
+    k: int = 5,
+    fpir: float | None = None,
+    purpose: str | None = None,
+) -> list[list[IdentifyResult]]:
+    """Search each gallery for each probe (the faces a camera identifies in one frame):
+    ``result[i][j]`` is probe ``i`` in gallery ``j``.
+
+    Each search is checked, audited and reviewed as :func:`identify` does (one record per
+    probe and gallery), but the batch is one transaction, and the fair calibration is
+    looked up once for it, not once per face: a camera identifies a few faces a frame for
+    months."""
     if k < 1:
         raise ValueError("k must be at least 1")
-    gallery = authorize_gallery(app, principal, "identify", gallery_name, purpose)
+    galleries = [authorize_gallery(app, principal, "identify", g, purpose) for g in gallery_names]
+    preparing: GalleryView | None = None
     try:
-        search = _prepare_search(app, gallery, contract)
+        with app.session() as s:
+            searches = []
+            fair: FairCalibration | None = None
+            for i, gallery in enumerate(galleries):
+                preparing = gallery
+                if i == 0:
+                    fair = _fair(app, contract)
+                searches.append(_prepare_search(app, s, gallery, contract, fair))
+            preparing = None
+            vecs = [_probe_vector(p.embedding, contract) for p in probes]
+            out = []
+            for p, vec in zip(probes, vecs, strict=True):
+                digest = app.probe_digest(p.input_sha256)
+                out.append(
+                    [
+                        _search_in(s, app, principal, x, vec, p.quality, digest, k, fpir, p.context)
+                        for x in searches
+                    ]
+                )
+            return out
     except AirsideError as e:
-        app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
+        if preparing is not None:  # refused before any search: audited like identify's
+            app.audit_refusal(
+                principal, "identify", e, purpose=preparing.purpose, gallery=preparing.name
+            )
         raise
+
+
+def _probe_vector(embedding: np.ndarray, contract: EmbeddingContract) -> np.ndarray:
     vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
     if vec.shape[0] != contract.dim or not np.isfinite(vec).all():
         raise ValueError(f"embedding must be {contract.dim} finite numbers")
-    digest = app.probe_digest(input_sha256)
-    return _search(app, principal, search, vec, quality, digest, k, fpir, context)
+    return vec
 
 
 @dataclass
@@ -319,12 +395,16 @@ class _Search:
     fair: FairCalibration | None = None
 
 
-def _prepare_search(app: Airside, gallery: GalleryView, contract: EmbeddingContract) -> _Search:
-    with app.session() as s:
-        # A missing or wrong template key refuses here (audited), when the index loads.
-        ix, tf = app.index_with_transform(s, gallery)
+def _prepare_search(
+    app: Airside,
+    s: Session,
+    gallery: GalleryView,
+    contract: EmbeddingContract,
+    fair: FairCalibration | None,
+) -> _Search:
+    # A missing or wrong template key refuses here (audited), when the index loads.
+    ix, tf = app.index_with_transform(s, gallery)
     require_same(contract, gallery.contract_fingerprint)
-    fair = _fair(app, contract)
     return _Search(gallery, ix, tf, _table(app, contract, fair), fair)
 
 
@@ -335,7 +415,7 @@ def _prepare_search(app: Airside, gallery: GalleryView, contract: EmbeddingContr
 FAIR_SEARCH_LIMIT = 4096
 
 
-def _fair_hits(app: Airside, search: _Search, q: np.ndarray, k: int) -> list[Hit]:
+def _fair_hits(app: Airside, s: Session, search: _Search, q: np.ndarray, k: int) -> list[Hit]:
     """Templates ranked by calibrated score, enough of them for an exact top ``k``."""
     fair = search.fair
     assert fair is not None
@@ -347,20 +427,19 @@ def _fair_hits(app: Airside, search: _Search, q: np.ndarray, k: int) -> list[Hit
         raw = search.index.search(qt, want)[0]
         if not raw:
             return []
-        with app.session() as s:
-            rows = [
-                StoredTemplate(*r)
-                for r in s.execute(
-                    select(*StoredTemplate.columns()).where(
-                        TemplateRow.id.in_([h.template_id for h in raw])
-                    )
+        rows = [
+            StoredTemplate(*r)
+            for r in s.execute(
+                select(*StoredTemplate.columns()).where(
+                    TemplateRow.id.in_([h.template_id for h in raw])
                 )
-            ]
-            vecs = (
-                app.template_protector.decode(rows, q.shape[0], search.gallery.name)
-                if rows
-                else np.zeros((0, q.shape[0]), dtype=np.float32)
             )
+        ]
+        vecs = (
+            app.template_protector.decode(rows, q.shape[0], search.gallery.name)
+            if rows
+            else np.zeros((0, q.shape[0]), dtype=np.float32)
+        )
         at = {r.id: i for i, r in enumerate(rows)}
         owner = {r.id: r.subject_id for r in rows}
         present = [h for h in raw if h.template_id in at]  # removed meanwhile: skipped
@@ -386,7 +465,8 @@ def _fair_hits(app: Airside, search: _Search, q: np.ndarray, k: int) -> list[Hit
         want = min(want * 4, FAIR_SEARCH_LIMIT)
 
 
-def _search(
+def _search_in(
+    s: Session,
     app: Airside,
     principal: Principal,
     search: _Search,
@@ -397,67 +477,66 @@ def _search(
     fpir: float | None,
     context: dict[str, object] | None = None,
 ) -> IdentifyResult:
+    """One search, its audit record and review case, in the caller's transaction."""
     gallery, ix, cal = search.gallery, search.index, search.calibration
     fpir_target = gallery.fmr_target if fpir is None else fpir
     if search.fair is None:
         # The index holds the gallery's templates in its secret transform: so must the probe.
         hits = ix.search(search.transform.forward(q[None, :]), k * 4)[0]
     else:
-        hits = _fair_hits(app, search, q, k)
-    with app.session() as s:
-        # Every template is one comparison a non-enrolled person could falsely match.
-        comparisons = len(ix)
-        subject_of: dict[int, tuple[str, str]] = {
-            tid: (ref, salt)
-            for tid, ref, salt in s.execute(
-                select(TemplateRow.id, Subject.reference, Subject.audit_salt)
-                .join(Subject, Subject.id == TemplateRow.subject_id)
-                .where(TemplateRow.id.in_([h.template_id for h in hits]))
-            ).all()
-        }
-        best: dict[str, float] = {}
-        salt_of: dict[str, str] = {}
-        for h in hits:
-            row = subject_of.get(h.template_id)
-            if row is not None and row[0] not in best:
-                best[row[0]] = h.score
-                salt_of[row[0]] = row[1]
-        candidates = [Candidate(r, sc) for r, sc in list(best.items())[:k]]
-        comparison_fmr = max(fpir_target / max(1, comparisons), cal.finest_fmr)
-        threshold = cal.threshold_for(comparison_fmr)
-        match = bool(candidates) and candidates[0].score >= threshold
-        audit.append(
+        hits = _fair_hits(app, s, search, q, k)
+    # Every template is one comparison a non-enrolled person could falsely match.
+    comparisons = len(ix)
+    subject_of: dict[int, tuple[str, str]] = {
+        tid: (ref, salt)
+        for tid, ref, salt in s.execute(
+            select(TemplateRow.id, Subject.reference, Subject.audit_salt)
+            .join(Subject, Subject.id == TemplateRow.subject_id)
+            .where(TemplateRow.id.in_([h.template_id for h in hits]))
+        ).all()
+    }
+    best: dict[str, float] = {}
+    salt_of: dict[str, str] = {}
+    for h in hits:
+        row = subject_of.get(h.template_id)
+        if row is not None and row[0] not in best:
+            best[row[0]] = h.score
+            salt_of[row[0]] = row[1]
+    candidates = [Candidate(r, sc) for r, sc in list(best.items())[:k]]
+    comparison_fmr = max(fpir_target / max(1, comparisons), cal.finest_fmr)
+    threshold = cal.threshold_for(comparison_fmr)
+    match = bool(candidates) and candidates[0].score >= threshold
+    audit.append(
+        s,
+        principal,
+        "identify",
+        decision="match" if match else "no_match",
+        purpose=gallery.purpose,
+        gallery=gallery.name,
+        input_digest=digest,
+        result={
+            # Named by pseudonym: erasing a candidate unlinks this record from them.
+            "candidates": [
+                [pseudonyms.pseudonym(salt_of[c.subject]), round(c.score, 6)] for c in candidates
+            ],
+            "threshold": round(threshold, 6),
+            **({} if search.fair is None else {"calibration": search.fair.name}),
+            **(context or {}),
+        },
+    )
+    case_id = None
+    if match and requires_review(gallery.purpose):
+        case_id = open_case(
             s,
+            app,
             principal,
-            "identify",
-            decision="match" if match else "no_match",
-            purpose=gallery.purpose,
             gallery=gallery.name,
-            input_digest=digest,
-            result={
-                # Named by pseudonym: erasing a candidate unlinks this record from them.
-                "candidates": [
-                    [pseudonyms.pseudonym(salt_of[c.subject]), round(c.score, 6)]
-                    for c in candidates
-                ],
-                "threshold": round(threshold, 6),
-                **({} if search.fair is None else {"calibration": search.fair.name}),
-                **(context or {}),
-            },
-        )
-        case_id = None
-        if match and requires_review(gallery.purpose):
-            case_id = open_case(
-                s,
-                app,
-                principal,
-                gallery=gallery.name,
-                purpose=gallery.purpose,
-                subject=candidates[0].subject,
-                score=candidates[0].score,
-                threshold=threshold,
-                probe_digest=digest,
-            ).id
+            purpose=gallery.purpose,
+            subject=candidates[0].subject,
+            score=candidates[0].score,
+            threshold=threshold,
+            probe_digest=digest,
+        ).id
     return IdentifyResult(
         match,
         candidates,

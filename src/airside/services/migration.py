@@ -31,7 +31,6 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.errors import AirsideError, ConflictError
 from airside.governance import audit
@@ -44,6 +43,7 @@ from airside.services.galleries import validate_gallery_name
 from airside.services.gallery_view import GalleryView, get_gallery
 from airside.store.tables import Gallery, Subject, Template
 from airside.vision.analyzer import FaceAnalyzer
+from airside.vision.contract import EmbeddingContract
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm"})
 NO_RETAINED_IMAGE = "no retained source image (Airside keeps none): capture again"
@@ -159,8 +159,9 @@ def _target(app: Airside, source: GalleryView, name: str, contract: EmbeddingCon
             raise ConflictError(
                 f"gallery {name!r} exists with purpose {g.purpose!r} and contract "
                 f"{g.contract_fingerprint}; migrating {source.name!r} needs purpose "
-                f"{source.purpose!r} and contract {contract.fingerprint}: choose --into",
+                f"{source.purpose!r} and contract {contract.fingerprint}: name another new gallery",
                 code="gallery_exists",
+                details={"field": "into"},
             )
         return True
 
@@ -199,9 +200,9 @@ def migrate_gallery(
         except (FileNotFoundError, ValueError) as e:
             raise AirsideError(
                 f"model {model!r} cannot set a threshold for FMR {source.fmr_target:g}: {e}. "
-                "Calibrate it first (AIRSIDE_EMBEDDER_MODEL=... airside eval verify "
-                "--pairs PAIRS.csv --calibrate)",
+                "Fit its calibration table on labelled faces first",
                 code="no_calibration",
+                details={"next": "calibration.fit"},
             ) from e
         exists = _target(app, source, target, contract)
         report = _plan(app, source, target, model, contract, images or {}, dry_run)

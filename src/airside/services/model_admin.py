@@ -2,7 +2,7 @@
 
 Adding or removing a model changes what later decisions rest on, so each is authorised
 (``model.add`` / ``model.remove``, admin only) and audited. The file work happens first
-(a model is copied, verified and described by ``airside.model_registry.add_model``); if the
+(a model is copied, verified and described by ``airside.vision.model_files.add_model``); if the
 audit record then cannot be written, the model is removed again, so no model is ever in
 use without its record. Listing and verifying are read-only and need no principal.
 """
@@ -21,8 +21,7 @@ from airside.config import Settings
 from airside.errors import AirsideError, ConflictError, NotFoundError
 from airside.governance import audit
 from airside.governance.principals import Principal
-from airside.model_registry import Manifest, add_model, list_models, load_model, remove_model
-from airside.model_registry.manifest import ChannelOrder, Layout, ModelKind
+from airside.model_registry import Manifest, ModelSpec, list_models, load_model, remove_model
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.store.tables import Gallery
@@ -103,47 +102,20 @@ def describe_models(settings: Settings) -> list[ModelRow]:
 
 
 def register_model(
-    app: Airside,
-    principal: Principal,
-    file: Path,
-    family: str,
-    *,
-    licence: str | None,
-    name: str | None = None,
-    kind: ModelKind | None = None,
-    source: str | None = None,
-    version: str = "1",
-    input_size: tuple[int, int] | None = None,
-    mean: float | tuple[float, float, float] | None = None,
-    std: float | tuple[float, float, float] | None = None,
-    scale: float | None = None,
-    channels: ChannelOrder | None = None,
-    layout: Layout | None = None,
+    app: Airside, principal: Principal, file: Path, family: str | ModelSpec, **spec: Any
 ) -> Manifest:
-    """Add a local model file to the registry (admin), audited as ``model.add``."""
+    """Add a local model file to the registry (admin), audited as ``model.add``. ``family``
+    and ``spec`` (licence, name, kind, ...) are a ``ModelSpec``'s fields, or ``family`` is
+    one."""
+    from airside.vision.model_files import add_model
+
+    model = ModelSpec.of(family, **spec)
     authorize(app, principal, "model.add")
-    detail = {"file": str(file), "family": family, "name": name}
+    detail = {"file": str(file), "family": model.family, "name": model.name}
     registry = app.settings.model_registry
     existed = {m.name for m in list_models(registry)} if registry.exists() else set()
     try:
-        manifest = add_model(
-            registry,
-            file,
-            family,
-            kind=kind,
-            name=name,
-            licence=licence,
-            source=source,
-            version=version,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-            scale=scale,
-            channels=channels,
-            layout=layout,
-            validate=validate_detector,
-            threads=1,
-        )
+        manifest = add_model(registry, file, model, validate=validate_detector, threads=1)
     except AirsideError as e:
         app.audit_refusal(principal, "model.add", e, extra=detail)
         raise
@@ -200,8 +172,9 @@ def unregister_model(
         if bound and not force:
             raise ConflictError(
                 f"galleries {', '.join(bound)} are bound to model {name!r}; migrate them "
-                "first (airside gallery migrate) or remove it with --force",
+                "first, or force the removal",
                 code="model_in_use",
+                details={"field": "force", "next": "gallery.migrate", "galleries": bound},
             )
         # The record first, then the files: a failed removal rolls the record back.
         with app.session() as s:

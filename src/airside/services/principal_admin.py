@@ -81,16 +81,18 @@ def ensure_local_admin(app: Airside) -> Principal:
         if s.scalar(select(func.count()).select_from(PrincipalRecord)):
             return Principal(name, "unregistered")
         rec = PrincipalRecord(name=name, role="admin", created_by=SYSTEM.name)
-        app.registry_seal.seal_principal(rec)
-        s.add(rec)
-        audit.append(
-            s,
-            SYSTEM,
-            "principal.add",
-            decision="created",
-            result={"principal": name, "role": "admin", "why": "first run on a fresh install"},
-        )
+        why = "first run on a fresh install"
+        _add_record(app, s, SYSTEM, rec, {"principal": name, "role": "admin", "why": why})
     return Principal(name, "admin")
+
+
+def _add_record(
+    app: Airside, s: Session, actor: Principal, rec: PrincipalRecord, result: dict[str, Any]
+) -> None:
+    """Seal a new principal's record, add it to ``s`` and audit it (``principal.add``)."""
+    app.registry_seal.seal_principal(rec)
+    s.add(rec)
+    audit.append(s, actor, "principal.add", decision="created", result=result)
 
 
 def _record(s: Session, name: str) -> PrincipalRecord:
@@ -143,15 +145,7 @@ def add_principal(
                 PrincipalScope(gallery_pattern=g, purpose_pattern=p, granted_by=actor.name)
                 for g, p in grants
             ]
-            app.registry_seal.seal_principal(rec)
-            s.add(rec)
-            audit.append(
-                s,
-                actor,
-                "principal.add",
-                decision="created",
-                result={**extra, "scopes": [list(g) for g in grants]},
-            )
+            _add_record(app, s, actor, rec, {**extra, "scopes": [list(g) for g in grants]})
     return Principal(name, role)
 
 

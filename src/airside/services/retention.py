@@ -28,7 +28,7 @@ class PurgeReport:
     galleries: dict[str, int] = field(default_factory=dict)
     # Audit records past retention, cut at a signed checkpoint (due ones, in a dry run).
     audit_records: int = 0
-    # Events past ``event_retention_days``, and crops taken off events (services/events.py).
+    # Events past ``event_retention_days``, and crops taken off events (services/events/purge.py).
     events: int = 0
     event_crops: int = 0
 

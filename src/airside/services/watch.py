@@ -1,16 +1,17 @@
 """Watching a camera: the video pipeline wired to the face models and the services.
 
-Every identification goes through ``matching.identify_embedding`` (authorised for the
-camera's principal, audited, watchlist hits opened for review), and every event through
-``services.events`` (stored only where retention allows). Only the galleries the caller
-names, and its scopes allow, are searched.
+Every identification goes through ``matching.identify_many`` (authorised for the
+camera's principal, audited, watchlist hits opened for review; the crops of one frame in
+one transaction), and every event through ``services.events`` (stored only where retention
+allows). Only the galleries the caller names, and its scopes allow, are searched. Faces are
+found, cut and embedded by vision's frame engine, seen here only as its Protocol.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -23,14 +24,13 @@ from airside.analytics.rules import SafetyEvent
 from airside.analytics.scene import load_scene
 from airside.errors import AirsideError
 from airside.governance.principals import Principal
+from airside.private_files import open_private
 from airside.services import events, matching
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
 from airside.services.retention import PurgeScheduler
-from airside.store.files import open_private
 from airside.video.annotate import H264Writer
 from airside.video.pipeline import (
-    FaceCrop,
     IdentityEvent,
     Match,
     Pipeline,
@@ -41,84 +41,9 @@ from airside.video.pipeline import (
 from airside.video.safety import SafetyAnalytics
 from airside.video.sources import SystemEvent, VideoSource
 from airside.video.track_identity import IdentityConfig
-from airside.vision.analyzer import FaceAnalyzer, FaceObservation
-from airside.vision.dlib_models import (
-    CHIP_PADDING,
-    DlibFivePointAligner,
-    DlibHogDetector,
-    FallbackDetector,
-)
+from airside.vision.frame_faces import video_engine
 from airside.vision.people import build_person_detector
-from airside.vision.protocols import Detection
-from airside.vision.quality import assess
-
-# Margin kept around a face in its crop: enough for the widest aligned view.
-CROP_MARGIN = 0.6
-
-
-class AnalyzerEngine:
-    """Detection and per-face assessment with the installation's face models."""
-
-    def __init__(self, analyzer: FaceAnalyzer, video_detect_side: int = 640) -> None:
-        self.analyzer = analyzer
-        det = analyzer.detector
-        # No slow fallback per frame (dlib's CNN takes ~2 s): a face the fast detector
-        # misses now is found a few frames later as it turns or comes closer.
-        det = det.primary if isinstance(det, FallbackDetector) else det
-        if isinstance(det, DlibHogDetector):
-            det = DlibHogDetector(det.upsample, det.score_threshold, video_detect_side)
-        self.detector = det
-        # Quality is judged on the canonical view alone; all the views are cut only for
-        # the few crops that are identified.
-        aligner = analyzer.aligner
-        self.preview = (
-            DlibFivePointAligner(paddings=(CHIP_PADDING,), mirror=False)
-            if isinstance(aligner, DlibFivePointAligner)
-            else aligner
-        )
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        return self.detector.detect(image)
-
-    def crop(self, image: np.ndarray, detection: Detection) -> FaceCrop | None:
-        x0, y0, x1, y1 = detection.box
-        m = CROP_MARGIN * max(x1 - x0, y1 - y0)
-        h, w = image.shape[:2]
-        cx0, cy0 = max(0, int(x0 - m)), max(0, int(y0 - m))
-        cx1, cy1 = min(w, int(np.ceil(x1 + m))), min(h, int(np.ceil(y1 + m)))
-        if cx1 - cx0 < 8 or cy1 - cy0 < 8:
-            return None
-        region = np.ascontiguousarray(image[cy0:cy1, cx0:cx1])
-        lm_local = None
-        if detection.landmarks is not None:
-            lm_local = detection.landmarks - np.array([cx0, cy0], dtype=np.float64)
-        local = Detection(
-            (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0),
-            detection.score,
-            detection.detector,
-            lm_local,
-            detection.fallback,
-        )
-        aligner = self.preview
-        lm = aligner.landmarks(region, local)
-        views = aligner.views(region, local, lm)
-        q = assess(
-            local,
-            aligner.pose_points(lm),
-            views[0],
-            confident_score=self.detector.confident_score,
-            score_threshold=self.detector.score_threshold,
-        )
-        return FaceCrop(q.score, region, local, detection.box, FaceObservation(local, lm, views, q))
-
-    def embed(self, crop: FaceCrop) -> np.ndarray:
-        obs = crop.observation
-        assert isinstance(obs, FaceObservation)
-        if self.preview is not self.analyzer.aligner:
-            views = self.analyzer.aligner.views(crop.image, obs.detection, obs.landmarks)
-            obs = FaceObservation(obs.detection, obs.landmarks, views, obs.quality)
-        vec: np.ndarray = self.analyzer.embed([obs])[0]
-        return vec
+from airside.vision.protocols import FaceCrop, FrameFaceEngine
 
 
 class ServiceIdentifier:
@@ -128,7 +53,7 @@ class ServiceIdentifier:
         self,
         app: Airside,
         principal: Principal,
-        engine: AnalyzerEngine,
+        engine: FrameFaceEngine,
         galleries: list[str],
         camera: str,
         purpose: str | None = None,
@@ -136,22 +61,35 @@ class ServiceIdentifier:
         self.app, self.principal, self.engine = app, principal, engine
         self.galleries, self.camera, self.purpose = galleries, camera, purpose
 
-    def identify(self, crop: FaceCrop, track_id: int, t: float) -> Match:
-        vec = self.engine.embed(crop)
-        best = Match(None, 0.0)
-        for g in self.galleries:
-            res = matching.identify_embedding(
-                self.app,
-                self.principal,
-                g,
+    def identify_many(self, crops: Sequence[tuple[FaceCrop, int]], t: float) -> list[Match]:
+        """The frame's crops embedded in one batch and searched in one transaction."""
+        if not crops:
+            return []
+        vecs = self.engine.embed_many([crop for crop, _ in crops])
+        probes = [
+            matching.Probe(
                 vec,
-                contract=self.engine.analyzer.contract,
-                quality=crop.quality,
-                input_sha256=crop.sha256,
-                k=1,
-                purpose=self.purpose,
-                context={"camera": self.camera, "track": track_id, "t": round(t, 3)},
+                crop.quality,
+                crop.sha256,
+                {"camera": self.camera, "track": track_id, "t": round(t, 3)},
             )
+            for (crop, track_id), vec in zip(crops, vecs, strict=True)
+        ]
+        results = matching.identify_many(
+            self.app,
+            self.principal,
+            self.galleries,
+            probes,
+            contract=self.engine.contract,
+            k=1,
+            purpose=self.purpose,
+        )
+        return [self._best(per_gallery) for per_gallery in results]
+
+    def _best(self, results: list[matching.IdentifyResult]) -> Match:
+        """The best match over the galleries (one result each, in ``self.galleries``)."""
+        best = Match(None, 0.0)
+        for g, res in zip(self.galleries, results, strict=True):
             top = res.candidates[0].score if res.candidates else 0.0
             if res.match and (best.subject is None or top > best.score):
                 best = Match(res.candidates[0].subject, top, g, res.review_case)
@@ -274,10 +212,10 @@ def watch(
     bars = []
     for g in request.galleries:  # refuse up front (audited), not at the first face
         bars.append(authorize_gallery(app, principal, "identify", g, request.purpose).quality_bar)
-    engine: AnalyzerEngine | None = None
+    engine: FrameFaceEngine | None = None
     identifier: ServiceIdentifier | None = None
     if request.galleries:
-        engine = AnalyzerEngine(app.analyzer, app.settings.detector.video_detect_side)
+        engine = video_engine(app.analyzer, app.settings.detector.video_detect_side)
         identifier = ServiceIdentifier(
             app, principal, engine, request.galleries, request.camera, request.purpose
         )
@@ -311,7 +249,7 @@ def watch(
         assert out is not None
         return H264Writer(out, source.fps or fps, w, h)
 
-    # Events name people: a new events file is created 0600 (store/files.py).
+    # Events name people: a new events file is created 0600 (private_files.py).
     jsonl = open_private(request.events_path, append=True) if request.events_path else None
     # A camera runs for months: retention is enforced while it does, not only at `purge`.
     purger = PurgeScheduler(app).start()

@@ -290,7 +290,7 @@ class Event(Base):
     An event about a person is their personal data: it goes with them (erasure, withdrawal)
     and with its retention. ``evidence`` is the best face crop (JPEG) kept only while the
     gallery's retention allows (``evidence_until``); when ``evidence_key_id`` is set it is
-    ``nonce || AES-256-GCM`` under that template key (services/events.py)."""
+    ``nonce || AES-256-GCM`` under that template key (services/events/evidence.py)."""
 
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_camera_started_at", "camera", "started_at"),)

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 import av
@@ -33,7 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from airside.store.files import create_private
+from airside.private_files import create_private
+from airside.video.closing import ClosesOnExit
 
 __all__ = [
     "H264_ENCODERS",
@@ -250,7 +250,7 @@ def _letterbox(image: NDArray[np.uint8], width: int, height: int) -> NDArray[np.
     return out
 
 
-class H264Writer:
+class H264Writer(ClosesOnExit):
     """Write RGB frames to ``path`` (``.mp4``/``.m4v``/``.mov`` as fragmented MP4, or ``.mkv``).
 
     ``fps`` is the nominal rate (0 < fps <= 1000; it sets the key-frame interval, one second,
@@ -339,17 +339,6 @@ class H264Writer:
             self._container.close()
             self._container = None
             raise
-
-    def __enter__(self) -> H264Writer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def closed(self) -> bool:

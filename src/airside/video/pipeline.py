@@ -10,15 +10,17 @@ quality bar, then only for a clearly better crop), and its identity is decided b
 quality-weighted votes (:mod:`airside.video.track_identity`). A track that ends without a
 decided identity leaves nothing behind: its crops and votes are discarded and no event is
 written.
+
+A frame's faces are detected once (safety snapshots blur those same faces), and the crops
+one frame asks to identify go to the identifier together, as one batch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,33 +33,7 @@ from airside.video.safety import SafetyAnalytics, head_boxes, snapshot_jpeg
 from airside.video.sources import Frame, SystemEvent, VideoSource
 from airside.video.track_identity import IdentityConfig, TrackIdentity
 from airside.video.tracking import EndedTrack, Tracker, TrackState, make_tracker
-from airside.vision.protocols import Detection
-
-Box = tuple[float, float, float, float]
-
-
-@dataclass
-class FaceCrop:
-    """A face cut from a frame with some margin, kept only while its track lives."""
-
-    quality: float
-    image: np.ndarray  # RGB region around the face
-    detection: Detection  # in the region's coordinates
-    box: Box  # in frame coordinates
-    # What the engine needs to embed it later (e.g. the aligned views), engine-specific.
-    observation: object = None
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self.image).tobytes()).hexdigest()
-
-
-class FaceEngine(Protocol):
-    """Detects faces in frames, scores and cuts crops, embeds crops."""
-
-    def detect(self, image: np.ndarray) -> list[Detection]: ...
-
-    def crop(self, image: np.ndarray, detection: Detection) -> FaceCrop | None: ...
+from airside.vision.protocols import Box, Detection, FaceCrop, FrameFaceEngine
 
 
 @dataclass(frozen=True)
@@ -69,9 +45,11 @@ class Match:
 
 
 class Identifier(Protocol):
-    """Embeds a crop and searches the camera's galleries (audited by the service layer)."""
+    """Embeds crops and searches the camera's galleries (audited by the service layer)."""
 
-    def identify(self, crop: FaceCrop, track_id: int, t: float) -> Match: ...
+    def identify_many(self, crops: Sequence[tuple[FaceCrop, int]], t: float) -> list[Match]:
+        """One match per (crop, track id), for the crops of the frame at ``t``, together."""
+        ...
 
 
 @dataclass
@@ -277,10 +255,19 @@ class FrameQueue:
             self._cv.notify_all()
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """A track's crop to identify in this frame."""
+
+    state: TrackState
+    identity: TrackIdentity[FaceCrop, str]
+    crop: FaceCrop
+
+
 class Pipeline:
     def __init__(
         self,
-        engine: FaceEngine | None,
+        engine: FrameFaceEngine | None,
         identifier: Identifier | None,
         sink: EventSink,
         config: WatchConfig | None = None,
@@ -407,24 +394,28 @@ class Pipeline:
             self._last_detect is None or frame.index - self._last_detect >= self.config.detect_every
         )
         detections: list[Detection] = []
-        if due and self.safety is not None:
-            self._analyse_safety(frame)
+        if due:
+            self._last_detect = frame.index
+            if self.engine is not None:  # once a frame: safety snapshots blur these faces
+                detections = self.engine.detect(frame.image)
+            if self.safety is not None:
+                self._analyse_safety(frame, detections)
         if self.engine is None:
-            if due:
-                self._last_detect = frame.index
             if self.writer_factory is not None:
                 self._write(frame, [], [])
             return
         if due:
-            self._last_detect = frame.index
-            detections = self.engine.detect(frame.image)
             self.stats.detections += len(detections)
             boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
             scores = np.array([d.score for d in detections], dtype=np.float64)
             states = self.tracker.update(boxes, scores, frame.index, frame.pts)
+            wanted: list[_Wanted] = []
             for st in states:
                 if st.det_index is not None:
-                    self._observe(frame, st, detections[st.det_index])
+                    w = self._observe(frame, st, detections[st.det_index])
+                    if w is not None:
+                        wanted.append(w)
+            self._identify(frame, wanted)
         else:
             states = self.tracker.predict_only(frame.index, frame.pts)
         for ended in self.tracker.drain_ended():
@@ -448,21 +439,23 @@ class Pipeline:
         if self.safety is not None:
             self.safety.scene_cut(t)
 
-    def _analyse_safety(self, frame: Frame) -> None:
+    def _analyse_safety(self, frame: Frame, faces: list[Detection]) -> None:
+        """Scene rules on ``frame``; ``faces`` (this frame's, already detected) are blurred
+        in the snapshot of any event, with every person's head."""
         assert self.safety is not None
         result = self.safety.process(frame.image, frame.index, frame.pts)
         self.stats.people = len(result.people)
         self._people = result.people
         if not result.events:
             return
-        faces = [] if self.engine is None else [d.box for d in self.engine.detect(frame.image)]
-        snapshot = snapshot_jpeg(frame.image, result.people, faces)
+        snapshot = snapshot_jpeg(frame.image, result.people, [d.box for d in faces])
         for ev in result.events:
             self._safety_events.append(ev)
             self.stats.safety_events += 1
             self.sink.safety(ev, snapshot)
 
-    def _observe(self, frame: Frame, st: TrackState, det: Detection) -> None:
+    def _observe(self, frame: Frame, st: TrackState, det: Detection) -> _Wanted | None:
+        """Follow the track; a crop of it when one should be identified now."""
         ti = self._identities.get(st.track_id)
         if ti is None:
             ti = TrackIdentity[FaceCrop, str](self.config.identity, st.track_id)
@@ -472,13 +465,27 @@ class Pipeline:
         if open_event is not None:
             open_event.last_seen = frame.pts
         if not ti.wants_crops:
-            return  # settled: no crop could be identified again, so none is cut
-        assert self.engine is not None and self.identifier is not None
+            return None  # settled: no crop could be identified again, so none is cut
+        assert self.engine is not None
         crop = self.engine.crop(frame.image, det)
         if crop is None or not ti.offer(crop.quality, crop):
+            return None
+        return _Wanted(st, ti, crop)
+
+    def _identify(self, frame: Frame, wanted: list[_Wanted]) -> None:
+        """Identify the frame's wanted crops as one batch, then vote on each track."""
+        if not wanted:
             return
-        self.stats.embedding_calls += 1
-        match = self.identifier.identify(crop, st.track_id, frame.pts)
+        assert self.identifier is not None
+        self.stats.embedding_calls += len(wanted)
+        matches = self.identifier.identify_many(
+            [(w.crop, w.state.track_id) for w in wanted], frame.pts
+        )
+        for w, match in zip(wanted, matches, strict=True):
+            self._record(frame, w, match)
+
+    def _record(self, frame: Frame, wanted: _Wanted, match: Match) -> None:
+        st, ti, crop = wanted.state, wanted.identity, wanted.crop
         before = ti.identity
         if match.subject is not None:
             self._galleries[(st.track_id, match.subject)] = (match.gallery, match.review_case)

@@ -79,6 +79,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from airside.errors import AirsideError
+from airside.video.closing import ClosesOnExit
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -334,7 +335,7 @@ _Item = Frame | SystemEvent
 _Gen = Generator[_Item, None, str]
 
 
-class _SourceBase:
+class _SourceBase(ClosesOnExit):
     """Shared machinery: the item buffer, events, stream time, resolution and stop handling."""
 
     live: bool = False
@@ -397,17 +398,6 @@ class _SourceBase:
             self._gen.close()
             self._gen = None
         self._release()
-
-    def __enter__(self) -> _SourceBase:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec!r} frames={self.stats.frames}>"

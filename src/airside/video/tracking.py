@@ -113,6 +113,47 @@ class Tracker(Protocol):
     def reset(self) -> None: ...
 
 
+class _Followed(Protocol):
+    """What either tracker keeps of a track, as far as ending it is concerned."""
+
+    @property
+    def track_id(self) -> int | None: ...
+    @property
+    def first_frame(self) -> int: ...
+    @property
+    def last_frame(self) -> int: ...
+    @property
+    def first_t(self) -> float: ...
+    @property
+    def last_t(self) -> float: ...
+    @property
+    def hits(self) -> int: ...
+
+
+class _EndedTracks:
+    """The ended-track hand-over both trackers share: :meth:`_end` notes a track's end,
+    :meth:`ended` shows what is pending and :meth:`drain_ended` hands it over once."""
+
+    _ended: list[EndedTrack]
+
+    def ended(self) -> list[EndedTrack]:
+        return list(self._ended)
+
+    def drain_ended(self) -> list[EndedTrack]:
+        out, self._ended = self._ended, []
+        return out
+
+    def _end(self, tr: _Followed, reason: str) -> None:
+        """Note that ``tr`` ended; a track never confirmed (no id) never reaches the caller."""
+        if tr.track_id is None:
+            return
+        self._ended.append(
+            EndedTrack(
+                tr.track_id, tr.first_frame, tr.last_frame, tr.first_t, tr.last_t, tr.hits, reason
+            )
+        )
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -302,7 +343,7 @@ class _BTrack:
 
 
 @dataclass
-class ByteTrackTracker:
+class ByteTrackTracker(_EndedTracks):
     """ByteTrack with exact detection-index mapping, frame gaps and ended-track reporting."""
 
     config: ByteTrackConfig = field(default_factory=ByteTrackConfig)
@@ -315,7 +356,7 @@ class ByteTrackTracker:
     def reset(self) -> None:
         self._tracked: list[_BTrack] = []
         self._lost: list[_BTrack] = []
-        self._ended: list[EndedTrack] = []
+        self._ended = []
         self._next_id = 1
         self._frame: int | None = None
         self._t = 0.0
@@ -420,13 +461,6 @@ class ByteTrackTracker:
             )
         return sorted(out, key=lambda st: st.track_id)
 
-    def ended(self) -> list[EndedTrack]:
-        return list(self._ended)
-
-    def drain_ended(self) -> list[EndedTrack]:
-        out, self._ended = self._ended, []
-        return out
-
     def finish(self) -> list[EndedTrack]:
         for tr in self._tracked + self._lost:
             self._end(tr, "finished")
@@ -475,15 +509,6 @@ class ByteTrackTracker:
         tr.track_id = self._next_id
         self._next_id += 1
 
-    def _end(self, tr: _BTrack, reason: str) -> None:
-        if tr.track_id is None:
-            return
-        self._ended.append(
-            EndedTrack(
-                tr.track_id, tr.first_frame, tr.last_frame, tr.first_t, tr.last_t, tr.hits, reason
-            )
-        )
-
     def _remove_duplicates(
         self, tracked: list[_BTrack], lost: list[_BTrack]
     ) -> tuple[list[_BTrack], list[_BTrack]]:
@@ -512,17 +537,7 @@ class ByteTrackTracker:
     @staticmethod
     def _state(tr: _BTrack, frame_index: int) -> TrackState:
         assert tr.track_id is not None
-        return TrackState(
-            track_id=tr.track_id,
-            box=tr.box,
-            score=tr.score,
-            age=frame_index - tr.first_frame,
-            hits=tr.hits,
-            time_since_update=frame_index - tr.last_frame,
-            det_index=tr.det_index,
-            first_frame=tr.first_frame,
-            first_t=tr.first_t,
-        )
+        return _track_state(tr, tr.track_id, tr.box, frame_index)
 
 
 # --------------------------------------------------------------------------- IoU baseline
@@ -542,7 +557,7 @@ class _ITrack:
 
 
 @dataclass
-class IouTracker:
+class IouTracker(_EndedTracks):
     """The baseline: greedy IoU association of detections to the tracks' last boxes.
 
     Pairs are taken in order of decreasing IoU while IoU >= ``iou_threshold``; no motion
@@ -564,7 +579,7 @@ class IouTracker:
 
     def reset(self) -> None:
         self._tracks: list[_ITrack] = []
-        self._ended: list[EndedTrack] = []
+        self._ended = []
         self._next_id = 1
         self._frame: int | None = None
 
@@ -621,40 +636,31 @@ class IouTracker:
                 out.append(replace(st, det_index=None))
         return out
 
-    def ended(self) -> list[EndedTrack]:
-        return list(self._ended)
-
-    def drain_ended(self) -> list[EndedTrack]:
-        out, self._ended = self._ended, []
-        return out
-
     def finish(self) -> list[EndedTrack]:
         for tr in self._tracks:
             self._end(tr, "finished")
         self._tracks = []
         return self.drain_ended()
 
-    def _end(self, tr: _ITrack, reason: str) -> None:
-        self._ended.append(
-            EndedTrack(
-                tr.track_id, tr.first_frame, tr.last_frame, tr.first_t, tr.last_t, tr.hits, reason
-            )
-        )
-
     @staticmethod
     def _state(tr: _ITrack, frame_index: int) -> TrackState:
         x0, y0, x1, y1 = (float(v) for v in tr.box)
-        return TrackState(
-            track_id=tr.track_id,
-            box=(x0, y0, x1, y1),
-            score=tr.score,
-            age=frame_index - tr.first_frame,
-            hits=tr.hits,
-            time_since_update=frame_index - tr.last_frame,
-            det_index=tr.det_index,
-            first_frame=tr.first_frame,
-            first_t=tr.first_t,
-        )
+        return _track_state(tr, tr.track_id, (x0, y0, x1, y1), frame_index)
+
+
+def _track_state(tr: _BTrack | _ITrack, track_id: int, box: Box, frame_index: int) -> TrackState:
+    """What either tracker reports of ``tr`` at ``frame_index``, with its id and box."""
+    return TrackState(
+        track_id=track_id,
+        box=box,
+        score=tr.score,
+        age=frame_index - tr.first_frame,
+        hits=tr.hits,
+        time_since_update=frame_index - tr.last_frame,
+        det_index=tr.det_index,
+        first_frame=tr.first_frame,
+        first_t=tr.first_t,
+    )
 
 
 def make_tracker(name: str, **params: object) -> Tracker:

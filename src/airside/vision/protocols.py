@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from airside.biometrics.contract import EmbeddingContract
+from airside.vision.contract import EmbeddingContract
+
+Box = tuple[float, float, float, float]
+
+
+class BoxSize:
+    """``width`` and ``height`` of a ``box`` (x0, y0, x1, y1) in pixels."""
+
+    box: Box
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
 
 
 @dataclass(frozen=True)
-class Detection:
+class Detection(BoxSize):
     """A face box in full-image pixel coordinates (x0, y0, x1, y1) with the detector's score."""
 
     box: tuple[float, float, float, float]
@@ -21,14 +39,6 @@ class Detection:
     # Found only by a fallback detector (e.g. dlib's CNN after HOG found nothing): such a
     # face may be turned, dim or even lying on its side, so enrolment does not accept it.
     fallback: bool = False
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
 
     @property
     def center(self) -> tuple[float, float]:
@@ -42,6 +52,17 @@ class FaceDetector(Protocol):
     score_threshold: float
 
     def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+
+@runtime_checkable
+class TunesForVideo(Protocol):
+    """A detector with a variant for video frames (a capability: most detectors have none
+    and are used as they are). A face missed in one frame is found a few frames later, so
+    video trades the slow rescues and large working copies of photos for frame rate."""
+
+    def for_video(self, max_side: int) -> FaceDetector:
+        """The detector to run on frames, on copies of at most ``max_side`` pixels a side."""
+        ...
 
 
 class LandmarkAligner(Protocol):
@@ -73,6 +94,17 @@ class LandmarkAligner(Protocol):
     ) -> np.ndarray: ...
 
 
+@runtime_checkable
+class CutsExtraViews(Protocol):
+    """An aligner whose views include test-time extras (a capability): quality is judged on
+    the canonical view alone, so a crop that may never be identified is scored with
+    :meth:`canonical_only`, and its full views are cut only if it is identified."""
+
+    def canonical_only(self) -> LandmarkAligner:
+        """The same alignment cutting view 0 (the canonical chip) alone."""
+        ...
+
+
 class FaceEmbedder(Protocol):
     """``alignment``: the aligner preprocessing the embedder's contract already names (ONNX
     embedders are built for one alignment and record it with their pixel normalisation),
@@ -95,3 +127,43 @@ def check_image(image: np.ndarray) -> np.ndarray:
             f"expected an RGB uint8 image of shape (H, W, 3), got {arr.dtype} {arr.shape}"
         )
     return arr
+
+
+@dataclass
+class FaceCrop:
+    """A face cut from a video frame with some margin, kept only while its track lives."""
+
+    quality: float
+    image: np.ndarray  # RGB region around the face
+    detection: Detection  # in the region's coordinates
+    box: Box  # in frame coordinates
+    # What the engine needs to embed it later (e.g. the aligned views), engine-specific.
+    observation: object = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.image).tobytes()).hexdigest()
+
+
+class FrameFaceEngine(Protocol):
+    """Faces in video frames: detected once a frame, cut and scored per track, embedded
+    only for the few crops that are identified (``vision.frame_faces`` implements it)."""
+
+    @property
+    def contract(self) -> EmbeddingContract:
+        """The contract of the embeddings :meth:`embed_many` returns."""
+        ...
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+    def crop(self, image: np.ndarray, detection: Detection) -> FaceCrop | None:
+        """The face cut out with a margin and its quality, or None when too small."""
+        ...
+
+    def embed(self, crop: FaceCrop) -> np.ndarray:
+        """The L2-normalised embedding of one crop."""
+        ...
+
+    def embed_many(self, crops: Sequence[FaceCrop]) -> np.ndarray:
+        """(N, dim) embeddings of the crops, in one batch."""
+        ...

@@ -25,7 +25,7 @@ import numpy as np
 
 from airside.errors import AirsideError
 from airside.vision.onnx_runtime import Device
-from airside.vision.protocols import check_image
+from airside.vision.protocols import BoxSize, check_image
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ BUILTIN_DETECTORS = ("movenet", "motion")
 
 
 @dataclass(frozen=True)
-class PersonDetection:
+class PersonDetection(BoxSize):
     """One person: ``box`` (x0, y0, x1, y1) in image pixels, the detector's ``score``, and
     ``keypoints`` (17, 3) x, y (pixels), confidence in COCO order when the detector gives a
     pose, else None."""
@@ -87,14 +87,6 @@ class PersonDetection:
     score: float
     keypoints: np.ndarray | None = None
     detector: str = ""
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
 
     @property
     def foot(self) -> tuple[float, float]:

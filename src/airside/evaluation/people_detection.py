@@ -1,6 +1,6 @@
 """Measuring person detectors on real frames against hand labels (docs/people.md).
 
-``python -m airside.vision.people.evaluate [--data ../shared/data/video] [--labels CSV]``
+``python -m airside.evaluation.people_detection [--data ../shared/data/video] [--labels CSV]``
 prints, per candidate, the recall of labelled people, false alarms per frame and the
 latency per frame on one thread. Labels are a CSV ``video,frame,kind,x0,y0,x1,y1``
 (``tests/data/people_counts.csv``: our own hand labels, approximate): ``person`` rows are
@@ -236,7 +236,7 @@ def candidates() -> dict[str, tuple[Callable[[], PersonDetector], bool]]:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    root = Path(__file__).resolve().parents[4]
+    root = Path(__file__).resolve().parents[3]  # the repository
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=root.parent / "shared" / "data" / "video")
     p.add_argument("--labels", type=Path, default=root / "tests" / "data" / "people_counts.csv")

@@ -24,9 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from airside.biometrics.contract import EmbeddingContract
 from airside.errors import AirsideError
-from airside.model_registry.manifest import Layout, Manifest, Normalisation, sha256_file
+from airside.model_registry.manifest import (
+    Manifest,
+    Normalisation,
+    image_input_layout,
+    sha256_file,
+)
+from airside.vision.contract import EmbeddingContract
 from airside.vision.face_align import ArcFaceAligner
 from airside.vision.onnx_runtime import Device, OnnxModel, open_model
 
@@ -50,18 +55,6 @@ class ModelIncompatible(AirsideError):
             f"{path.name} cannot be used as a face embedder: {problem}", code="model_incompatible"
         )
         self.problem = problem
-
-
-def image_input_layout(shape: list[Any]) -> Layout | None:
-    """The layout a 4-D input's static shape implies (3 channels first or last), if any."""
-    if len(shape) != 4:
-        return None
-    first, last = shape[1] == 3, shape[3] == 3
-    if first and not last:
-        return "NCHW"
-    if last and not first:
-        return "NHWC"
-    return None
 
 
 def _static(dim: Any) -> int | None:

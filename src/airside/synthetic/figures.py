@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from airside.video.synthetic import background
+from airside.synthetic.clips import background
 
 Action = Literal["walk", "fall", "sit"]
 State = Literal["walking", "standing", "falling", "down", "sitting", "seated"]
@@ -255,7 +255,7 @@ def render_scene(
     gains: Sequence[float] | None = None,
 ) -> Rendered:
     """Draw ``frames`` RGB frames of ``size`` (w, h): the textured background of
-    ``airside.video.synthetic``, the props, then the figures in front.
+    ``airside.synthetic.clips``, the props, then the figures in front.
 
     ``noise``: sensor noise (standard deviation in grey levels, fresh every frame);
     ``gains``: a brightness factor per frame (lighting flicker), applied before the noise.

@@ -1,0 +1,19 @@
+"""``airside demo``: the end-to-end demonstration."""
+
+from __future__ import annotations
+
+import typer
+
+from airside.cli.options import JsonOpt
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to ``app``."""
+
+    @app.command("demo")
+    def demo(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """Run the end-to-end demonstration on images shipped by registry packages."""
+        from airside.demo import run_demo
+
+        code = run_demo(as_json=as_json)
+        raise typer.Exit(code)

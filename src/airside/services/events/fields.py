@@ -1,0 +1,48 @@
+"""Checks and normalisation of the values callers give about an event.
+
+Names, stream seconds, the JSON detail and wall-clock times arrive from pipelines and the
+CLI; recording, listing and purging all check and normalise them the same way, here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+
+def aware(t: datetime) -> datetime:
+    """``t`` with a time zone (a naive time, as SQLite returns it, is UTC)."""
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def utc(t: datetime | None) -> datetime:
+    """``t`` in UTC, or now when None."""
+    return datetime.now(UTC) if t is None else aware(t).astimezone(UTC)
+
+
+def iso(t: datetime | None) -> str | None:
+    """``t`` as ISO 8601 in UTC to the millisecond, or None."""
+    return None if t is None else aware(t).astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def check_text(value: str, what: str, limit: int = 200) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise ValueError(f"{what} must be 1-{limit} characters")
+    return value
+
+
+def stream_seconds(value: float, what: str) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be a finite number of stream seconds")
+    return v
+
+
+def detail_json(detail: dict[str, Any] | None) -> str:
+    """``detail`` as canonical JSON (what the ``detail`` column holds)."""
+    try:
+        return json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"event detail must be plain JSON: {e}") from None
