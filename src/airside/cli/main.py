@@ -26,6 +26,7 @@ from airside.cli import (
     receipt_cmds,
     report_cmds,
     review_cmds,
+    serve_cmds,
     subject_cmds,
     track_cmds,
     watch_cmds,
@@ -104,3 +105,4 @@ watch_cmds.register(app)  # watch
 events_cmds.register(app)  # events list, events crop
 fairness_cmds.register(app, eval_app)  # eval fairness; calibrate
 receipt_cmds.register(app)  # receipt verify
+serve_cmds.register(app)  # serve

@@ -1,0 +1,134 @@
+"""Service errors as RFC 9457 ``application/problem+json``, with the service's code.
+
+The status comes from the error's code (a stable table below), never from its message;
+an unexpected exception is a 500 whose body names an incident, never a traceback (the
+traceback goes to the log without its message, as the CLI's guard does).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airside.errors import AirsideError
+
+log = logging.getLogger("airside.server")
+
+PROBLEM = "application/problem+json"
+
+# code -> HTTP status. Unlisted AirsideError codes are 400 (the request cannot be done).
+STATUS_OF: dict[str, int] = {
+    # who is calling
+    "missing_key": 401, "bad_key": 401, "key_revoked": 401, "key_expired": 401,
+    "unknown_principal": 401, "principal_disabled": 401,
+    # what they may do
+    "forbidden": 403, "role_mismatch": 403, "out_of_scope": 403, "purpose_mismatch": 403,
+    # what they asked about
+    "not_found": 404, "model_not_found": 404,
+    "conflict": 409, "gallery_exists": 409, "model_in_use": 409, "same_reviewer": 409,
+    "expired": 409,
+    # the body
+    "too_large": 413, "payload_too_large": 413,
+    "unreadable": 415, "not_an_image": 415, "unsupported": 415, "truncated": 415,
+    "corrupt": 415, "empty": 415, "extension_mismatch": 415,
+    "face": 422, "no_face": 422, "several_faces": 422, "no_landmarks": 422,
+    "not_enrolled": 404, "no_basis_to_withdraw": 409, "model_exists": 409,
+    "no_calibration": 409, "enrolment_refused": 422, "no_legal_basis": 422, "bad_basis": 422,
+    "bad_reference": 422, "validation": 422, "quality": 422,
+    # the server
+    "overloaded": 503, "not_ready": 503, "deadline": 503,
+}  # fmt: skip
+
+
+HTTP_CODES = {401: "missing_key", 404: "not_found", 405: "method_not_allowed",
+              413: "payload_too_large"}  # fmt: skip
+
+
+def status_of(code: str) -> int:
+    if code.startswith("image_"):  # a capture's refusal of an image it could not decode
+        code = code.removeprefix("image_")
+    return STATUS_OF.get(code, 400)
+
+
+def problem(
+    status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:  # fmt: skip
+    body: dict[str, Any] = {
+        "type": f"https://airside.invalid/problems/{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def from_error(error: AirsideError) -> JSONResponse:
+    """The problem for a service error: its code, message and structured details."""
+    # An image error's reason is its code over HTTP (415 or 413, not one "image").
+    code = str(getattr(error, "reason", "")) if error.code == "image" else error.code
+    code = code or error.code
+    status = status_of(code)
+    extra: dict[str, Any] = {}
+    if error.details:
+        extra["details"] = error.details
+    refusals = getattr(error, "refusals", None)
+    if refusals:
+        extra["refused"] = [r.as_dict() for r in refusals]
+        if all(status_of(str(r.code)) == 415 for r in refusals):
+            status = 415  # nothing in the upload could be decoded
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        extra["reasons"] = reasons
+    headers = None
+    if status == 503:
+        headers = {"Retry-After": str(error.details.get("retry_after", 1))}
+    return problem(status, code, str(error), headers=headers, **extra)
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error as a problem: service errors, HTTP errors, bad fields, bugs."""
+
+    @app.exception_handler(AirsideError)
+    async def _airside(_req: Request, exc: AirsideError) -> JSONResponse:
+        return from_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "problem": e.get("msg", ""),
+            }
+            for e in exc.errors()
+        ]
+        return problem(422, "validation", "the request's fields are not valid", fields=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "missing_key",
+            413: "payload_too_large",
+        }.get(exc.status_code, "http_error")
+        return problem(
+            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        incident = secrets.token_hex(4)
+        # Type and location only: a database error's message quotes what it was writing.
+        log.error("incident %s: unexpected %s", incident, type(exc).__name__,
+                  exc_info=(type(exc), exc, None))  # fmt: skip
+        return problem(500, "internal_error", f"unexpected error (incident {incident})",
+                       incident=incident)  # fmt: skip
