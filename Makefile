@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-fast bench lint typecheck clean
+.PHONY: demo test test-fast bench lint typecheck clean serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ $(TSTAMP): pyproject.toml | $(BIN)/python
 
 demo: $(STAMP)
 	$(BIN)/airside demo
+
+# The HTTP API (docs/api.md) on 127.0.0.1:8080, on $AIRSIDE_DATA_DIR (or the default).
+serve: $(STAMP)
+	$(BIN)/airside serve
 
 test: $(TSTAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile

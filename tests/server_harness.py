@@ -3,26 +3,21 @@ same app ``airside serve`` runs, and httpx clients holding real API keys."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import uvicorn
 
 from airside.governance.principals import Principal
 from airside.server.app import create_app
+from airside.server.local_broker import free_port
 from airside.services import principal_admin
 from airside.services.app import Airside
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -44,12 +39,15 @@ class Server:
 
 
 @contextmanager
-def running(airside: Airside) -> Iterator[Server]:
+def running(airside: Airside, **app_options: Any) -> Iterator[Server]:
+    """``app_options`` go to ``create_app`` (e.g. ``cameras_file``)."""
     admin = principal_admin.ensure_local_admin(airside)
-    principal_admin.add_principal(airside, admin, "api-admin", "admin", [])
+    names = {p.name for p in principal_admin.list_principals(airside, admin)}
+    if "api-admin" not in names:  # a data directory served before (a restart)
+        principal_admin.add_principal(airside, admin, "api-admin", "admin", [])
     admin_key = principal_admin.issue_key(airside, admin, "api-admin").secret
     port = free_port()
-    config = uvicorn.Config(create_app(airside), host="127.0.0.1", port=port,
+    config = uvicorn.Config(create_app(airside, **app_options), host="127.0.0.1", port=port,
                             log_level="warning", access_log=False)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
@@ -64,3 +62,4 @@ def running(airside: Airside) -> Iterator[Server]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        assert not thread.is_alive(), "the server did not stop"

@@ -481,13 +481,94 @@ def bench_watch(frames: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _frame_to_event(pipeline: list[dict[str, Any]] | None) -> tuple[str, dict[str, float]] | None:
+    """(label, {p50, p99}) of the camera pipeline's frame -> event stored latency in a
+    camera's default shape (the first detector, detecting on every frame, no safety), when
+    this run measured it."""
+    if not pipeline:
+        return None
+    first = pipeline[0]
+    for p in first["pipeline"]:
+        if p["detect_every"] == 1 and not p["safety"] and p["event_latency_ms"]:
+            return f"{first['detector']}, detect every 1", p["event_latency_ms"]
+    return None
+
+
+def bench_server(quick: bool, pipeline: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Identification over HTTP (``airside serve`` in its own process, on loopback) beside
+    the same call in process: added latency, and throughput under 1, 4 and 16 clients; and
+    the latency of events out, recorded -> SSE client and -> MQTT subscriber, beside the
+    camera pipeline's frame -> event (``pipeline``: bench_watch's rows, when run)."""
+    from airside.server import bench as server_bench
+
+    r = server_bench.run(quick=quick)
+    lat = r["latency"]
+    console.print(
+        f"server: identify, one client, {lat['calls']} calls alternating: in process p50/p99 "
+        f"{lat['in_process_p50_ms']:.1f} / {lat['in_process_p99_ms']:.1f} ms, over HTTP "
+        f"{lat['http_p50_ms']:.1f} / {lat['http_p99_ms']:.1f} ms: [bold]added "
+        f"{lat['added_p50_ms']:+.1f} / {lat['added_p99_ms']:+.1f} ms[/] (target <= 5 ms p50; "
+        f"GET /healthz round trip {lat['healthz_p50_ms']:.2f} / {lat['healthz_p99_ms']:.2f} ms)"
+    )
+    table = Table("clients", "requests", "in process req/s", "in process p99 ms", "HTTP req/s",
+                  "HTTP p99 ms", "HTTP / in-process max", "errors (in process, HTTP)")  # fmt: skip
+    for row in r["throughput"]:
+        table.add_row(str(row["clients"]), str(row["requests"]), f"{row['in_process_rps']:.2f}",
+                      f"{row['in_process_p99_ms']:.0f}", f"{row['http_rps']:.2f}",
+                      f"{row['http_p99_ms']:.0f}", f"{row['ratio_to_in_process_max']:.2f}",
+                      f"{row['in_process_errors']}, {row['http_errors']}")  # fmt: skip
+    console.print(
+        f"server throughput on {r['cores']} cores (in process: at most one call per core at "
+        "once, as the server's pool; target: HTTP >= 0.9 of the in-process maximum, no errors)"
+    )
+    console.print(table)
+    ev = r["event_latency"]
+    frame = _frame_to_event(pipeline)
+    if frame is not None:
+        ev["frame_to_event_ms"] = {"pipeline": frame[0], "p50": frame[1]["p50"],
+                                   "p99": frame[1]["p99"]}  # fmt: skip
+        for out in ("sse", "mqtt"):  # percentiles added: an estimate (p99: a cautious one)
+            ev[f"frame_to_{out}_ms"] = {q: round(frame[1][q] + ev[out][f"{q}_ms"], 1)
+                                        for q in ("p50", "p99")}  # fmt: skip
+    table = Table("stage", "p50 ms", "p99 ms", "max ms", "received / missing")
+    if frame is None:
+        table.add_row("frame -> event stored (camera pipeline)",
+                      "see the camera pipeline table", "", "", "")  # fmt: skip
+    else:
+        table.add_row(f"frame -> event stored (camera pipeline: {frame[0]})",
+                      f"{frame[1]['p50']:.0f}", f"{frame[1]['p99']:.0f}", "", "")  # fmt: skip
+    for out, label in (("sse", "SSE client"), ("mqtt", "MQTT subscriber")):
+        o = ev[out]
+        table.add_row(f"event stored -> {label}", f"{o['p50_ms']:.1f}", f"{o['p99_ms']:.1f}",
+                      f"{o['max_ms']:.1f}", f"{o['received']} / {o['missing']}")  # fmt: skip
+    if frame is not None:
+        for out, label in (("sse", "SSE client"), ("mqtt", "MQTT subscriber")):
+            est = ev[f"frame_to_{out}_ms"]
+            table.add_row(f"[bold]frame -> {label}[/] (sum, estimate)", f"{est['p50']:.0f}",
+                          f"{est['p99']:.0f}", "", "")  # fmt: skip
+    console.print(
+        f"event latency out: {ev['events']} identity events recorded by a camera principal "
+        f"{ev['spacing_ms']:.0f} ms apart, server polling the store every "
+        f"{ev['events_poll_s']} s, MQTT broker {ev['broker']}"
+    )
+    console.print(table)
+    return r
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--server-only", action="store_true", help="only the server section")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.server_only:
+        server = bench_server(args.quick)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"server": server}, indent=2))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         paths, source = bench_images(20 if args.quick else args.images, Path(tmp))
         enrol = bench_enrolment(paths, source)
@@ -496,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     search = bench_search(sizes)
     detectors = bench_detectors(20 if args.quick else args.images)
     pipeline = bench_watch(25 if args.quick else 100)
+    server = bench_server(args.quick, pipeline)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report: dict[str, Any] = {
@@ -503,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             "governance": governance,
             "search": search,
             "pipeline": pipeline,
+            "server": server,
         }
         if detectors is not None:
             report["detectors"] = detectors

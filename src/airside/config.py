@@ -136,6 +136,20 @@ class Settings(BaseSettings):
     server_queue: int = Field(16, ge=0)
     server_deadline_s: float = Field(30.0, gt=0)
     server_max_upload_mb: float = Field(20.0, gt=0)
+    # Events out (docs/api.md). Event streams, the webhook deliverer and the MQTT publisher
+    # look for new events in the store every ``events_poll_s`` (events recorded by any
+    # process on the same store reach them). A webhook that fails is retried after
+    # ``webhook_retry_base_s`` doubling up to ``webhook_retry_max_s``, at most
+    # ``webhook_max_attempts`` times in all; each POST waits ``webhook_timeout_s``.
+    events_poll_s: float = Field(0.25, gt=0, le=10)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_retry_base_s: float = Field(2.0, gt=0)
+    webhook_retry_max_s: float = Field(600.0, gt=0)
+    webhook_max_attempts: int = Field(12, ge=1, le=100)
+    # An MQTT broker to publish events to ("mqtt://[user:password@]host[:port]", or
+    # "mqtts://" for TLS); unset: no MQTT. Topics start with ``mqtt_topic_prefix``.
+    mqtt_url: str | None = None
+    mqtt_topic_prefix: str = Field("airside", min_length=1, max_length=100)
 
     @field_validator("data_dir", mode="before")
     @classmethod

@@ -3,12 +3,14 @@ directory, beside which the CLI keeps working."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from airside.cli.render import err, esc, say
+from airside.cli.render import err, esc, fail, say
 from airside.cli.state import state
+from airside.errors import AirsideError
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +19,13 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8080,
+        cameras: Annotated[
+            Path | None,
+            typer.Option(
+                help="cameras.toml: cameras to run, each in its own worker process "
+                "(docs/cameras.md). Cameras added over the API are written to it."
+            ),
+        ] = None,
     ) -> None:
         """Serve the HTTP API (docs/api.md): /api/v1, /api/docs, /healthz, /metrics."""
         import uvicorn
@@ -24,6 +33,17 @@ def register(app: typer.Typer) -> None:
         from airside.server.app import create_app
 
         st = state(ctx)
-        api = create_app(st.airside)
+        try:
+            # The server's operator provisions the cameras' principals and keys.
+            api = create_app(
+                st.airside,
+                cameras_file=cameras,
+                camera_actor=st.principal if cameras is not None else None,
+            )
+        except AirsideError as e:  # a bad cameras file: refused before serving
+            fail(e, False)
         say(err, f"Airside API on http://{esc(host)}:{port}/api/docs (Ctrl-C stops)")
+        if cameras is not None:
+            n = len(api.state.cameras.names())
+            say(err, f"{n} camera(s) from {esc(str(cameras))}")
         uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)

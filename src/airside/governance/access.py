@@ -48,14 +48,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     ),
     "operator": frozenset(
         {"verify", "verify.subject", "identify", "gallery.list", "event.record", "event.list",
-         "event.crop", "event.safety"}
+         "event.crop", "event.safety", "camera.list"}
     ),
     "reviewer": frozenset(
         {"review.list", "review.vote", "gallery.list", "event.list", "event.crop"}
     ),
     "auditor": frozenset(
         {"audit.verify", "audit.export", "audit.checkpoint", "report.governance",
-         "gallery.list", "review.list", "principal.list", "event.list"}
+         "gallery.list", "review.list", "principal.list", "event.list", "camera.list"}
     ),
     # event.safety: record a safety event (no identity involved, so not a gallery action).
     "camera": frozenset({"identify", "event.record", "event.safety"}),

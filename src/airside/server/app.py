@@ -7,15 +7,22 @@ shutdown. Routes live one file per area in ``routes/``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from airside.server import problems
+from airside.governance import audit as audit_log
+from airside.governance.principals import Principal
+from airside.server import events_out, problems
+from airside.server.cameras.supervisor import CameraSupervisor
 from airside.server.limits import UploadLimit
+from airside.server.metrics import AUDIT_APPEND_SECONDS, CAMERAS
+from airside.server.middleware import RequestMetrics
 from airside.server.routes import (
     admin,
     audit,
@@ -33,19 +40,37 @@ from airside.services.app import Airside
 API = "/api/v1"
 
 
-def create_app(airside: Airside) -> FastAPI:
+def create_app(
+    airside: Airside, *, cameras_file: Path | None = None, camera_actor: Principal | None = None
+) -> FastAPI:
+    """The app over ``airside``. ``cameras_file``: a cameras.toml whose enabled cameras run while
+    the app does (``camera_actor``, by default the local administrator, provisions their
+    principals and keys); a bad file raises ``CameraConfigError`` here, before serving."""
     st = airside.settings
     workers = st.server_workers or os.cpu_count() or 1
+    supervisor = (
+        CameraSupervisor.from_file(airside, cameras_file) if cameras_file is not None
+        else CameraSupervisor(airside, [])
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load the models off the event loop: /readyz says "loading" until they are in.
         threading.Thread(target=lambda: airside.analyzer, name="load-models", daemon=True).start()
+        if AUDIT_APPEND_SECONDS.observe not in audit_log.APPEND_OBSERVERS:
+            audit_log.APPEND_OBSERVERS.append(AUDIT_APPEND_SECONDS.observe)
+        CAMERAS.add(supervisor)
+        await asyncio.to_thread(supervisor.start, camera_actor)
         app.state.ready = True
         try:
-            yield
+            async with events_out.running(app):  # event streams' watcher, webhooks, MQTT
+                yield
         finally:
             app.state.ready = False
+            await asyncio.to_thread(supervisor.stop)
+            CAMERAS.discard(supervisor)
+            if AUDIT_APPEND_SECONDS.observe in audit_log.APPEND_OBSERVERS:
+                audit_log.APPEND_OBSERVERS.remove(AUDIT_APPEND_SECONDS.observe)
             app.state.pool.close()
 
     app = FastAPI(
@@ -60,7 +85,9 @@ def create_app(airside: Airside) -> FastAPI:
     app.state.airside = airside
     app.state.ready = False
     app.state.pool = WorkPool(workers, st.server_queue, st.server_deadline_s)
+    app.state.cameras = supervisor
     app.add_middleware(UploadLimit, max_bytes=int(st.server_max_upload_mb * 1024 * 1024))
+    app.add_middleware(RequestMetrics)  # outermost: it times whatever the others answer
     problems.install(app)
     app.include_router(health.router)
     for area in (galleries, matching, subjects, review, events, cameras, audit, admin):

@@ -5,7 +5,7 @@ There is no local-user fallback over the network: every request names its princi
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +14,7 @@ from airside.errors import AccessDenied
 from airside.governance.principals import Principal
 from airside.services import principal_admin
 from airside.services.app import Airside
+from airside.services.authz import authorize
 
 
 def airside_of(request: Request) -> Airside:
@@ -44,3 +45,17 @@ async def principal(request: Request) -> Principal:
 
 Caller = Annotated[Principal, Depends(principal)]
 Service = Annotated[Airside, Depends(airside_of)]
+
+
+def allowed(action: str) -> Any:
+    """A dependency: the caller, once the service's access check for ``action`` has passed
+    (a refusal is audited by it). For routes with a body: a caller without the right is
+    refused (403) before the body is validated (422). The service checks again as it acts.
+
+    ``who: Annotated[Principal, allowed("principal.add")]``"""
+
+    async def check(request: Request, who: Caller) -> Principal:
+        await run_in_threadpool(authorize, airside_of(request), who, action)
+        return who
+
+    return Depends(check)

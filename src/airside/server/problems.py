@@ -41,8 +41,16 @@ STATUS_OF: dict[str, int] = {
     "not_enrolled": 404, "no_basis_to_withdraw": 409, "model_exists": 409,
     "no_calibration": 409, "enrolment_refused": 422, "no_legal_basis": 422, "bad_basis": 422,
     "bad_reference": 422, "validation": 422, "quality": 422,
+    # administration: models, calibration, principals, review
+    "model_invalid": 422, "model_incompatible": 422, "model_output_invalid": 422,
+    "model_family_unknown": 422, "unknown_family": 422, "model_family_mismatch": 422,
+    "model_name_invalid": 422, "model_manifest_invalid": 422, "licence_required": 422,
+    "model_normalisation_required": 422, "model_normalisation_invalid": 422,
+    "model_tampered": 409, "model_missing": 409, "registry_tampered": 403,
+    "contract_mismatch": 409, "same_contract": 409, "bad_calibration_set": 422,
+    "bad_request": 400, "audit_chain_broken": 409,
     # the server
-    "overloaded": 503, "not_ready": 503, "deadline": 503,
+    "overloaded": 503, "not_ready": 503, "deadline": 503, "cannot_write": 500,
 }  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -293,7 +295,12 @@ class Event(Base):
     ``nonce || AES-256-GCM`` under that template key (services/events/evidence.py)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_camera_started_at", "camera", "started_at"),)
+    # AUTOINCREMENT: an id is never reused, even after the newest event is erased or
+    # purged, so "the events above id N" (event streams, MQTT, Last-Event-ID) never skips.
+    __table_args__ = (
+        Index("ix_events_camera_started_at", "camera", "started_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     type: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
@@ -324,3 +331,82 @@ class Event(Base):
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary)
     evidence_key_id: Mapped[str | None] = mapped_column(String(40))
     evidence_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Webhook(Base):
+    """A webhook destination an administrator configured (services/webhooks.py).
+
+    ``secret`` is the HMAC-SHA256 key the body is signed with; when ``secret_key_id`` is
+    set it is ``nonce || AES-256-GCM`` under that template key (bound to the destination's
+    name). ``cameras`` / ``types``: JSON lists that filter the events sent (NULL: all)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    secret: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    secret_key_id: Mapped[str | None] = mapped_column(String(40))
+    include_crops: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    cameras: Mapped[str | None] = mapped_column(Text)
+    types: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
+class WebhookOutbox(Base):
+    """An event still to be delivered to a destination: written in the transaction that
+    records the event, removed when it is delivered (the attempt stays in the delivery
+    log). It goes with its event (erasure, purge) and its destination."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_id", name="uq_outbox_webhook_event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False
+    )
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # When it is next due (a claimed row is pushed ahead by a lease while it is sent).
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    # Set when the retries are spent: the row stays (visible) but is not sent again.
+    given_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One delivery attempt (the delivery log): ids, status and timing, no payload."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    webhook: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    event_id: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    outbox_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    # delivered, failed (will be retried), gave_up (the last retry failed)
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class EventCursor(Base):
+    """How far a publisher (MQTT) has sent the event stream: the last event id it sent,
+    so that a restart resumes there instead of sending everything again."""
+
+    __tablename__ = "event_cursors"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

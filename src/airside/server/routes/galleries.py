@@ -9,7 +9,8 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
 from airside.governance.consent import BasisInput
-from airside.server.auth import Caller, Service
+from airside.governance.principals import Principal
+from airside.server.auth import Caller, Service, allowed
 from airside.server.uploads import read_images
 from airside.server.work import Pool
 from airside.services import enrolment, galleries, subjects
@@ -38,7 +39,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.post("/galleries", status_code=201, summary="Create a purpose-bound gallery")
 async def create_gallery(
-    body: GalleryIn, app: Service, who: Caller, pool: Pool
+    body: GalleryIn, app: Service, who: Annotated[Principal, allowed("gallery.create")], pool: Pool
 ) -> dict[str, object]:
     info = await pool.run(
         galleries.create_gallery, app, who, body.name, body.purpose,
@@ -70,7 +71,7 @@ async def enrol(
     name: str,
     subject: str,
     app: Service,
-    who: Caller,
+    who: Annotated[Principal, allowed("enrol")],
     pool: Pool,
     image: Annotated[list[UploadFile], File(description="One or more photos")],
     basis: Annotated[str, Form(description="consent, contract, legal_obligation, ...")],

@@ -8,9 +8,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from airside.errors import AirsideError
 from airside.server.auth import Caller, Service
-from airside.server.metrics import DECISIONS
+from airside.server.metrics import DECISIONS, EMBEDDINGS
 from airside.server.work import Pool
 from airside.services import matching
+from airside.services.authz import authorize
 
 router = APIRouter(tags=["matching"])
 
@@ -35,7 +36,8 @@ async def verify(
         probe = await image.read()
         res = await pool.run(matching.verify_subject, app, who, gallery, subject, probe,
                              fmr=fmr, purpose=purpose)  # fmt: skip
-    else:
+    else:  # a caller without the right is refused before being told how to ask
+        await pool.run(authorize, app, who, "verify")
         raise AirsideError(
             "give two photos (image_a and image_b), or one photo (image) with the subject "
             "and gallery to compare it with",
@@ -43,6 +45,7 @@ async def verify(
                                                    "gallery"]},
         )  # fmt: skip
     DECISIONS.labels("verify", "match" if res.match else "no_match").inc()
+    EMBEDDINGS.labels("verify").inc(2 if image is None else 1)
     return res.as_dict()
 
 
@@ -59,4 +62,5 @@ async def identify(
     probe = await image.read()
     res = await pool.run(matching.identify, app, who, name, probe, k=top_k, purpose=purpose)
     DECISIONS.labels("identify", "match" if res.match else "no_match").inc()
+    EMBEDDINGS.labels("identify").inc()
     return res.as_dict()

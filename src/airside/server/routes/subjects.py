@@ -1,7 +1,49 @@
-"""(filled in below)"""
+"""One subject's data: erasure on request and withdrawal of a legal basis, each answered
+with the signed receipt the CLI prints (``airside receipt verify`` checks it offline)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from airside.governance.principals import Principal
+from airside.server.auth import Caller, Service, allowed
+from airside.server.work import Pool
+from airside.services import erasure
 
 router = APIRouter(tags=["subjects"])
+
+
+class WithdrawIn(BaseModel):
+    purpose: str = Field(examples=["boarding:KE123"], description="The purpose of the basis")
+
+
+@router.delete("/subjects/{subject}", summary="Erase a subject; the signed erasure receipt")
+async def erase_subject(
+    subject: str,
+    app: Service,
+    who: Caller,
+    pool: Pool,
+    reason: Annotated[str, Query(max_length=500, description="Recorded in the receipt")] = (
+        "erasure request"
+    ),
+) -> dict[str, Any]:
+    receipt = await pool.run(erasure.erase_subject, app, who, subject, reason)
+    return receipt.as_dict()
+
+
+@router.post(
+    "/subjects/{subject}/consent/withdraw",
+    summary="Withdraw a basis for a purpose (erases the subject from its galleries); a receipt",
+)
+async def withdraw_consent(
+    subject: str,
+    body: WithdrawIn,
+    app: Service,
+    who: Annotated[Principal, allowed("consent.withdraw")],
+    pool: Pool,
+) -> dict[str, Any]:
+    receipt = await pool.run(erasure.withdraw_basis, app, who, subject, body.purpose)
+    return receipt.as_dict()

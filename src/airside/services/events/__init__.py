@@ -14,8 +14,10 @@ data and are not audited. ``purge_events`` is run by the retention purge.
 One idea per module: ``kinds`` (types and severities), ``fields`` (checking what callers
 give), ``view`` (what callers get back), ``scope`` (authorising an action on one event),
 ``evidence`` (crops and snapshots: retention, sealing, reading), ``recording``,
-``listing`` and ``purge``. This package re-exports their public names, so callers keep
-``from airside.services import events; events.record_identity_event(...)``.
+``listing`` and ``purge``; ``outbox`` (webhooks queued with each event) and ``stream``
+(following the store: event streams and publishers). This package re-exports their
+public names, so callers keep ``from airside.services import events;
+events.record_identity_event(...)``.
 """
 
 from airside.services.events.evidence import (
@@ -43,6 +45,15 @@ from airside.services.events.recording import (
     retract_identity_event,
     update_event_seen,
 )
+from airside.services.events.stream import (
+    StreamBatch,
+    events_after,
+    events_for_publisher,
+    load_cursor,
+    open_stream,
+    save_cursor,
+    stream_head,
+)
 from airside.services.events.view import EventView, view_of
 
 __all__ = [
@@ -57,15 +68,22 @@ __all__ = [
     "SYSTEM_WARNINGS",
     "WATCHLIST_HIT",
     "EventView",
+    "StreamBatch",
     "crop_until",
     "event_crop",
+    "events_after",
+    "events_for_publisher",
     "list_events",
+    "load_cursor",
+    "open_stream",
     "purge_events",
     "record_identity_event",
     "record_safety_event",
     "record_system_event",
     "retract_identity_event",
     "safety_snapshot_until",
+    "save_cursor",
+    "stream_head",
     "update_event_seen",
     "view_of",
 ]

@@ -24,6 +24,7 @@ from airside.governance import audit, pseudonyms
 from airside.governance.principals import Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
+from airside.services.events import outbox
 from airside.services.events.evidence import (
     check_crop,
     crop_until,
@@ -101,6 +102,7 @@ def _add_event(
     s.flush()
     if evidence is not None and evidence_until is not None:
         store_evidence(app, ev, evidence, evidence_until)
+    outbox.enqueue(s, ev)  # webhooks: queued with the event, so none is lost (outbox.py)
     return ev
 
 
