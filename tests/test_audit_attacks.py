@@ -1,8 +1,9 @@
 """An attacker who can write the database, but holds no key, cannot rewrite the audit log
 unseen: every way of doing it makes ``audit verify`` fail.
 
-The attacker here works on the SQLite file directly, as someone with database access
-would, after the newest signed checkpoint (where hashes alone used to be all there was).
+The attacker here works on the database directly (the SQLite file, or the PostgreSQL
+database when AIRSIDE_TEST_DATABASE_URL is set), as someone with database access would,
+after the newest signed checkpoint (where hashes alone used to be all there was).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import hashlib
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tests.conftest import register
+from tests.conftest import ON_POSTGRES, SQLITE_ONLY, register
 from typer.testing import CliRunner
 
 from airside.config import Settings
@@ -40,8 +42,62 @@ def app(tmp_path: Path) -> Iterator[Airside]:
     a.close()
 
 
+class _Row(tuple[Any, ...]):
+    """A row by position or by column name, as ``sqlite3.Row``."""
+
+    _names: tuple[str, ...]
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        return super().__getitem__(self._names.index(key) if isinstance(key, str) else key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self._names
+
+
+class _PgCursor:
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+        names = tuple(d.name for d in cur.description or ())
+        self._make = lambda values: _with_names(values, names)
+
+    def fetchone(self) -> _Row | None:
+        row = self._cur.fetchone()
+        return None if row is None else self._make(row)
+
+    def fetchall(self) -> list[_Row]:
+        return [self._make(r) for r in self._cur.fetchall()]
+
+
+def _with_names(values: Sequence[Any], names: tuple[str, ...]) -> _Row:
+    row = _Row(values)
+    row._names = names
+    return row
+
+
+class _PgAttacker:
+    """The same statements as the SQLite attacker's, on PostgreSQL (autocommit)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self._conn = psycopg.connect(conninfo, autocommit=True)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _PgCursor:
+        return _PgCursor(self._conn.execute(sql.replace("?", "%s"), list(params)))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 @pytest.fixture
-def db(app: Airside) -> Iterator[sqlite3.Connection]:
+def db(app: Airside) -> Iterator[Any]:
+    if ON_POSTGRES:
+        pg = _PgAttacker(app.settings.db_url)
+        yield pg
+        pg.close()
+        return
     app.db.compact_wal()
     conn = sqlite3.connect(app.settings.data_dir / "airside.db", isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -181,6 +237,7 @@ def test_stripped_signatures_on_a_rewritten_log_are_found(
     assert "unsigned" in found and "forked" in found
 
 
+@SQLITE_ONLY  # PostgreSQL: the variant below restores a copy made by CREATE DATABASE
 def test_a_database_restored_from_an_earlier_copy_is_found(app: Airside, tmp_path: Path) -> None:
     app.db.compact_wal()
     app.db.dispose()
@@ -192,6 +249,31 @@ def test_a_database_restored_from_an_earlier_copy_is_found(app: Airside, tmp_pat
     app.db.dispose()
     shutil.copy(copy, app.settings.data_dir / "airside.db")
     assert problems(app) == {"rolled_back"}
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the SQLite variant is the test above")
+def test_a_postgresql_database_restored_from_an_earlier_copy_is_found(
+    app: Airside, _pg_admin: Any
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(app.settings.db_url).database
+    copy = f"{name}_copy"
+    app.db.dispose()  # CREATE DATABASE ... TEMPLATE needs the source without connections
+    with _pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"'))
+    try:
+        for _ in range(3):
+            galleries.list_galleries(app, ADMIN)
+        app.db.dispose()
+        with _pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            conn.execute(text(f'ALTER DATABASE "{copy}" RENAME TO "{name}"'))
+        assert problems(app) == {"rolled_back"}
+    finally:
+        with _pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)'))
 
 
 def test_a_forged_witness_is_found(app: Airside) -> None:
@@ -224,7 +306,7 @@ def test_a_legacy_unsigned_log_is_adopted_once(tmp_path: Path) -> None:
 
     data_dir = tmp_path / "old"
     data_dir.mkdir()
-    old = Database(f"sqlite:///{data_dir / 'airside.db'}")
+    old = Database(Settings(data_dir=data_dir).db_url)
     for i in range(3):
         with old.session() as s:  # as a release before signed records wrote them
             audit.append(s, ADMIN, "identify", decision="no_match", result={"i": i})

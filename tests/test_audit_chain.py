@@ -18,8 +18,8 @@ ALICE = Principal("alice", "admin")
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    d = Database(f"sqlite:///{tmp_path / 'a.db'}")
+def db(store_url: str) -> Database:
+    d = Database(store_url)
     for i in range(5):
         with d.session() as s:
             audit.append(s, ALICE, "identify", decision="no_match", result={"i": i})

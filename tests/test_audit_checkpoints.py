@@ -35,8 +35,8 @@ def _principals(app: Airside) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(f"sqlite:///{tmp_path / 'a.db'}")
+def db(store_url: str) -> Iterator[Database]:
+    d = Database(store_url)
     add_records(d, 5)
     yield d
     d.dispose()

@@ -7,14 +7,18 @@ from __future__ import annotations
 import os
 import random
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from tests.conftest import png_bytes, register
 
 from airside.config import Settings
@@ -84,11 +88,54 @@ def test_with_skip_refused_the_conflicting_row_is_listed_and_the_rest_enrolled(
         assert set(s.scalars(select(Subject.reference))) == {"PNR-OTHER", "PNR-1", "PNR-2"}
 
 
+class _Stores:
+    """Where each run's store is: SQLite in its data directory (copied with it), or, on
+    PostgreSQL, a database of its own copied from the template's (CREATE DATABASE ...
+    TEMPLATE), named to the child through AIRSIDE_DATABASE_URL."""
+
+    def __init__(self, admin: Any) -> None:
+        self._admin = admin
+        self._names: list[str] = []
+        self.template = self._create() if admin is not None else None
+
+    def _create(self, template: str | None = None) -> str:
+        from sqlalchemy import text
+
+        name = f"airside_t_{secrets.token_hex(6)}"
+        copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
+        with self._admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+        self._names.append(name)
+        return str(self._admin.url.set(database=name).render_as_string(hide_password=False))
+
+    def copy(self) -> str | None:
+        return self._create(self.template) if self.template else None
+
+    def drop(self) -> None:
+        from sqlalchemy import text
+
+        if self._admin is not None:
+            with self._admin.connect() as conn:
+                for name in self._names:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="module")
-def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def stores(_pg_admin: Any) -> Iterator[_Stores]:
+    st = _Stores(_pg_admin)
+    yield st
+    st.drop()
+
+
+def _settings(data_dir: Path, url: str | None) -> Settings:
+    return Settings(data_dir=data_dir, database_url=url) if url else Settings(data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def template_dir(tmp_path_factory: pytest.TempPathFactory, stores: _Stores) -> Path:
     """A data directory with the officer and the gallery, copied for each run."""
     path = tmp_path_factory.mktemp("batch") / "data"
-    app = Airside(Settings(data_dir=path))
+    app = Airside(_settings(path, stores.template))
     try:
         register(app, OFFICER)
         galleries.create_gallery(app, OFFICER, GALLERY, PURPOSE)
@@ -97,9 +144,13 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run_child(data_dir: Path, mode: str, kill_at: int) -> subprocess.CompletedProcess[str]:
+def _run_child(
+    data_dir: Path, mode: str, kill_at: int, url: str | None
+) -> subprocess.CompletedProcess[str]:
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *inherited])}
+    if url:
+        env["AIRSIDE_DATABASE_URL"] = url
     return subprocess.run(
         [sys.executable, "-m", "tests.batch_child", str(data_dir), mode, str(kill_at)],
         cwd=REPO,
@@ -110,9 +161,9 @@ def _run_child(data_dir: Path, mode: str, kill_at: int) -> subprocess.CompletedP
     )
 
 
-def _state(data_dir: Path) -> tuple[dict[str, tuple[int, int]], int, bool]:
+def _state(data_dir: Path, url: str | None) -> tuple[dict[str, tuple[int, int]], int, bool]:
     """Per subject (templates, bases); how many enrolments the log records; chain ok."""
-    app = Airside(Settings(data_dir=data_dir))
+    app = Airside(_settings(data_dir, url))
     try:
         with app.session(readonly=True) as s:
 
@@ -141,25 +192,27 @@ def _state(data_dir: Path) -> tuple[dict[str, tuple[int, int]], int, bool]:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all", "skip"])
 def test_sigkill_at_random_points_leaves_whole_units(
-    template_dir: Path, tmp_path: Path, mode: str
+    template_dir: Path, stores: _Stores, tmp_path: Path, mode: str
 ) -> None:
     full = tmp_path / "full"
     shutil.copytree(template_dir, full)
-    done = _run_child(full, mode, 0)
+    url = stores.copy()
+    done = _run_child(full, mode, 0, url)
     assert done.returncode == 0, done.stderr[-2000:]
     m = re.search(r"statements=(\d+)", done.stdout)
     assert m is not None
     total = int(m.group(1))
-    expected, logged, ok = _state(full)
+    expected, logged, ok = _state(full, url)
     assert ok and len(expected) == 8 and logged == 8
     rng = random.Random(f"airside-{mode}")
     kills = sorted(rng.sample(range(1, total + 1), KILLS_PER_MODE))
     for kill_at in kills:
         run_dir = tmp_path / f"kill-{kill_at}"
         shutil.copytree(template_dir, run_dir)
-        killed = _run_child(run_dir, mode, kill_at)
+        url = stores.copy()
+        killed = _run_child(run_dir, mode, kill_at, url)
         assert killed.returncode == -9, (kill_at, killed.stderr[-2000:])
-        subjects, logged, ok = _state(run_dir)
+        subjects, logged, ok = _state(run_dir, url)
         assert ok, f"chain broken after SIGKILL at statement {kill_at}"
         # every subject present is whole: its template and its basis, and logged
         assert all(v == (1, 1) for v in subjects.values()), (kill_at, subjects)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
-from tests.conftest import CliOnDir, jpeg_bytes, png_bytes, register
+from tests.conftest import CliOnDir, jpeg_bytes, png_bytes, register, store_bytes
 
 from airside.errors import ConsentError, NotFoundError
 from airside.governance.consent import BasisInput
@@ -82,7 +82,7 @@ def test_erasure_removes_templates_bases_and_subject(
 
 def test_no_trace_remains_in_the_files(app: Airside, enrolled: dict[str, object]) -> None:
     erasure.erase_subject(app, DPO, "PNR-1")
-    blobs = b"".join(p.read_bytes() for p in data_files(app))
+    blobs = b"".join(p.read_bytes() for p in data_files(app)) + store_bytes(app)
     for vec in [*enrolled["vectors"], *enrolled["ciphertexts"]]:  # type: ignore[misc]
         assert vec[:64] not in blobs
     for sha in enrolled["hashes"]:  # type: ignore[attr-defined]
@@ -193,11 +193,11 @@ def test_after_erasure_the_reference_templates_and_digests_are_in_no_file(
         score=0.9, first_seen=1.0, last_seen=2.0, crop_jpeg=crop,
     )  # fmt: skip
     app.db.compact_wal()
-    assert LONG_REF.encode() in b"".join(p.read_bytes() for p in data_files(app))
+    assert LONG_REF.encode() in b"".join(p.read_bytes() for p in data_files(app)) + store_bytes(app)
 
     assert erasure.erase_subject(app, DPO, LONG_REF).events == 1
 
-    blobs = b"".join(p.read_bytes() for p in data_files(app))
+    blobs = b"".join(p.read_bytes() for p in data_files(app)) + store_bytes(app)
     assert LONG_REF.encode() not in blobs
     assert not any(LONG_REF in str(p) for p in data_files(app))
     for vec in [*traces["vectors"], *traces["ciphertexts"]]:  # type: ignore[misc]

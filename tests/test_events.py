@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
-from tests.conftest import CliOnDir, jpeg_bytes, png_bytes
+from tests.conftest import CliOnDir, jpeg_bytes, png_bytes, store_bytes
 
 from airside.config import Settings
 from airside.errors import AccessDenied, ConflictError, NotFoundError
@@ -77,7 +77,8 @@ def audit_of(app: Airside, action: str) -> list[AuditRecord]:
 
 def file_bytes(app: Airside) -> bytes:
     app.db.compact_wal()
-    return b"".join(p.read_bytes() for p in app.settings.data_dir.rglob("*") if p.is_file())
+    files = b"".join(p.read_bytes() for p in app.settings.data_dir.rglob("*") if p.is_file())
+    return files + store_bytes(app)
 
 
 def body(jpeg: bytes) -> bytes:

@@ -130,9 +130,19 @@ def append(
     return rec
 
 
-def _locked_head(session: Session) -> AuditHead:
+def lock_writers(session: Session) -> None:
+    """Serialise ``session``'s transaction with every other appender from here to its end.
+
+    SQLite's unit of work holds the database's write lock from its start already; on
+    PostgreSQL this takes the appenders' transaction-scoped advisory lock (taking it again
+    in the same transaction is harmless). What is numbered under it (audit records, event
+    ids) is therefore committed in the order of its numbers."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_APPEND_LOCK})
+
+
+def _locked_head(session: Session) -> AuditHead:
+    lock_writers(session)
     head = session.get(AuditHead, 1, with_for_update=True, populate_existing=True)
     if head is None:
         head = AuditHead(id=1, seq=0, hash=GENESIS)

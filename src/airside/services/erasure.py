@@ -4,7 +4,9 @@ Erasure deletes a subject's templates (vectors and source-image digests), events
 face crops they keep), legal-basis records and the subject row in one transaction, with
 its audit record, and drops the vectors from every in-memory index. SQLite runs with
 ``secure_delete`` and the write-ahead log is truncated afterwards, so the deleted bytes are
-not left in the files either.
+not left in the files either. PostgreSQL keeps them in dead tuples and WAL segments, in the
+server's own files, until VACUUM and WAL recycling (``store/db.Database.compact_wal``):
+there the server's storage must be protected as the database is.
 
 The append-only audit log cannot forget, so it never named the subject: its records carry
 the subject's pseudonym and their photos' digests, both keyed with the subject's own salt

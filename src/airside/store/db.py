@@ -1,4 +1,10 @@
-"""Engine and session factory; the schema is always brought to head by Alembic on open."""
+"""Engine and session factory; the schema is always brought to head by Alembic on open.
+
+Two engines: SQLite (the embedded default, a file in the data directory) and PostgreSQL
+(``postgresql+psycopg://...``, psycopg 3). The SQLite specifics (pragmas, BEGIN IMMEDIATE,
+the write-ahead log) are set up for SQLite only; on PostgreSQL writers do not queue for
+the whole database, so whatever must be serialised takes a lock of its own (the audit
+chain's advisory lock, ``governance/audit.lock_writers``; row locks)."""
 
 from __future__ import annotations
 
@@ -74,23 +80,36 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         upgrade(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_factory = sessionmaker(
-            self.engine.execution_options(**{BEGIN_OPTION: "DEFERRED"}), expire_on_commit=False
-        )
+        reader: Engine
+        if self.dialect == "sqlite":
+            reader = self.engine.execution_options(**{BEGIN_OPTION: "DEFERRED"})
+        elif self.dialect == "postgresql":
+            # READ ONLY transactions: a write in a read-only unit of work fails at once.
+            reader = self.engine.execution_options(postgresql_readonly=True)
+        else:
+            reader = self.engine
+        self._read_factory = sessionmaker(reader, expire_on_commit=False)
 
     @contextmanager
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises.
 
         On SQLite a writing session holds the database's write lock from its first
-        statement to its commit; ``readonly`` sessions do not (and must not write)."""
+        statement to its commit; ``readonly`` sessions do not (and must not write; on
+        PostgreSQL they are READ ONLY transactions, which refuse a write)."""
         factory = self._read_factory if readonly else self._factory
         with factory() as s, s.begin():
             yield s
 
     def compact_wal(self) -> None:
         """Fold the write-ahead log into the database and truncate it, so that old page
-        versions (which may hold erased data) do not linger in the -wal file."""
+        versions (which may hold erased data) do not linger in the -wal file.
+
+        SQLite only. PostgreSQL keeps deleted rows in dead tuples until (auto)VACUUM and
+        in its WAL segments until they are recycled, in the server's files, outside the
+        data directory: there, erasure removes the rows from every table in the same
+        transaction, and the server's storage must be protected (encrypted, access
+        controlled) as the database itself is."""
         if self.dialect == "sqlite":
             # Outside any transaction (a checkpoint cannot run inside one): the pooled
             # DBAPI connection is in autocommit mode, SQLAlchemy begins transactions itself.

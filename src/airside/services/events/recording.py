@@ -98,6 +98,11 @@ def _add_event(
         detail=detail,
         review_case=review_case,
     )
+    # Followers read "the events above id N": an id must be committed in the order it was
+    # handed out, or one committed late below a follower's place would never be sent. On
+    # PostgreSQL (where writers do not queue for the database as on SQLite) the id is
+    # therefore taken under the appenders' lock, held to the commit (stream.py).
+    audit.lock_writers(s)
     s.add(ev)
     s.flush()
     if evidence is not None and evidence_until is not None:

@@ -2,8 +2,10 @@
 
 Every process on the same store records events (the server, ``airside watch``, camera
 workers); a follower reads "the events above the last one I sent", so an event reaches it
-whichever process recorded it. Event ids only grow (the table is AUTOINCREMENT and SQLite
-serialises writers, so ids are committed in order): nothing is skipped or sent twice.
+whichever process recorded it. Event ids only grow (the table is AUTOINCREMENT on SQLite,
+a sequence on PostgreSQL) and are committed in order (SQLite serialises writers; on
+PostgreSQL an event's id is taken under the appenders' lock, ``audit.lock_writers``):
+nothing is skipped or sent twice.
 
 A caller's stream (``open_stream`` then ``events_after``) is authorised like a listing
 (``event.list``, within the caller's gallery scopes) at every poll, so a principal
