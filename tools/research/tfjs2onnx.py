@@ -11,6 +11,7 @@ ONNX Runtime's transpose optimizer removes.
 
 usage: python tfjs2onnx.py model.json out.onnx [output_name ...]
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 DT = {"DT_FLOAT": np.float32, "DT_INT32": np.int32, "DT_INT64": np.int64, "DT_BOOL": np.bool_}
-STORE = {"float32": np.float32, "int32": np.int32, "float16": np.float16, "uint8": np.uint8, "bool": np.bool_}
+STORE = {
+    "float32": np.float32,
+    "int32": np.int32,
+    "float16": np.float16,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+}
 
 
 def load_weights(model_json: Path) -> dict[str, np.ndarray]:
@@ -64,7 +71,9 @@ def ints(a, k):
     return [int(i) for i in a[k]["list"].get("i", [])]
 
 
-def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, dynamic: bool = False) -> None:
+def convert(
+    model_json: Path, out_path: Path, outputs: list[str] | None = None, dynamic: bool = False
+) -> None:
     """dynamic: free input height/width; every ResizeBilinear must then be a x2 upsample
     (true for centernet.json) and becomes Resize(scales=2)."""
     j = json.loads(model_json.read_text())
@@ -117,7 +126,11 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
         if kind == "Relu":
             onodes.append(helper.make_node("Relu", [x], [out]))
         elif kind == "Relu6":
-            onodes.append(helper.make_node("Clip", [x, init(np.float32(0), "z"), init(np.float32(6), "six")], [out]))
+            onodes.append(
+                helper.make_node(
+                    "Clip", [x, init(np.float32(0), "z"), init(np.float32(6), "six")], [out]
+                )
+            )
         elif kind == "LeakyRelu":
             onodes.append(helper.make_node("LeakyRelu", [x], [out], alpha=alpha))
         else:
@@ -134,7 +147,9 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
             visit(ref(i).split(":")[0])
         order.append(n)
 
-    sig_outs = list(j.get("signature", {}).get("outputs", {}).keys()) if outputs is None else outputs
+    sig_outs = (
+        list(j.get("signature", {}).get("outputs", {}).keys()) if outputs is None else outputs
+    )
     outs = [o.split(":")[0] for o in sig_outs]
     for o in outs:
         visit(o)
@@ -189,7 +204,10 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
             dil = ints(a, "dilations")[1:3] if "dilations" in a else [1, 1]
             pad = s_attr(a, "padding")
             conv_in = [nchw(tin(ins[0])), init(wk.astype(np.float32), name + "_w")]
-            fused = [base64.b64decode(s).decode() for s in a.get("fused_ops", {}).get("list", {}).get("s", [])]
+            fused = [
+                base64.b64decode(s).decode()
+                for s in a.get("fused_ops", {}).get("list", {}).get("s", [])
+            ]
             if fused:
                 assert fused[0] == "BiasAdd", fused
                 conv_in.append(init(cval(ins[2]).astype(np.float32), name + "_b"))
@@ -209,7 +227,9 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
                 c = c2
             to_nhwc(c, o)
         elif op in ("Add", "AddV2", "Mul", "Sub"):
-            onodes.append(helper.make_node({"AddV2": "Add"}.get(op, op), [tin(ins[0]), tin(ins[1])], [o]))
+            onodes.append(
+                helper.make_node({"AddV2": "Add"}.get(op, op), [tin(ins[0]), tin(ins[1])], [o])
+            )
         elif op in ("Relu", "Relu6"):
             act(tin(ins[0]), op, o)
         elif op == "LeakyRelu":
@@ -219,19 +239,33 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
         elif op == "Mean":
             axes = np.atleast_1d(cval(ins[1])).astype(np.int64)
             kd = int(a.get("keep_dims", {}).get("b", False))
-            onodes.append(helper.make_node("ReduceMean", [tin(ins[0]), init(axes, "axes")], [o], keepdims=kd))
+            onodes.append(
+                helper.make_node("ReduceMean", [tin(ins[0]), init(axes, "axes")], [o], keepdims=kd)
+            )
         elif op == "ConcatV2":
             axis = int(cval(ins[-1]))
             onodes.append(helper.make_node("Concat", [tin(i) for i in ins[:-1]], [o], axis=axis))
         elif op == "Reshape":
-            onodes.append(helper.make_node("Reshape", [tin(ins[0]), init(cval(ins[1]).astype(np.int64), "shape")], [o]))
+            onodes.append(
+                helper.make_node(
+                    "Reshape", [tin(ins[0]), init(cval(ins[1]).astype(np.int64), "shape")], [o]
+                )
+            )
         elif op == "Transpose":
-            onodes.append(helper.make_node("Transpose", [tin(ins[0])], [o], perm=[int(p) for p in cval(ins[1])]))
+            onodes.append(
+                helper.make_node(
+                    "Transpose", [tin(ins[0])], [o], perm=[int(p) for p in cval(ins[1])]
+                )
+            )
         elif op in ("Pad", "PadV2"):
             p = cval(ins[1]).astype(np.int64)
             pads = np.concatenate([p[:, 0], p[:, 1]])
             cv = np.float32(cval(ins[2]) if op == "PadV2" else 0.0)
-            onodes.append(helper.make_node("Pad", [tin(ins[0]), init(pads, "pads"), init(cv, "cv")], [o], mode="constant"))
+            onodes.append(
+                helper.make_node(
+                    "Pad", [tin(ins[0]), init(pads, "pads"), init(cv, "cv")], [o], mode="constant"
+                )
+            )
         elif op == "MaxPool":
             k = ints(a, "ksize")[1:3]
             st = ints(a, "strides")[1:3]
@@ -249,8 +283,15 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
             x = nchw(tin(ins[0]))
             if dynamic:
                 c = fresh(name + "_rs")
-                onodes.append(helper.make_node("Resize", [x, "", init(np.array([1, 1, 2, 2], np.float32), "scales")], [c],
-                                               mode="linear", coordinate_transformation_mode=mode))
+                onodes.append(
+                    helper.make_node(
+                        "Resize",
+                        [x, "", init(np.array([1, 1, 2, 2], np.float32), "scales")],
+                        [c],
+                        mode="linear",
+                        coordinate_transformation_mode=mode,
+                    )
+                )
                 to_nhwc(c, o)
                 continue
             shp = fresh(name + "_shape")
@@ -258,15 +299,28 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
             sizes = fresh(name + "_sizes")
             onodes.append(helper.make_node("Concat", [shp, init(size, "hw")], [sizes], axis=0))
             c = fresh(name + "_rs")
-            onodes.append(helper.make_node("Resize", [x, "", "", sizes], [c], mode="linear",
-                                           coordinate_transformation_mode=mode))
+            onodes.append(
+                helper.make_node(
+                    "Resize",
+                    [x, "", "", sizes],
+                    [c],
+                    mode="linear",
+                    coordinate_transformation_mode=mode,
+                )
+            )
             to_nhwc(c, o)
         elif op == "SplitV":
             sizes = cval(ins[1]).astype(np.int64)
             axis = int(cval(ins[2]))
             nout = int(a["num_split"]["i"])
-            onodes.append(helper.make_node("Split", [tin(ins[0]), init(sizes, "split")],
-                                           [o] + [f"{o}:{i}" for i in range(1, nout)], axis=axis))
+            onodes.append(
+                helper.make_node(
+                    "Split",
+                    [tin(ins[0]), init(sizes, "split")],
+                    [o] + [f"{o}:{i}" for i in range(1, nout)],
+                    axis=axis,
+                )
+            )
         else:
             raise NotImplementedError(f"{op} {name}")
 
@@ -281,12 +335,22 @@ def convert(model_json: Path, out_path: Path, outputs: list[str] | None = None, 
     def dyn(shp):
         return None if shp is None else [shp[0], "h", "w", shp[3]]
 
-    graph_outs = [helper.make_tensor_value_info(ref(x), TensorProto.FLOAT,
-                                                dyn(oshape(x)) if dynamic else oshape(x)) for x in sig_outs]
+    graph_outs = [
+        helper.make_tensor_value_info(
+            ref(x), TensorProto.FLOAT, dyn(oshape(x)) if dynamic else oshape(x)
+        )
+        for x in sig_outs
+    ]
     g = helper.make_graph(onodes, "tfjs", inputs, graph_outs, initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], producer_name="tfjs2onnx-mini")
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 18)], producer_name="tfjs2onnx-mini"
+    )
     m.ir_version = 9
-    m.metadata_props.append(onnx.StringStringEntryProto(key="source", value=f"{j.get('generatedBy')} via {j.get('convertedBy')}"))
+    m.metadata_props.append(
+        onnx.StringStringEntryProto(
+            key="source", value=f"{j.get('generatedBy')} via {j.get('convertedBy')}"
+        )
+    )
     onnx.checker.check_model(m)
     onnx.save(m, str(out_path))
 
