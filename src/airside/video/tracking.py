@@ -298,6 +298,16 @@ class ByteTrackConfig:
     unconfirmed_match_thresh: float = 0.7
     lost_buffer: int = 30
     fuse_score: bool = True
+    # Detections several frames apart (a crowd detector run every N frames): a person who
+    # walked more than their own width no longer overlaps their track. Tracks and
+    # confident detections left after each IoU stage are then paired by the distance of
+    # their centres, in box heights, up to this value (and heights within a factor 1.5);
+    # None: IoU only, as the reference.
+    max_center_distance: float | None = None
+    # Confirm a track at its first detection (the reference confirms only on the first
+    # frame): with looks several frames apart, waiting for a second look hides a newcomer
+    # for that long, and every count in between misses them.
+    confirm_new: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_thresh <= self.high_thresh <= 1:
@@ -386,6 +396,7 @@ class ByteTrackTracker(_EndedTracks):
         matches, u_pool, u_high = _assign(cost, cfg.match_thresh)
         for i, j in matches:
             self._hit(pool[i], b[idx_high[j]], s[idx_high[j]], int(idx_high[j]), frame_index, t)
+        u_pool, u_high = self._by_distance(pool, u_pool, idx_high, u_high, b, s, frame_index, t)
 
         # Second association: tracks still tracked (not lost ones) with the low-score boxes.
         remaining = [pool[i] for i in u_pool if pool[i].state is _State.TRACKED]
@@ -403,6 +414,9 @@ class ByteTrackTracker(_EndedTracks):
         for i, j in matches:
             self._predict(unconfirmed[i], frame_index, steps=0)
             self._hit(unconfirmed[i], b[left[j]], s[left[j]], int(left[j]), frame_index, t)
+        u_unconf, u_left = self._by_distance(
+            unconfirmed, u_unconf, left, u_left, b, s, frame_index, t
+        )
         dropped = {id(unconfirmed[i]) for i in u_unconf}  # never confirmed: vanish silently
 
         # New tracks from the confident detections nobody took.
@@ -414,7 +428,7 @@ class ByteTrackTracker(_EndedTracks):
             mean, cov = self._kf.initiate(_xyxy_to_xyah(b[k]))
             tr = _BTrack(mean, cov, float(s[k]), frame_index, t, frame_index, t)
             tr.det_index, tr.predicted_to = k, frame_index
-            if first_update:  # the reference code confirms tracks born on the first frame
+            if first_update or cfg.confirm_new:  # the reference: on the first frame only
                 self._confirm(tr)
             new.append(tr)
 
@@ -481,6 +495,41 @@ class ByteTrackTracker(_EndedTracks):
         for _ in range(n):
             tr.mean, tr.cov = self._kf.predict(tr.mean, tr.cov)
         tr.predicted_to = frame_index
+
+    def _by_distance(
+        self,
+        tracks: list[_BTrack],
+        free_tracks: list[int],
+        det_index: np.ndarray,
+        free_dets: list[int],
+        b: np.ndarray,
+        s: np.ndarray,
+        frame_index: int,
+        t: float,
+    ) -> tuple[list[int], list[int]]:
+        """Pair what IoU left unpaired by centre distance (``max_center_distance``); the
+        tracks and detections still free, as indices into ``tracks`` and ``det_index``."""
+        limit = self.config.max_center_distance
+        if limit is None or not free_tracks or not free_dets:
+            return free_tracks, free_dets
+        tb = np.array([tracks[i].box for i in free_tracks]).reshape(-1, 4)
+        db = b[det_index[free_dets]].reshape(-1, 4)
+        tc, dc = (tb[:, :2] + tb[:, 2:]) / 2, (db[:, :2] + db[:, 2:]) / 2
+        th, dh = tb[:, 3] - tb[:, 1], db[:, 3] - db[:, 1]
+        scale = np.maximum(th[:, None], dh[None, :])
+        dist = np.linalg.norm(tc[:, None, :] - dc[None, :, :], axis=2) / np.maximum(scale, 1e-9)
+        ratio = np.maximum(th[:, None], dh[None, :]) / np.maximum(
+            np.minimum(th[:, None], dh[None, :]), 1e-9
+        )
+        cost = np.where(ratio <= 1.5, dist / limit, np.inf)
+        matches, rest_t, rest_d = _assign(cost, 1.0)
+        for i, j in matches:
+            k = int(det_index[free_dets[j]])
+            tr = tracks[free_tracks[i]]
+            if not tr.confirmed:
+                self._predict(tr, frame_index, steps=0)
+            self._hit(tr, b[k], s[k], k, frame_index, t)
+        return [free_tracks[i] for i in rest_t], [free_dets[j] for j in rest_d]
 
     def _cost(
         self, tracks: list[_BTrack], boxes: np.ndarray, scores: np.ndarray, fuse: bool

@@ -45,6 +45,8 @@ class CameraStatus:
     fps: float = 0.0  # frames processed per second, recently
     lag_s: float = 0.0
     tracks: int = 0
+    people: int = 0  # people in view at the last safety detection frame
+    zones: dict[str, int] = field(default_factory=dict)  # of them, per zone
     # Totals over every worker this camera had (a restart does not reset them).
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     # The current worker's own counters (folded into ``totals`` when it ends).
@@ -71,6 +73,11 @@ class CameraStatus:
                 setattr(self, k, float(v))
         if isinstance(report.get("tracks"), int):
             self.tracks = report["tracks"]
+        if isinstance(report.get("people"), int):
+            self.people = report["people"]
+        zones = report.get("zones")
+        if isinstance(zones, dict):
+            self.zones = {str(k): v for k, v in zones.items() if isinstance(v, int)}
         state = report.get("state")
         if state in STATES:
             error = report.get("error")
@@ -81,6 +88,7 @@ class CameraStatus:
             self.totals[k] += self.current[k]
             self.current[k] = 0
         self.pid, self.fps, self.lag_s, self.tracks = None, 0.0, 0.0, 0
+        self.people, self.zones = 0, {}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +100,8 @@ class CameraStatus:
             "fps": round(self.fps, 2),
             "lag_s": round(self.lag_s, 3),
             "tracks": self.tracks,
+            "people": self.people,
+            "zones": dict(self.zones),
             **{k: self.counter(k) for k in COUNTERS},
         }
 

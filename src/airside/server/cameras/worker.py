@@ -94,6 +94,8 @@ class Reporter:
             "safety_events": s.safety_events if s else 0,
             "embedding_calls": s.embedding_calls if s else 0,
             "tracks": s.active_tracks if s else 0,
+            "people": s.people if s else 0,
+            "zones": dict(s.zones_now) if s else {},
             "lag_s": round(s.lag_s, 3) if s else 0.0,
             "outages": self.feed.outages if self.feed is not None else 0,
         }

