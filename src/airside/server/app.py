@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from airside.governance import audit as audit_log
 from airside.governance.principals import Principal
-from airside.server import events_out, problems
+from airside.server import console_pages, events_out, problems
 from airside.server.cameras.supervisor import CameraSupervisor
 from airside.server.limits import UploadLimit
 from airside.server.metrics import AUDIT_APPEND_SECONDS, CAMERAS
@@ -32,6 +32,7 @@ from airside.server.routes import (
     health,
     matching,
     review,
+    session,
     subjects,
 )
 from airside.server.work import WorkPool
@@ -90,6 +91,7 @@ def create_app(
     app.add_middleware(RequestMetrics)  # outermost: it times whatever the others answer
     problems.install(app)
     app.include_router(health.router)
-    for area in (galleries, matching, subjects, review, events, cameras, audit, admin):
+    for area in (session, galleries, matching, subjects, review, events, cameras, audit, admin):
         app.include_router(area.router, prefix=API)
+    console_pages.install(app)
     return app

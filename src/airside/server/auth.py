@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airside.errors import AccessDenied
 from airside.governance.principals import Principal
-from airside.services import principal_admin
+from airside.services import console_sessions, principal_admin
 from airside.services.app import Airside
 from airside.services.authz import authorize
 
@@ -33,14 +33,41 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+SESSION_COOKIE = "airside_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def principal(request: Request) -> Principal:
-    """The authenticated principal of this request (401 problem otherwise)."""
+    """The authenticated principal of this request (401 problem otherwise): an API key, or
+    the console's session cookie, with its CSRF token on anything that changes state."""
     key = presented_key(request)
     if key is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            return await session_principal(request, token)
         raise AccessDenied(
             "this route needs an API key (Authorization: Bearer <key>)", code="missing_key"
         )
     return await run_in_threadpool(principal_admin.authenticate, airside_of(request), key)
+
+
+async def session_principal(request: Request, token: str) -> Principal:
+    """The principal of a console session; a state change without the session's CSRF token
+    is refused (403, audited): another site can make a browser send the cookie, but cannot
+    read the token to send with it."""
+    app = airside_of(request)
+    active = await run_in_threadpool(console_sessions.resolve, app, token)
+    if request.method not in SAFE_METHODS and not console_sessions.csrf_ok(
+        active, request.headers.get(CSRF_HEADER)
+    ):
+        error = AccessDenied(
+            f"a change from the console needs the session's {CSRF_HEADER} header",
+            code="csrf_failed",
+        )
+        await run_in_threadpool(app.audit_refusal, active.principal, "session", error)
+        raise error
+    return active.principal
 
 
 Caller = Annotated[Principal, Depends(principal)]

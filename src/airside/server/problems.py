@@ -27,6 +27,7 @@ STATUS_OF: dict[str, int] = {
     # who is calling
     "missing_key": 401, "bad_key": 401, "key_revoked": 401, "key_expired": 401,
     "unknown_principal": 401, "principal_disabled": 401,
+    "session_ended": 401, "session_expired": 401, "csrf_failed": 403,
     # what they may do
     "forbidden": 403, "role_mismatch": 403, "out_of_scope": 403, "purpose_mismatch": 403,
     # what they asked about

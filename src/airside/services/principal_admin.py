@@ -253,6 +253,16 @@ def list_principals(app: Airside, actor: Principal) -> list[PrincipalInfo]:
     return out
 
 
+def own_scopes(app: Airside, who: Principal) -> list[dict[str, str]]:
+    """The caller's own grants (a principal may always know its own; not audited: it
+    reveals nothing the caller did not already hold)."""
+    with app.session(readonly=True) as s:
+        rec = s.scalar(select(PrincipalRecord).where(PrincipalRecord.name == who.name))
+        if rec is None:
+            return []
+        return [{"gallery": sc.gallery_pattern, "purpose": sc.purpose_pattern} for sc in rec.scopes]
+
+
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat(timespec="seconds") if t is not None else None
 
@@ -348,6 +358,14 @@ def authenticate(app: Airside, presented: str) -> Principal:
     except AccessDenied as e:
         app.audit_refusal(ANONYMOUS, "auth", e, extra={"key_id": key_id})
         raise
+
+
+def key_id_of(presented: str) -> str:
+    """The key id of a well-formed key (``authenticate`` has accepted it)."""
+    key_id = _key_id(presented.strip())
+    if key_id is None:
+        raise AccessDenied("that is not an Airside API key", code="bad_key")
+    return key_id
 
 
 def _key_id(presented: str) -> str | None:

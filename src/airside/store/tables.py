@@ -285,6 +285,27 @@ class ApiKey(Base):
     mac: Mapped[str | None] = mapped_column(String(64))
 
 
+class ConsoleSession(Base):
+    """A browser signed in to the console with an API key. Only SHA-256 digests of the
+    session cookie and of its CSRF token are kept; the session ends with its key (revoked,
+    expired), its principal (disabled), at ``expires_at`` or at sign-out."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    csrf_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    principal_id: Mapped[int] = mapped_column(
+        ForeignKey("principals.id", ondelete="CASCADE"), nullable=False
+    )
+    key_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Event(Base):
     """One thing a camera saw or a pipeline noticed: an identity match, a watchlist hit
     (``review_case`` names its two-person review), a safety event, a system event.

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,10 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from airside.errors import AirsideError, NotFoundError
 from airside.governance.principals import Principal
-from airside.server.auth import Caller, Service, allowed, presented_key
+from airside.server.auth import SESSION_COOKIE, Caller, Service, allowed, presented_key
 from airside.server.events_out import event_payload, head_watch
 from airside.server.work import Pool
-from airside.services import events, principal_admin, webhooks
+from airside.services import console_sessions, events, principal_admin, webhooks
 from airside.services.app import Airside
 
 router = APIRouter(tags=["events"])
@@ -99,7 +99,7 @@ async def _stream(
     request: Request,
     app: Airside,
     who: Principal,
-    key: str,
+    recheck: Callable[[], object],
     start: int,
     camera: str | None,
     type_: str | None,
@@ -117,7 +117,7 @@ async def _stream(
             now = time.monotonic()
             if now - checked_at >= REAUTH_S:
                 checked_at = now
-                await run_in_threadpool(principal_admin.authenticate, app, key)
+                await run_in_threadpool(recheck)
             batch = await asyncio.to_thread(
                 events.events_after, app, who, last, camera=camera, type_=type_, since=since,
                 limit=STREAM_BATCH,
@@ -180,9 +180,16 @@ async def stream(
         )
     except ValueError as e:
         raise _validation(e) from None
-    key = presented_key(request) or ""
+    key = presented_key(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+
+    def recheck() -> object:  # a key revoked or a session ended mid-stream ends the stream
+        if key is not None:
+            return principal_admin.authenticate(app, key)
+        return console_sessions.resolve(app, token)
+
     return StreamingResponse(
-        _stream(request, app, who, key, start, camera, type_, since),
+        _stream(request, app, who, recheck, start, camera, type_, since),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,350 @@
+// Airside console: every action is an API call (docs/api.md); the API decides, the console
+// only hides what the caller's role cannot do. No framework and no build step: plain ES
+// modules served by Airside itself (docs/console.md says why). Untrusted text is only ever
+// set with textContent, never parsed as HTML.
+
+const API = "/api/v1";
+const state = { who: null, csrf: sessionStorage.getItem("airside.csrf") };
+let stream = null;
+let timer = null; // the live wall's camera refresh
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === false || v === null || v === undefined) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.code = problem.code;
+  }
+}
+
+async function api(path, { method = "GET", json, form, accept } = {}) {
+  const headers = {};
+  if (accept) headers.Accept = accept;
+  if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
+  let body;
+  if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
+  if (form !== undefined) body = form;
+  const res = await fetch(API + path, { method, headers, body, credentials: "same-origin" });
+  if (res.status === 401 && path !== "/session") { signedOut("Your session ended: sign in again."); }
+  if (!res.ok) {
+    let problem = {};
+    try { problem = await res.json(); } catch { /* not JSON */ }
+    throw new ApiError(res.status, problem);
+  }
+  const type = res.headers.get("content-type") || "";
+  return type.includes("json") ? res.json() : res.text();
+}
+
+const can = (action) => state.who && (state.who.actions.includes("*") || state.who.actions.includes(action));
+const isAdmin = () => state.who && state.who.role === "admin";
+
+const PAGES = [
+  { id: "wall", title: "Live wall", show: () => can("event.list") || can("camera.list"), render: wall },
+  { id: "review", title: "Review queue", show: () => can("review.list"), render: reviewQueue },
+  { id: "enrol", title: "Enrolment desk", show: () => can("enrol") || isAdmin(), render: enrolDesk },
+  { id: "check", title: "Check a face", show: () => can("verify"), render: checkFace },
+  { id: "subjects", title: "Subjects and rights", show: () => isAdmin() || can("consent.withdraw"), render: subjects },
+  { id: "governance", title: "Governance", show: () => can("report.governance") || can("audit.verify"), render: governance },
+];
+
+function status(node, text, ok = false) {
+  node.textContent = text;
+  node.className = ok ? "ok" : "error";
+}
+
+function signedOut(message = "") {
+  if (stream) { stream.close(); stream = null; }
+  state.who = null;
+  state.csrf = null;
+  sessionStorage.removeItem("airside.csrf");
+  document.getElementById("nav").hidden = true;
+  document.getElementById("page").hidden = true;
+  document.getElementById("who").replaceChildren();
+  document.getElementById("signin").hidden = false;
+  document.getElementById("signin-error").textContent = message;
+}
+
+function signedIn(who) {
+  state.who = who;
+  document.getElementById("signin").hidden = true;
+  const nav = document.getElementById("nav");
+  nav.replaceChildren(...PAGES.filter((p) => p.show()).map((p) => el("a", { href: `#${p.id}`, id: `nav-${p.id}`, text: p.title })));
+  nav.hidden = false;
+  document.getElementById("who").replaceChildren(
+    el("span", { text: `${who.principal} (${who.role})` }),
+    el("button", { class: "secondary", id: "signout", onclick: signOut, text: "Sign out" }),
+  );
+  route();
+}
+
+async function signOut() {
+  try { await api("/session", { method: "DELETE" }); } catch { /* ended already */ }
+  signedOut("Signed out.");
+}
+
+function route() {
+  if (!state.who) return;
+  if (stream) { stream.close(); stream = null; }
+  if (timer) { clearInterval(timer); timer = null; }
+  const visible = PAGES.filter((p) => p.show());
+  const want = location.hash.slice(1);
+  const page = visible.find((p) => p.id === want) || visible[0];
+  for (const a of document.querySelectorAll("#nav a")) a.removeAttribute("aria-current");
+  const main = document.getElementById("page");
+  main.hidden = false;
+  if (!page) { main.replaceChildren(el("p", { text: "Your role has no console pages." })); return; }
+  document.getElementById(`nav-${page.id}`).setAttribute("aria-current", "page");
+  const heading = el("h2", { tabindex: "-1", text: page.title });
+  main.replaceChildren(heading);
+  page.render(main);
+  document.title = `${page.title} · Airside`;
+}
+
+// ------------------------------------------------------------------------ live wall
+
+function wall(main) {
+  const cams = el("div", { class: "card" }, el("h3", { text: "Cameras" }));
+  const feed = el("ul", { class: "feed", id: "feed", "aria-live": "polite", "aria-label": "Events" });
+  const camFilter = el("input", { id: "filter-camera", placeholder: "all cameras" });
+  const typeFilter = el("select", { id: "filter-type" },
+    ["", "identity", "watchlist_hit", "intrusion", "loitering", "crowding", "running", "fall", "abandoned_object", "stream_lost", "stream_restored"]
+      .map((t) => el("option", { value: t, text: t || "all types" })));
+  const apply = el("button", { text: "Apply filter", onclick: () => listen() });
+  main.append(el("div", { class: "grid" }, cams,
+    el("div", { class: "card" }, el("h3", { text: "Events" }),
+      el("div", {}, el("label", { for: "filter-camera", text: "Camera " }), camFilter, " ",
+        el("label", { for: "filter-type", text: "Type " }), typeFilter, " ", apply),
+      feed)));
+  if (can("camera.list")) {
+    loadCameras(cams);
+    timer = setInterval(() => loadCameras(cams), 2000);
+  }
+  function listen() {
+    if (stream) stream.close();
+    feed.replaceChildren();
+    const q = new URLSearchParams();
+    if (camFilter.value) q.set("camera", camFilter.value);
+    if (typeFilter.value) q.set("type", typeFilter.value);
+    stream = new EventSource(`${API}/events/stream?${q}`);
+    stream.onmessage = (m) => feed.prepend(eventItem(JSON.parse(m.data)));
+  }
+  if (can("event.list")) listen();
+}
+
+async function loadCameras(card) {
+  const holder = card.querySelector("table") || card.querySelector("p.error");
+  try {
+    const { items } = await api("/cameras");
+    const rows = items.map((c) => el("tr", { "data-camera": c.name },
+      el("td", { text: c.name }), el("td", {}, el("span", { class: `tag ${c.state}`, text: c.state })),
+      el("td", { text: c.fps }), el("td", { text: c.frames_dropped }), el("td", { text: c.people ?? 0 })));
+    const table = el("table", { id: "cameras" }, el("thead", {}, el("tr", {}, ...["camera", "state", "fps", "dropped", "people"].map((h) => el("th", { text: h })))), el("tbody", {}, rows));
+    if (holder) holder.replaceWith(table); else card.append(table);
+  } catch (e) {
+    const p = el("p", { class: "error", text: e.message });
+    if (holder) holder.replaceWith(p); else card.append(p);
+  }
+}
+
+function eventItem(ev) {
+  const what = ev.subject ? `${ev.subject} in ${ev.gallery} (score ${ev.score?.toFixed(3)})` : (ev.zone || ev.detail?.line || "");
+  const li = el("li", { "data-type": ev.type, "data-id": ev.id },
+    el("span", { class: `tag ${ev.type}`, text: ev.type }),
+    el("span", { text: `${ev.camera} · ${what} · ${ev.created_at}` }));
+  if (ev.review_case) li.append(el("a", { href: "#review", text: `review case ${ev.review_case}` }));
+  if (ev.crop && can("event.crop")) li.append(el("img", { src: `${API}/events/${ev.id}/evidence`, alt: `evidence of event ${ev.id} (heads blurred where no match)` }));
+  return li;
+}
+
+// ---------------------------------------------------------------------- review queue
+
+async function reviewQueue(main) {
+  const list = el("div", { class: "grid", id: "cases" });
+  const note = el("p", { role: "status" });
+  main.append(el("p", { text: "A watchlist hit is actionable only after two different reviewers confirm it. Opening a case's evidence is recorded." }), note, list);
+  try {
+    const [{ items }, hits] = await Promise.all([
+      api("/review?status=open"),
+      can("event.list") ? api("/events?type=watchlist_hit&limit=200") : Promise.resolve({ items: [] }),
+    ]);
+    if (!items.length) { note.textContent = "No open cases."; return; }
+    for (const c of items) list.append(caseCard(c, hits.items.find((e) => e.review_case === c.id)));
+  } catch (e) { status(note, e.message); }
+}
+
+function caseCard(c, hit) {
+  const out = el("p", { role: "status" });
+  const votes = el("ul", {}, c.votes.map((v) => el("li", { text: `${v.reviewer}: ${v.decision}` })));
+  const vote = async (decision) => {
+    try {
+      const res = await api(`/review/${c.id}/${decision}`, { method: "POST", json: {} });
+      votes.replaceChildren(...res.votes.map((v) => el("li", { text: `${v.reviewer}: ${v.decision}` })));
+      status(out, res.actionable ? "Confirmed by two reviewers: actionable." : `Recorded (${res.status}); ${res.status === "open" ? "a second, different reviewer must confirm." : ""}`, true);
+    } catch (e) { status(out, e.message); }
+  };
+  const evidence = hit && hit.crop
+    ? el("img", { class: "crop", src: `${API}/events/${hit.id}/evidence`, alt: `probe crop of case ${c.id}` })
+    : el("p", { text: "No probe crop kept." });
+  return el("article", { class: "card", "data-case": c.id, "aria-label": `case ${c.id}` },
+    el("h3", { text: `Case ${c.id}: ${c.subject} in ${c.gallery}` }),
+    el("div", { class: "grid" }, evidence,
+      el("p", { text: "Enrolled reference: a protected template only; Airside keeps no enrolment photo." })),
+    el("p", { text: `Score ${c.score.toFixed(3)} against threshold ${c.threshold.toFixed(3)} · camera ${hit?.camera ?? "?"} · opened ${c.opened_at} by ${c.opened_by} · decide before ${c.deadline}` }),
+    votes,
+    el("button", { onclick: () => vote("confirm"), text: "Confirm" }), " ",
+    el("button", { class: "danger", onclick: () => vote("reject"), text: "Reject" }),
+    out);
+}
+
+// -------------------------------------------------------------------- enrolment desk
+
+function enrolDesk(main) {
+  const gOut = el("p", { role: "status", id: "gallery-result" });
+  const eOut = el("div", { role: "status", id: "enrol-result" });
+  const galleryForm = el("form", { id: "gallery-form", "aria-label": "Create a gallery" },
+    el("h3", { text: "Create a gallery" }),
+    el("label", { for: "g-name", text: "Name" }), el("input", { id: "g-name", required: true }),
+    el("label", { for: "g-purpose", text: "Purpose (e.g. boarding:KE123)" }), el("input", { id: "g-purpose", required: true }),
+    el("label", { for: "g-departs", text: "Departure (date and time, optional)" }), el("input", { id: "g-departs", type: "datetime-local" }),
+    el("label", { for: "g-retain", text: "Keep templates for (hours after departure or creation)" }), el("input", { id: "g-retain", type: "number", min: "1", value: "24" }),
+    el("button", { type: "submit", text: "Create gallery" }), gOut);
+  galleryForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { name: val("g-name"), purpose: val("g-purpose"), retain_seconds: Number(val("g-retain")) * 3600 };
+    if (val("g-departs")) body.departs = new Date(val("g-departs")).toISOString();
+    try { const g = await api("/galleries", { method: "POST", json: body }); status(gOut, `Gallery ${g.name} created for ${g.purpose}.`, true); }
+    catch (err) { status(gOut, err.message); }
+  });
+  const enrolForm = el("form", { id: "enrol-form", "aria-label": "Enrol a traveller" },
+    el("h3", { text: "Enrol a traveller" }),
+    el("label", { for: "e-gallery", text: "Gallery" }), el("input", { id: "e-gallery", required: true }),
+    el("label", { for: "e-subject", text: "Subject reference (booking or document number)" }), el("input", { id: "e-subject", required: true }),
+    el("label", { for: "e-basis", text: "Legal basis" }),
+    el("select", { id: "e-basis" }, ["consent", "legal_obligation", "public_task", "contract"].map((b) => el("option", { value: b, text: b }))),
+    el("label", { for: "e-ref", text: "Basis reference (consent form id, legal instrument)" }), el("input", { id: "e-ref" }),
+    el("label", { for: "e-image", text: "Photo" }), el("input", { id: "e-image", type: "file", accept: "image/*", required: true }),
+    el("button", { type: "submit", text: "Enrol" }), eOut);
+  enrolForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = new FormData();
+    form.append("image", document.getElementById("e-image").files[0]);
+    form.append("basis", val("e-basis"));
+    if (val("e-ref")) form.append("basis_ref", val("e-ref"));
+    try {
+      const r = await api(`/galleries/${encodeURIComponent(val("e-gallery"))}/subjects/${encodeURIComponent(val("e-subject"))}/enrolments`, { method: "POST", form });
+      eOut.replaceChildren(el("p", { class: "ok", text: `Enrolled ${r.subject}: ${r.templates} template(s) kept.` }),
+        ...(r.refused || []).map((x) => el("p", { class: "error", text: `Refused: ${JSON.stringify(x)}` })));
+    } catch (err) { eOut.replaceChildren(el("p", { class: "error", text: `Not enrolled: ${err.message}` })); }
+  });
+  main.append(el("div", { class: "grid" }, isAdmin() || can("gallery.create") ? galleryForm : "", enrolForm));
+}
+
+const val = (id) => document.getElementById(id).value.trim();
+
+// ---------------------------------------------------------------------- check a face
+
+function checkFace(main) {
+  const out = el("div", { role: "status", id: "check-result" });
+  const form = el("form", { id: "verify-form", "aria-label": "Verify two photos" },
+    el("h3", { text: "Are these the same person?" }),
+    el("label", { for: "v-a", text: "Photo A (e.g. the live capture)" }), el("input", { id: "v-a", type: "file", accept: "image/*", required: true }),
+    el("label", { for: "v-b", text: "Photo B (e.g. the passport photo)" }), el("input", { id: "v-b", type: "file", accept: "image/*", required: true }),
+    el("button", { type: "submit", text: "Verify" }), out);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData();
+    f.append("image_a", document.getElementById("v-a").files[0]);
+    f.append("image_b", document.getElementById("v-b").files[0]);
+    try {
+      const r = await api("/verify", { method: "POST", form: f });
+      out.replaceChildren(el("p", { class: r.match ? "ok" : "error", text: `${r.match ? "Match" : "No match"}: score ${r.score.toFixed(3)} against threshold ${r.threshold.toFixed(3)}.` }),
+        el("p", { text: `The threshold is set so that about ${r.fmr_target} of impostor pairs (two different people) would be accepted.` }));
+    } catch (err) { out.replaceChildren(el("p", { class: "error", text: err.message })); }
+  });
+  main.append(form);
+}
+
+// ------------------------------------------------------------- subjects and rights
+
+function subjects(main) {
+  const out = el("div", { role: "status", id: "erase-result" });
+  const form = el("form", { id: "erase-form", "aria-label": "Erase a subject" },
+    el("h3", { text: "Erase a subject (right to erasure)" }),
+    el("label", { for: "s-ref", text: "Subject reference" }), el("input", { id: "s-ref", required: true }),
+    el("label", { for: "s-reason", text: "Reason (kept in the receipt)" }), el("input", { id: "s-reason", value: "request of the data subject" }),
+    el("button", { class: "danger", type: "submit", text: "Erase everywhere" }), out);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const receipt = await api(`/subjects/${encodeURIComponent(val("s-ref"))}?reason=${encodeURIComponent(val("s-reason"))}`, { method: "DELETE" });
+      const blob = new Blob([JSON.stringify(receipt, null, 2)], { type: "application/json" });
+      out.replaceChildren(el("p", { class: "ok", text: "Erased everywhere. Give the signed receipt to the person who asked: Airside keeps no copy that names them." }),
+        el("a", { id: "receipt-link", href: URL.createObjectURL(blob), download: "erasure-receipt.json", text: "Download the receipt" }),
+        el("pre", { text: JSON.stringify(receipt, null, 2) }));
+    } catch (err) { out.replaceChildren(el("p", { class: "error", text: err.message })); }
+  });
+  const wOut = el("p", { role: "status" });
+  const withdraw = el("form", { id: "withdraw-form", "aria-label": "Withdraw consent" },
+    el("h3", { text: "Withdraw consent for one purpose" }),
+    el("label", { for: "w-ref", text: "Subject reference" }), el("input", { id: "w-ref", required: true }),
+    el("label", { for: "w-purpose", text: "Purpose" }), el("input", { id: "w-purpose", required: true }),
+    el("button", { type: "submit", text: "Withdraw" }), wOut);
+  withdraw.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try { await api(`/subjects/${encodeURIComponent(val("w-ref"))}/consent/withdraw`, { method: "POST", json: { purpose: val("w-purpose") } }); status(wOut, "Withdrawn: that purpose's templates are erased.", true); }
+    catch (err) { status(wOut, err.message); }
+  });
+  main.append(el("div", { class: "grid" }, isAdmin() ? form : "", withdraw));
+}
+
+// ----------------------------------------------------------------------- governance
+
+async function governance(main) {
+  const verifyOut = el("div", { role: "status", id: "audit-result" });
+  const verify = el("button", { id: "audit-verify", text: "Verify the audit chain", onclick: async () => {
+    verifyOut.replaceChildren(el("p", { text: "Verifying..." }));
+    try {
+      const r = await api("/audit/verify");
+      verifyOut.replaceChildren(el("p", { class: r.ok ? "ok" : "error", text: r.ok ? `The chain verifies: ${r.records} records, ${r.signed_records} signed.` : `The chain does NOT verify: ${r.problems.length} problem(s).` }),
+        ...(r.problems || []).map((p) => el("p", { class: "error", text: JSON.stringify(p) })));
+    } catch (e) { verifyOut.replaceChildren(el("p", { class: "error", text: e.message })); }
+  } });
+  main.append(el("div", { class: "card" }, el("h3", { text: "Audit log" }), can("audit.verify") ? verify : "", verifyOut));
+  if (can("report.governance")) {
+    const holder = el("div", { class: "card", id: "report" }, el("h3", { text: "Governance report" }));
+    main.append(holder);
+    try {
+      const html = await api("/reports/governance", { accept: "text/html" });
+      holder.append(el("iframe", { title: "Governance report", sandbox: "", srcdoc: html }));
+    } catch (e) { holder.append(el("p", { class: "error", text: e.message })); }
+  }
+}
+
+// ------------------------------------------------------------------------ start
+
+document.getElementById("signin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const key = document.getElementById("key");
+  try {
+    const who = await api("/session", { method: "POST", json: { key: key.value.trim() } });
+    key.value = "";
+    state.csrf = who.csrf_token;
+    sessionStorage.setItem("airside.csrf", who.csrf_token);
+    signedIn(who);
+  } catch (err) {
+    document.getElementById("signin-error").textContent = `Not signed in: ${err.message}`;
+  }
+});
+window.addEventListener("hashchange", route);
+api("/session").then(signedIn, () => signedOut());

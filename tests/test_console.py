@@ -1,0 +1,270 @@
+"""The operator console in a real browser: Debian's Chromium driven by Playwright against a
+real ``airside serve`` on a loopback port (tests/server_harness.py).
+
+Sign-in and sign-out with the cookie's flags; a role sees only its pages and the API refuses
+it anyway; CSRF; a gallery created and a traveller enrolled from the desk; a watchlist hit
+raised by a camera worker, seen live in the feed, made actionable only by two different
+reviewers; an erasure with its receipt; the governance report and the audit check.
+
+``AIRSIDE_CONSOLE_SCREENSHOTS=docs/img`` saves a screenshot of each page there (docs/console.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from tests.conftest import png_bytes
+from tests.server_harness import Server, running
+
+from airside.governance.consent import BasisInput
+from airside.services import enrolment, galleries, subjects
+from airside.services.app import Airside
+from airside.synthetic.clips import Sprite, make_video
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = os.environ.get("AIRSIDE_CONSOLE_SCREENSHOTS")
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() or shutil.which("chromium") is None,
+    reason="Debian's chromium is not installed (apt-get install chromium); Playwright's own "
+    "browser download does not work here",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server(app: Airside) -> Iterator[Server]:
+    with running(app) as s:
+        yield s
+        while OPEN:  # the pages' event streams end before the server stops
+            OPEN.pop().close()
+
+
+def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"), full_page=True)
+
+
+OPEN: list[Any] = []  # browser contexts to close before their server stops (SSE streams)
+
+
+@pytest.fixture(autouse=True)
+def close_contexts() -> Iterator[None]:
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
+def sign_in(browser: Any, server: Server, key: str) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    OPEN.append(context)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#signout").wait_for()
+    return page
+
+
+def expect_text(locator: Any, text: str, timeout: float = 15) -> None:
+    from playwright.sync_api import expect
+
+    expect(locator).to_contain_text(text, timeout=timeout * 1000)
+
+
+# ------------------------------------------------------------------- signing in and out
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_sign_out_ends_the_session(
+    browser: Any, server: Server
+) -> None:
+    page = sign_in(browser, server, server.admin_key)
+    shot(page, "wall")
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "airside_session" and cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict" and cookie["expires"] > time.time() + 3600
+    assert server.admin_key not in page.content()  # the key is not kept in the page
+    assert page.evaluate("document.cookie") == ""  # page scripts cannot read the session
+    nav = page.locator("#nav").inner_text()
+    for title in (
+        "Live wall",
+        "Review queue",
+        "Enrolment desk",
+        "Subjects and rights",
+        "Governance",
+    ):
+        assert title in nav
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").wait_for()
+    with httpx.Client(base_url=server.url, cookies={"airside_session": cookie["value"]}) as c:
+        gone = c.get("/api/v1/session")
+    assert gone.status_code == 401 and gone.json()["code"] == "session_ended"
+
+
+def test_a_wrong_key_is_refused_with_a_message_and_no_cookie(browser: Any, server: Server) -> None:
+    context = browser.new_context()
+    OPEN.append(context)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.get_by_label("API key").fill("as1_000000000000_" + "x" * 43)
+    page.get_by_role("button", name="Sign in").click()
+    expect_text(page.locator("#signin-error"), "Not signed in")
+    assert context.cookies() == []
+
+
+def test_an_operator_sees_no_admin_pages_and_the_api_refuses_it_anyway(
+    browser: Any, server: Server
+) -> None:
+    page = sign_in(browser, server, server.key_for("gate-7", "operator"))
+    nav = page.locator("#nav").inner_text()
+    assert "Check a face" in nav and "Live wall" in nav
+    assert "Subjects and rights" not in nav and "Governance" not in nav
+    status = page.evaluate(
+        """async () => (await fetch('/api/v1/subjects/PNR-1', {method: 'DELETE',
+             headers: {'X-CSRF-Token': sessionStorage.getItem('airside.csrf')}})).status"""
+    )
+    assert status == 403
+    report = page.evaluate("async () => (await fetch('/api/v1/reports/governance')).status")
+    assert report == 403
+
+
+def test_a_change_without_the_csrf_token_is_refused_even_with_the_cookie(
+    browser: Any, server: Server
+) -> None:
+    page = sign_in(browser, server, server.admin_key)
+    forged = page.evaluate(
+        """async () => { const r = await fetch('/api/v1/galleries', {method: 'POST',
+             headers: {'Content-Type': 'application/json'},
+             body: JSON.stringify({name: 'evil', purpose: 'boarding:X'})});
+             return [r.status, (await r.json()).code]; }"""
+    )
+    assert forged == [403, "csrf_failed"]
+    assert "evil" not in [g.name for g in galleries.list_galleries(server.airside, server.admin)]
+
+
+# ---------------------------------------------------------------------- the desk
+
+
+def test_a_gallery_is_created_and_a_traveller_enrolled_from_the_desk(
+    browser: Any, server: Server, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    photo = tmp_path / "traveller.png"
+    photo.write_bytes(png_bytes(astronaut))
+    page = sign_in(browser, server, server.admin_key)
+    page.goto(server.url + "/#enrol")
+    page.get_by_label("Name", exact=True).fill("board-KE1")
+    page.get_by_label("Purpose (e.g. boarding:KE123)").fill("boarding:KE1")
+    page.get_by_role("button", name="Create gallery").click()
+    expect_text(page.locator("#gallery-result"), "Gallery board-KE1 created")
+    page.get_by_label("Gallery", exact=True).fill("board-KE1")
+    page.get_by_label("Subject reference (booking or document number)").fill("PNR-7")
+    page.get_by_label("Basis reference (consent form id, legal instrument)").fill("form-19")
+    page.get_by_label("Photo").set_input_files(str(photo))
+    page.get_by_role("button", name="Enrol").click()
+    expect_text(page.locator("#enrol-result"), "Enrolled PNR-7: 1 template(s) kept")
+    shot(page, "enrol")
+    found = subjects.list_subjects(server.airside, server.admin, "board-KE1")
+    assert [s.subject for s in found] == ["PNR-7"]
+
+
+# ----------------------------------------------------- a watchlist hit, two reviewers
+
+
+def test_a_watchlist_hit_from_a_camera_is_seen_live_and_needs_two_reviewers(
+    browser: Any, app: Airside, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    from airside.services.principal_admin import ensure_local_admin
+
+    admin = ensure_local_admin(app)
+    galleries.create_gallery(app, admin, "wl", "watchlist:security")
+    enrolment.enrol(
+        app,
+        admin,
+        "wl",
+        "WANTED-1",
+        [png_bytes(astronaut)],
+        BasisInput("legal_obligation", "order-5"),
+    )
+    make_video(tmp_path / "clip.mp4", frames=20, size=(320, 240), fps=10,
+               sprites=[Sprite("a", "astronaut", (110, 130), [(160, 120)])])  # fmt: skip
+    cameras = tmp_path / "cameras.toml"
+    cameras.write_text(
+        '[[camera]]\nname = "hall-3"\nsource = "clip.mp4"\ngalleries = ["wl"]\nloop = true\n'
+    )
+    with running(app, cameras_file=cameras) as server:
+        wall = sign_in(browser, server, server.key_for("duty-2", "operator"))
+        expect_text(wall.locator("#feed"), "watchlist_hit", timeout=90)
+        expect_text(wall.locator("#cameras"), "running")  # the camera table follows its state
+        shot(wall, "wall-hit")
+        first = sign_in(browser, server, server.key_for("rev-a", "reviewer"))
+        first.goto(server.url + "/#review")
+        card = first.locator("article[data-case]").first
+        card.wait_for()
+        shot(first, "review")
+        card.get_by_role("button", name="Confirm").click()
+        expect_text(card, "a second, different reviewer must confirm")
+        card.get_by_role("button", name="Confirm").click()  # the same reviewer again
+        expect_text(card, "reviewer")
+        assert "actionable" not in card.locator("p[role=status]").inner_text().lower()
+        second = sign_in(browser, server, server.key_for("rev-b", "reviewer"))
+        second.goto(server.url + "/#review")
+        card2 = second.locator("article[data-case]").first
+        card2.get_by_role("button", name="Confirm").click()
+        expect_text(card2, "Confirmed by two reviewers: actionable.")
+        while OPEN:
+            OPEN.pop().close()
+
+
+# -------------------------------------------------------------- rights and governance
+
+
+def test_an_erasure_from_the_console_gives_a_downloadable_receipt(
+    browser: Any, server: Server, astronaut: np.ndarray
+) -> None:
+    galleries.create_gallery(server.airside, server.admin, "board-KE2", "boarding:KE2")
+    enrolment.enrol(server.airside, server.admin, "board-KE2", "PNR-9", [png_bytes(astronaut)],
+                    BasisInput("consent", "form-2"))  # fmt: skip
+    page = sign_in(browser, server, server.admin_key)
+    page.goto(server.url + "/#subjects")
+    page.get_by_label("Subject reference").first.fill("PNR-9")
+    page.get_by_role("button", name="Erase everywhere").click()
+    with page.expect_download() as download:
+        page.locator("#receipt-link").click()
+    receipt = json.loads(Path(download.value.path()).read_text())
+    assert receipt["kind"] == "subject.erase" and receipt["subject"] == "PNR-9"
+    assert len(receipt["signature"]) > 40  # signed by the installation (docs/erasure.md)
+    shot(page, "subjects")
+    assert subjects.list_subjects(server.airside, server.admin, "board-KE2") == []
+
+
+def test_the_governance_page_renders_the_report_and_verifies_the_chain(
+    browser: Any, server: Server
+) -> None:
+    page = sign_in(browser, server, server.key_for("dpo", "auditor"))
+    page.goto(server.url + "/#governance")
+    frame = page.frame_locator("iframe[title='Governance report']")
+    expect_text(frame.locator("body"), "overnance")
+    page.get_by_role("button", name="Verify the audit chain").click()
+    expect_text(page.locator("#audit-result"), "The chain verifies")
+    shot(page, "governance")
