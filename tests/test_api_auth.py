@@ -47,6 +47,7 @@ REFUSED: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/galleries/{name}/subjects/{subject}/enrolments"): ("operator", "enrol"),
     ("POST", "/verify"): ("camera", "verify"),
     ("POST", "/galleries/{name}/identify"): ("auditor", "identify"),
+    ("GET", "/subjects/{subject}"): ("camera", "subject.list"),
     ("DELETE", "/subjects/{subject}"): ("enrolment_officer", "subject.erase"),
     ("POST", "/subjects/{subject}/consent/withdraw"): ("operator", "consent.withdraw"),
     ("GET", "/review"): ("operator", "review.list"),

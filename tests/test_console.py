@@ -46,7 +46,14 @@ def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                # a test-pattern camera, allowed without a prompt (getUserMedia)
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ],
         )
         yield b
         b.close()
@@ -180,9 +187,9 @@ def test_a_gallery_is_created_and_a_traveller_enrolled_from_the_desk(
     page.get_by_label("Gallery", exact=True).fill("board-KE1")
     page.get_by_label("Subject reference (booking or document number)").fill("PNR-7")
     page.get_by_label("Basis reference (consent form id, legal instrument)").fill("form-19")
-    page.get_by_label("Photo").set_input_files(str(photo))
-    page.get_by_role("button", name="Enrol").click()
-    expect_text(page.locator("#enrol-result"), "Enrolled PNR-7: 1 template(s) kept")
+    page.get_by_label("Photo", exact=True).set_input_files(str(photo))
+    page.get_by_role("button", name="Enrol", exact=True).click()
+    expect_text(page.locator("#enrol-result"), "Enrolled PNR-7: 1 template(s) kept", timeout=90)
     shot(page, "enrol")
     found = subjects.list_subjects(server.airside, server.admin, "board-KE1")
     assert [s.subject for s in found] == ["PNR-7"]
@@ -247,7 +254,7 @@ def test_an_erasure_from_the_console_gives_a_downloadable_receipt(
                     BasisInput("consent", "form-2"))  # fmt: skip
     page = sign_in(browser, server, server.admin_key)
     page.goto(server.url + "/#subjects")
-    page.get_by_label("Subject reference").first.fill("PNR-9")
+    page.locator("#s-ref").fill("PNR-9")
     page.get_by_role("button", name="Erase everywhere").click()
     with page.expect_download() as download:
         page.locator("#receipt-link").click()
@@ -268,3 +275,84 @@ def test_the_governance_page_renders_the_report_and_verifies_the_chain(
     page.get_by_role("button", name="Verify the audit chain").click()
     expect_text(page.locator("#audit-result"), "The chain verifies")
     shot(page, "governance")
+
+
+def test_batch_enrolment_from_a_manifest_reports_each_row_with_progress(
+    browser: Any, server: Server, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    galleries.create_gallery(server.airside, server.admin, "board-KE4", "boarding:KE4")
+    (tmp_path / "a.png").write_bytes(png_bytes(astronaut))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("subject,photo,basis,basis_ref\nPNR-41,a.png,consent,form-41\n"
+                        "PNR-42,missing.png,consent,form-42\n")  # fmt: skip
+    page = sign_in(browser, server, server.admin_key)
+    page.goto(server.url + "/#enrol")
+    page.get_by_label("Gallery for the batch").fill("board-KE4")
+    page.get_by_label("Manifest (CSV: subject,photo,basis,basis_ref)").set_input_files(
+        str(manifest)
+    )
+    page.get_by_label("The photos it names").set_input_files([str(tmp_path / "a.png")])
+    page.get_by_role("button", name="Enrol the batch").click()
+    expect_text(page.locator("#b-rows"), "photo missing.png not chosen", timeout=90)
+    assert "enrolled (1 template)" in page.locator("#b-rows").inner_text()
+    assert page.locator("#b-progress").evaluate("p => [p.value, p.max]") == [2, 2]
+    found = subjects.list_subjects(server.airside, server.admin, "board-KE4")
+    assert [s.subject for s in found] == ["PNR-41"]
+
+
+def test_a_photo_from_the_device_camera_goes_to_the_api_only_on_enrol(
+    browser: Any, server: Server
+) -> None:
+    galleries.create_gallery(server.airside, server.admin, "board-KE5", "boarding:KE5")
+    page = sign_in(browser, server, server.admin_key)
+    page.goto(server.url + "/#enrol")
+    page.get_by_role("button", name="Use the camera").click()
+    page.get_by_role("button", name="Take photo").click()
+    expect_text(page.locator("#e-camera-status"), "Photo taken")
+    page.get_by_label("Gallery", exact=True).fill("board-KE5")
+    page.get_by_label("Subject reference (booking or document number)").fill("PNR-51")
+    page.get_by_role("button", name="Enrol", exact=True).click()
+    # Chromium's fake camera shows a test pattern, not a face: the API's refusal is shown.
+    expect_text(page.locator("#enrol-result"), "Not enrolled:", timeout=90)  # models may load
+    assert "face" in page.locator("#enrol-result").inner_text().lower()
+
+
+def test_an_operator_identifies_a_traveller_against_a_gallery(
+    browser: Any, server: Server, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    galleries.create_gallery(server.airside, server.admin, "board-KE3", "boarding:KE3")
+    enrolment.enrol(server.airside, server.admin, "board-KE3", "PNR-3", [png_bytes(astronaut)],
+                    BasisInput("consent", "form-3"))  # fmt: skip
+    (tmp_path / "probe.png").write_bytes(png_bytes(astronaut))
+    page = sign_in(browser, server, server.key_for("gate-3", "operator", [("board-*", "*")]))
+    page.goto(server.url + "/#check")
+    page.get_by_label("Gallery to search").fill("board-KE3")
+    page.locator("#i-image").set_input_files(str(tmp_path / "probe.png"))
+    page.get_by_role("button", name="Identify").click()
+    expect_text(page.locator("#identify-result"), "Match: PNR-3", timeout=90)
+    shot(page, "check")
+
+
+def test_a_subject_is_found_with_the_galleries_and_bases_that_hold_them(
+    browser: Any, server: Server, astronaut: np.ndarray
+) -> None:
+    galleries.create_gallery(server.airside, server.admin, "board-KE6", "boarding:KE6")
+    enrolment.enrol(server.airside, server.admin, "board-KE6", "PNR-6", [png_bytes(astronaut)],
+                    BasisInput("consent", "form-6"))  # fmt: skip
+    page = sign_in(browser, server, server.admin_key)
+    page.goto(server.url + "/#subjects")
+    page.get_by_label("Subject reference to find").fill("PNR-6")
+    page.get_by_role("button", name="Find").click()
+    expect_text(page.locator("#find-result"), "PNR-6 is enrolled in: board-KE6 (1 template)")
+    assert "boarding:KE6" in page.locator("#find-result").inner_text()
+
+
+def test_governance_shows_retention_and_who_may_search_which_gallery(
+    browser: Any, server: Server
+) -> None:
+    galleries.create_gallery(server.airside, server.admin, "board-KE8", "boarding:KE8")
+    server.key_for("gate-8", "operator", [("board-KE8", "boarding:*")])
+    page = sign_in(browser, server, server.admin_key)
+    page.goto(server.url + "/#governance")
+    expect_text(page.locator("#retention"), "boarding:KE8")
+    expect_text(page.locator("#access"), "board-KE8 (boarding:*)")

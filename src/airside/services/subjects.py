@@ -26,9 +26,14 @@ class SubjectInfo:
 
 
 def list_subjects(
-    app: Airside, principal: Principal, gallery_name: str | None = None
+    app: Airside,
+    principal: Principal,
+    gallery_name: str | None = None,
+    *,
+    reference: str | None = None,
 ) -> list[SubjectInfo]:
-    """Subjects in ``gallery_name``, or in every gallery the principal's scopes reach."""
+    """Subjects in ``gallery_name``, or in every gallery the principal's scopes reach;
+    ``reference``: only that subject (which galleries and legal bases hold them)."""
     authorize(app, principal, "subject.list", gallery=gallery_name)
     with app.session() as s:
         q = (
@@ -39,6 +44,8 @@ def list_subjects(
             .order_by(Subject.reference)
         )
         purpose = None
+        if reference is not None:
+            q = q.where(Subject.reference == reference)
         if gallery_name is not None:
             g = get_gallery(s, gallery_name)
             purpose = g.purpose

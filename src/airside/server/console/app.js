@@ -210,6 +210,7 @@ function caseCard(c, hit) {
 // -------------------------------------------------------------------- enrolment desk
 
 function enrolDesk(main) {
+  const camera = deviceCamera();
   const gOut = el("p", { role: "status", id: "gallery-result" });
   const eOut = el("div", { role: "status", id: "enrol-result" });
   const galleryForm = el("form", { id: "gallery-form", "aria-label": "Create a gallery" },
@@ -233,12 +234,15 @@ function enrolDesk(main) {
     el("label", { for: "e-basis", text: "Legal basis" }),
     el("select", { id: "e-basis" }, ["consent", "legal_obligation", "public_task", "contract"].map((b) => el("option", { value: b, text: b }))),
     el("label", { for: "e-ref", text: "Basis reference (consent form id, legal instrument)" }), el("input", { id: "e-ref" }),
-    el("label", { for: "e-image", text: "Photo" }), el("input", { id: "e-image", type: "file", accept: "image/*", required: true }),
+    el("label", { for: "e-image", text: "Photo" }), el("input", { id: "e-image", type: "file", accept: "image/*" }),
+    camera.controls,
     el("button", { type: "submit", text: "Enrol" }), eOut);
   enrolForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     const form = new FormData();
-    form.append("image", document.getElementById("e-image").files[0]);
+    const file = document.getElementById("e-image").files[0];
+    if (!file && !camera.photo) { eOut.replaceChildren(el("p", { class: "error", text: "Choose a photo or take one with the camera." })); return; }
+    form.append("image", file || camera.photo, file ? file.name : "capture.jpg");
     form.append("basis", val("e-basis"));
     if (val("e-ref")) form.append("basis_ref", val("e-ref"));
     try {
@@ -247,7 +251,80 @@ function enrolDesk(main) {
         ...(r.refused || []).map((x) => el("p", { class: "error", text: `Refused: ${JSON.stringify(x)}` })));
     } catch (err) { eOut.replaceChildren(el("p", { class: "error", text: `Not enrolled: ${err.message}` })); }
   });
-  main.append(el("div", { class: "grid" }, isAdmin() || can("gallery.create") ? galleryForm : "", enrolForm));
+  main.append(el("div", { class: "grid" }, isAdmin() || can("gallery.create") ? galleryForm : "", enrolForm, batchForm()));
+}
+
+// A photo from the device camera (getUserMedia), taken into a JPEG blob; nothing is sent
+// until the officer presses Enrol.
+function deviceCamera() {
+  const video = el("video", { id: "e-video", autoplay: true, muted: true, playsinline: true, hidden: true, width: "320" });
+  const note = el("p", { role: "status", id: "e-camera-status" });
+  const cam = { photo: null, stream: null };
+  const start = el("button", { type: "button", class: "secondary", id: "e-camera", text: "Use the camera", onclick: async () => {
+    try {
+      cam.stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      video.srcObject = cam.stream;
+      video.hidden = false;
+      video.onplaying = () => { take.hidden = false; }; // a frame to take is there now
+    } catch (err) { status(note, `No camera: ${err.message}`); }
+  } });
+  const take = el("button", { type: "button", id: "e-take", hidden: true, text: "Take photo", onclick: () => {
+    const canvas = el("canvas", { width: video.videoWidth, height: video.videoHeight });
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    canvas.toBlob((blob) => {
+      cam.photo = blob;
+      if (blob) status(note, `Photo taken (${canvas.width}x${canvas.height}); it is sent only when you enrol.`, true);
+      else status(note, "The camera gave no picture: try again.");
+    }, "image/jpeg", 0.92);
+    for (const t of cam.stream.getTracks()) t.stop();
+    video.hidden = true;
+    take.hidden = true;
+  } });
+  cam.controls = el("div", {}, start, " ", take, video, note);
+  return cam;
+}
+
+// Batch enrolment from a CSV manifest (subject,photo,basis,basis_ref) and the photos it
+// names, one API call per row, with a progress bar and a result per row.
+function batchForm() {
+  const bar = el("progress", { id: "b-progress", value: "0", max: "1", hidden: true });
+  const rows = el("tbody", { id: "b-rows" });
+  const form = el("form", { id: "batch-form", "aria-label": "Batch enrolment" },
+    el("h3", { text: "Batch enrolment from a manifest" }),
+    el("label", { for: "b-gallery", text: "Gallery for the batch" }), el("input", { id: "b-gallery", required: true }),
+    el("label", { for: "b-csv", text: "Manifest (CSV: subject,photo,basis,basis_ref)" }), el("input", { id: "b-csv", type: "file", accept: ".csv,text/csv", required: true }),
+    el("label", { for: "b-photos", text: "The photos it names" }), el("input", { id: "b-photos", type: "file", accept: "image/*", multiple: true, required: true }),
+    el("button", { type: "submit", text: "Enrol the batch" }), bar,
+    el("table", {}, el("thead", {}, el("tr", {}, ...["row", "subject", "result"].map((h) => el("th", { text: h })))), rows));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    rows.replaceChildren();
+    const text = await document.getElementById("b-csv").files[0].text();
+    const photos = new Map([...document.getElementById("b-photos").files].map((f) => [f.name, f]));
+    const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+    const header = lines.shift().split(",").map((h) => h.trim());
+    bar.max = lines.length; bar.value = 0; bar.hidden = false;
+    for (const [i, line] of lines.entries()) {
+      const cells = line.split(",").map((c) => c.trim());
+      const row = Object.fromEntries(header.map((h, k) => [h, cells[k] || ""]));
+      let result;
+      const photo = photos.get(row.photo);
+      if (!photo) result = el("span", { class: "error", text: `photo ${row.photo} not chosen` });
+      else {
+        const f = new FormData();
+        f.append("image", photo);
+        f.append("basis", row.basis || "consent");
+        if (row.basis_ref) f.append("basis_ref", row.basis_ref);
+        try {
+          const r = await api(`/galleries/${encodeURIComponent(val("b-gallery"))}/subjects/${encodeURIComponent(row.subject)}/enrolments`, { method: "POST", form: f });
+          result = el("span", { class: "ok", text: `enrolled (${r.templates} template)` });
+        } catch (err) { result = el("span", { class: "error", text: err.message }); }
+      }
+      rows.append(el("tr", {}, el("td", { text: i + 2 }), el("td", { text: row.subject }), el("td", {}, result)));
+      bar.value = i + 1;
+    }
+  });
+  return form;
 }
 
 const val = (id) => document.getElementById(id).value.trim();
@@ -272,7 +349,26 @@ function checkFace(main) {
         el("p", { text: `The threshold is set so that about ${r.fmr_target} of impostor pairs (two different people) would be accepted.` }));
     } catch (err) { out.replaceChildren(el("p", { class: "error", text: err.message })); }
   });
-  main.append(form);
+  const iOut = el("div", { role: "status", id: "identify-result" });
+  const identify = el("form", { id: "identify-form", "aria-label": "Identify against a gallery" },
+    el("h3", { text: "Who is this, in a gallery?" }),
+    el("label", { for: "i-gallery", text: "Gallery to search" }), el("input", { id: "i-gallery", required: true }),
+    el("label", { for: "i-image", text: "Photo" }), el("input", { id: "i-image", type: "file", accept: "image/*", required: true }),
+    el("button", { type: "submit", text: "Identify" }), iOut);
+  identify.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData();
+    f.append("image", document.getElementById("i-image").files[0]);
+    try {
+      const r = await api(`/galleries/${encodeURIComponent(val("i-gallery"))}/identify`, { method: "POST", form: f });
+      const best = r.candidates && r.candidates[0];
+      iOut.replaceChildren(
+        el("p", { class: r.match ? "ok" : "error", text: r.match ? `Match: ${r.subject} (score ${best.score.toFixed(3)}).` : "Nobody in the gallery matches." }),
+        el("p", { text: `Threshold ${Number(r.threshold).toFixed(3)}: set so that about ${r.fpir_target} of searches for someone not enrolled in these ${r.gallery_size} would wrongly match.` }),
+        r.review_case ? el("p", { text: `A watchlist gallery: review case ${r.review_case} opened; not actionable until two reviewers confirm.` }) : "");
+    } catch (err) { iOut.replaceChildren(el("p", { class: "error", text: err.message })); }
+  });
+  main.append(el("div", { class: "grid" }, form, can("identify") ? identify : ""));
 }
 
 // ------------------------------------------------------------- subjects and rights
@@ -305,7 +401,22 @@ function subjects(main) {
     try { await api(`/subjects/${encodeURIComponent(val("w-ref"))}/consent/withdraw`, { method: "POST", json: { purpose: val("w-purpose") } }); status(wOut, "Withdrawn: that purpose's templates are erased.", true); }
     catch (err) { status(wOut, err.message); }
   });
-  main.append(el("div", { class: "grid" }, isAdmin() ? form : "", withdraw));
+  const fOut = el("div", { role: "status", id: "find-result" });
+  const find = el("form", { id: "find-form", "aria-label": "Find a subject" },
+    el("h3", { text: "Find a subject" }),
+    el("label", { for: "f-ref", text: "Subject reference to find" }), el("input", { id: "f-ref", required: true }),
+    el("button", { type: "submit", text: "Find" }), fOut);
+  find.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const r = await api(`/subjects/${encodeURIComponent(val("f-ref"))}`);
+      fOut.replaceChildren(
+        el("p", { text: `${r.subject} is enrolled in: ${Object.entries(r.galleries).map(([g, n]) => `${g} (${n} template${n === 1 ? "" : "s"})`).join(", ")}` }),
+        el("table", {}, el("thead", {}, el("tr", {}, ...["basis", "purpose", "since", "until", "withdrawn"].map((h) => el("th", { text: h })))),
+          el("tbody", {}, r.bases.map((b) => el("tr", {}, el("td", { text: b.kind }), el("td", { text: b.purpose }), el("td", { text: b.granted_at }), el("td", { text: b.expires_at || "" }), el("td", { text: b.withdrawn ? "yes" : "no" }))))));
+    } catch (err) { fOut.replaceChildren(el("p", { class: "error", text: err.message })); }
+  });
+  main.append(el("div", { class: "grid" }, can("subject.list") || isAdmin() ? find : "", isAdmin() ? form : "", withdraw));
 }
 
 // ----------------------------------------------------------------------- governance
@@ -321,12 +432,32 @@ async function governance(main) {
     } catch (e) { verifyOut.replaceChildren(el("p", { class: "error", text: e.message })); }
   } });
   main.append(el("div", { class: "card" }, el("h3", { text: "Audit log" }), can("audit.verify") ? verify : "", verifyOut));
+  const retention = el("div", { class: "card", id: "retention" }, el("h3", { text: "Galleries, purposes and retention" }));
+  main.append(retention);
+  try {
+    const { items } = await api("/galleries");
+    retention.append(el("table", {}, el("thead", {}, el("tr", {}, ...["gallery", "purpose", "subjects", "templates kept until", "then kept for"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, items.map((g) => el("tr", {}, el("td", { text: g.name }), el("td", { text: g.purpose }), el("td", { text: g.subjects }),
+        el("td", { text: g.retain_until || "no end date" }), el("td", { text: g.retain_seconds ? `${Math.round(g.retain_seconds / 3600)} h` : "" }))))),
+      el("p", { text: "The purge runs on schedule in the server and removes what is due; its records are in the audit log." }));
+  } catch (e) { retention.append(el("p", { class: "error", text: e.message })); }
+  if (can("principal.list")) {
+    const who = el("div", { class: "card", id: "access" }, el("h3", { text: "Who may search which gallery" }));
+    main.append(who);
+    try {
+      const { items } = await api("/principals");
+      who.append(el("table", {}, el("thead", {}, el("tr", {}, ...["principal", "role", "galleries (purpose)", "state"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, items.map((p) => el("tr", {}, el("td", { text: p.name }), el("td", { text: p.role }),
+          el("td", { text: ["admin", "auditor"].includes(p.role) ? "all (global role)" : p.scopes.map((sc) => `${sc.gallery} (${sc.purpose})`).join(", ") || "none" }),
+          el("td", { text: p.disabled ? "disabled" : "active" }))))));
+    } catch (e) { who.append(el("p", { class: "error", text: e.message })); }
+  }
   if (can("report.governance")) {
     const holder = el("div", { class: "card", id: "report" }, el("h3", { text: "Governance report" }));
     main.append(holder);
     try {
       const html = await api("/reports/governance", { accept: "text/html" });
-      holder.append(el("iframe", { title: "Governance report", sandbox: "", srcdoc: html }));
+      holder.append(el("iframe", { title: "Governance report", sandbox: "allow-same-origin", srcdoc: html })); // no scripts run in it
     } catch (e) { holder.append(el("p", { class: "error", text: e.message })); }
   }
 }

@@ -8,16 +8,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from airside.errors import NotFoundError
 from airside.governance.principals import Principal
 from airside.server.auth import Caller, Service, allowed
 from airside.server.work import Pool
-from airside.services import erasure
+from airside.services import erasure, subjects
 
 router = APIRouter(tags=["subjects"])
 
 
 class WithdrawIn(BaseModel):
     purpose: str = Field(examples=["boarding:KE123"], description="The purpose of the basis")
+
+
+@router.get("/subjects/{subject}", summary="Which galleries and legal bases hold a subject")
+async def find_subject(subject: str, app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
+    found = await pool.run(subjects.list_subjects, app, who, None, reference=subject)
+    if not found:
+        raise NotFoundError(f"no subject {subject!r} in the galleries you reach")
+    return found[0].as_dict()
 
 
 @router.delete("/subjects/{subject}", summary="Erase a subject; the signed erasure receipt")
