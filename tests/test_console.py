@@ -356,3 +356,64 @@ def test_governance_shows_retention_and_who_may_search_which_gallery(
     page.goto(server.url + "/#governance")
     expect_text(page.locator("#retention"), "boarding:KE8")
     expect_text(page.locator("#access"), "board-KE8 (boarding:*)")
+
+
+def test_an_admin_adds_a_camera_and_draws_its_zones_and_lines_on_a_snapshot(
+    browser: Any, app: Airside, tmp_path: Path
+) -> None:
+    import tomllib
+
+    from airside.analytics.scene import load_scene
+
+    make_video(tmp_path / "hall.mp4", frames=30, size=(320, 240), fps=10,
+               sprites=[Sprite("a", "astronaut", (110, 130), [(160, 120)])])  # fmt: skip
+    scene = tmp_path / "hall.toml"
+    scene.write_text(  # a rule already there must survive the drawing
+        'camera = "hall-9"\n[zones.hall]\npoints = [[0, 0], [1, 0], [1, 1], [0, 1]]\n'
+        '[[rules]]\ntype = "crowding"\nzone = "hall"\nmax_count = 5\n'
+    )
+    cameras = tmp_path / "cameras.toml"
+    cameras.write_text("# cameras added from the console\n")
+    with running(app, cameras_file=cameras) as server:
+        page = sign_in(browser, server, server.admin_key)
+        page.goto(server.url + "/#cameras")
+        page.get_by_label("Camera name").fill("hall-9")
+        page.get_by_label("Source (rtsp://, http(s)://, a file, camera:0)").fill(
+            str(tmp_path / "hall.mp4")
+        )
+        page.get_by_label("Scene file on the server (for zones and lines)").fill(str(scene))
+        page.get_by_role("button", name="Add camera").click()
+        expect_text(page.locator("#camera-result"), "Camera hall-9 added and started")
+        page.locator("button[data-draw='hall-9']").click()
+        canvas = page.locator("#scene-canvas")
+        expect_text(page.locator("#shapes"), "zone hall", timeout=30)  # the file's zone, drawn
+        page.get_by_role("button", name="Start over").click()
+        # a line alone: the crowding rule would lose its zone, so nothing is saved
+        page.get_by_label("Draw").select_option("line")
+        page.get_by_label("named").fill("door")
+        page.get_by_label("line's in-direction").select_option("down")
+        canvas.click(position={"x": 20, "y": 120})
+        canvas.click(position={"x": 300, "y": 120})
+        page.get_by_role("button", name="Save the scene").click()
+        expect_text(page.locator("#scene-result"), "Not saved")
+        assert "hall" in page.locator("#scene-result").inner_text()
+        page.get_by_label("Draw").select_option("zone")
+        page.get_by_label("named").fill("hall")
+        for x, y in ((10, 10), (160, 10), (160, 230), (10, 230)):
+            canvas.click(position={"x": x, "y": y})
+        page.get_by_role("button", name="Finish zone").click()
+        page.get_by_role("button", name="Save the scene").click()
+        expect_text(page.locator("#scene-result"), "Saved 1 zone(s) and 1 line(s)")
+        shot(page, "cameras")
+        saved = tomllib.loads(scene.read_text())
+        assert saved["rules"] == [{"type": "crowding", "zone": "hall", "max_count": 5}]
+        (x0, _), _, (x2, y2), _ = saved["zones"]["hall"]["points"]
+        assert (
+            abs(x0 - 10 / 320) < 0.02
+            and abs(y2 - 230 / 240) < 0.02
+            and x2 == pytest.approx(0.5, abs=0.02)
+        )
+        assert saved["lines"]["door"]["in"] == "down"
+        load_scene(scene)  # the pipeline reads it
+        while OPEN:
+            OPEN.pop().close()

@@ -4,8 +4,9 @@ audited, and the ``camera`` principal each camera acts as.
 The cameras themselves (their configuration file, their worker processes) belong to the
 server that supervises them; this module is the governance around them. Listing is
 ``camera.list``; adding, removing and restarting a camera (``camera.add``,
-``camera.remove``, ``camera.restart``) are listed for no role, so only an administrator
-may. A refusal is audited by ``authorize``; a change is audited when it is done, and a
+``camera.remove``, ``camera.restart``), taking a snapshot to draw on and editing a
+camera's scene (``camera.snapshot``, ``camera.scene``) are listed for no role, so only an
+administrator may. A refusal is audited by ``authorize``; a change is audited when it is done, and a
 change that fails is audited as refused.
 """
 
@@ -32,6 +33,11 @@ CAMERA_ROLE = "camera"
 def authorize_listing(app: Airside, who: Principal) -> None:
     """Raise (audited) unless ``who`` may see the cameras and their status."""
     authorize(app, who, "camera.list")
+
+
+def authorize_scene(app: Airside, who: Principal) -> None:
+    """Raise (audited) unless ``who`` may read and edit camera scenes (administrators)."""
+    authorize(app, who, "camera.scene")
 
 
 @contextmanager

@@ -56,6 +56,7 @@ const PAGES = [
   { id: "check", title: "Check a face", show: () => can("verify"), render: checkFace },
   { id: "subjects", title: "Subjects and rights", show: () => isAdmin() || can("consent.withdraw"), render: subjects },
   { id: "governance", title: "Governance", show: () => can("report.governance") || can("audit.verify"), render: governance },
+  { id: "cameras", title: "Cameras and scenes", show: () => isAdmin(), render: camerasPage },
 ];
 
 function status(node, text, ok = false) {
@@ -460,6 +461,103 @@ async function governance(main) {
       holder.append(el("iframe", { title: "Governance report", sandbox: "allow-same-origin", srcdoc: html })); // no scripts run in it
     } catch (e) { holder.append(el("p", { class: "error", text: e.message })); }
   }
+}
+
+// --------------------------------------------------------------- cameras and scenes
+
+async function camerasPage(main) {
+  const list = el("div", { class: "card", id: "camera-list" }, el("h3", { text: "Cameras" }));
+  const editor = el("div", { class: "card", id: "scene-editor" }, el("h3", { text: "Scene" }), el("p", { text: "Choose a camera's \u201cDraw its scene\u201d." }));
+  const aOut = el("p", { role: "status", id: "camera-result" });
+  const add = el("form", { id: "camera-form", "aria-label": "Add a camera" },
+    el("h3", { text: "Add a camera" }),
+    el("label", { for: "c-name", text: "Camera name" }), el("input", { id: "c-name", required: true }),
+    el("label", { for: "c-source", text: "Source (rtsp://, http(s)://, a file, camera:0)" }), el("input", { id: "c-source", required: true }),
+    el("label", { for: "c-galleries", text: "Galleries to search (comma-separated, optional)" }), el("input", { id: "c-galleries" }),
+    el("label", { for: "c-scene", text: "Scene file on the server (for zones and lines)" }), el("input", { id: "c-scene" }),
+    el("button", { type: "submit", text: "Add camera" }), aOut);
+  add.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { name: val("c-name"), source: val("c-source"), galleries: val("c-galleries") ? val("c-galleries").split(",").map((g) => g.trim()) : [] };
+    if (val("c-scene")) body.scene = val("c-scene");
+    try { await api("/cameras", { method: "POST", json: body }); status(aOut, `Camera ${body.name} added and started.`, true); refresh(); }
+    catch (err) { status(aOut, err.message); }
+  });
+  main.append(el("div", { class: "grid" }, list, add), editor);
+  async function refresh() {
+    try {
+      const { items } = await api("/cameras");
+      list.replaceChildren(el("h3", { text: "Cameras" }), el("table", {}, el("tbody", {}, items.map((c) => el("tr", {},
+        el("td", { text: c.name }), el("td", {}, el("span", { class: `tag ${c.state}`, text: c.state })),
+        el("td", {}, el("button", { class: "secondary", "data-draw": c.name, text: "Draw its scene", onclick: () => sceneEditor(editor, c.name) })))))));
+    } catch (err) { list.append(el("p", { class: "error", text: err.message })); }
+  }
+  refresh();
+}
+
+function sceneEditor(card, camera) {
+  const shapes = { zones: {}, lines: {} };
+  let pending = [];
+  const img = el("img", { id: "snapshot", alt: `snapshot of camera ${camera}, faces blurred` });
+  const canvas = el("canvas", { id: "scene-canvas", "aria-label": "Click to place points", style: "position:absolute;left:0;top:0;cursor:crosshair" });
+  const stage = el("div", { style: "position:relative;display:inline-block" }, img, canvas);
+  const kind = el("select", { id: "d-kind" }, el("option", { value: "zone", text: "zone (polygon)" }), el("option", { value: "line", text: "counting line (2 points)" }));
+  const name = el("input", { id: "d-name", value: "zone-1" });
+  const way = el("select", { id: "d-in" }, ["down", "up", "left", "right"].map((w) => el("option", { value: w, text: w })));
+  const out = el("p", { role: "status", id: "scene-result" });
+  const listing = el("ul", { id: "shapes" });
+  const draw = () => {
+    canvas.width = img.clientWidth; canvas.height = img.clientHeight;
+    const g = canvas.getContext("2d");
+    const px = ([x, y]) => [x * canvas.width, y * canvas.height];
+    g.lineWidth = 2; g.font = "14px system-ui";
+    for (const [n, pts] of Object.entries(shapes.zones)) {
+      g.strokeStyle = "#ffd400"; g.fillStyle = "rgba(255,212,0,.2)"; g.beginPath();
+      pts.forEach((p, i) => (i ? g.lineTo(...px(p)) : g.moveTo(...px(p)))); g.closePath(); g.fill(); g.stroke();
+      g.fillStyle = "#ffd400"; g.fillText(n, ...px(pts[0]));
+    }
+    for (const [n, ln] of Object.entries(shapes.lines)) {
+      g.strokeStyle = "#00e5ff"; g.beginPath(); g.moveTo(...px(ln.points[0])); g.lineTo(...px(ln.points[1])); g.stroke();
+      g.fillStyle = "#00e5ff"; g.fillText(`${n} (in: ${ln.in})`, ...px(ln.points[0]));
+    }
+    g.fillStyle = "#ff3b30";
+    for (const p of pending) { const [x, y] = px(p); g.fillRect(x - 3, y - 3, 6, 6); }
+    listing.replaceChildren(...Object.keys(shapes.zones).map((n) => el("li", { text: `zone ${n}` })), ...Object.keys(shapes.lines).map((n) => el("li", { text: `line ${n}` })));
+  };
+  canvas.addEventListener("click", (e) => {
+    const r = canvas.getBoundingClientRect();
+    pending.push([+((e.clientX - r.left) / r.width).toFixed(4), +((e.clientY - r.top) / r.height).toFixed(4)]);
+    if (kind.value === "line" && pending.length === 2) {
+      shapes.lines[name.value.trim()] = { points: pending, in: way.value };
+      pending = [];
+    }
+    draw();
+  });
+  const finish = el("button", { type: "button", id: "d-finish", text: "Finish zone", onclick: () => {
+    if (pending.length < 3) { status(out, "A zone needs at least 3 points."); return; }
+    shapes.zones[name.value.trim()] = pending; pending = []; draw();
+  } });
+  const clear = el("button", { type: "button", class: "secondary", text: "Start over", onclick: () => { shapes.zones = {}; shapes.lines = {}; pending = []; draw(); } });
+  const save = el("button", { type: "button", id: "d-save", text: "Save the scene", onclick: async () => {
+    try {
+      const r = await api(`/cameras/${encodeURIComponent(camera)}/scene`, { method: "PUT", json: shapes });
+      status(out, `Saved ${Object.keys(r.scene.zones).length} zone(s) and ${Object.keys(r.scene.lines).length} line(s); camera ${camera} restarted to use them.`, true);
+    } catch (err) { status(out, `Not saved: ${err.message}`); }
+  } });
+  card.replaceChildren(el("h3", { text: `Scene of ${camera}` }),
+    el("p", { text: "Click points on the picture: a zone is a polygon (finish it with \u201cFinish zone\u201d), a counting line is two clicks. Faces in the picture are blurred." }),
+    el("div", {}, el("label", { for: "d-kind", text: "Draw " }), kind, " ", el("label", { for: "d-name", text: "named " }), name, " ", el("label", { for: "d-in", text: "line's in-direction " }), way),
+    stage, el("div", {}, finish, " ", clear, " ", save), listing, out);
+  img.onload = async () => {
+    try {
+      const current = await api(`/cameras/${encodeURIComponent(camera)}/scene`);
+      shapes.zones = current.zones;
+      shapes.lines = current.lines;
+    } catch (err) { status(out, err.message); }
+    draw();
+  };
+  img.onerror = () => status(out, "No picture from this camera now.");
+  img.src = `${API}/cameras/${encodeURIComponent(camera)}/snapshot?t=${Date.now()}`;
 }
 
 // ------------------------------------------------------------------------ start

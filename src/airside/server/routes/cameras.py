@@ -4,9 +4,11 @@ here is also written to the server's cameras file, when it was started with one.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from airside.errors import AirsideError
@@ -15,6 +17,7 @@ from airside.server.auth import Caller, Service
 from airside.server.cameras.config import CameraConfig
 from airside.server.cameras.supervisor import CameraSupervisor
 from airside.services import cameras as camera_admin
+from airside.services import scenes
 from airside.services.app import Airside
 from airside.video.sources import safe_spec
 
@@ -85,3 +88,73 @@ async def restart_camera(name: str, request: Request, app: Service, who: Caller)
         _restart, app, who, supervisor_of(request), name
     )
     return result
+
+
+# -- scenes: zones and lines drawn on a snapshot (administrators) --------------------------
+
+
+class LineBody(BaseModel):
+    points: list[tuple[float, float]] = Field(min_length=2, max_length=2)
+    way_in: Literal["up", "down", "left", "right"] = Field(alias="in")
+
+
+class SceneBody(BaseModel):
+    zones: dict[str, list[tuple[float, float]]] = Field(
+        default_factory=dict, description="Zone name -> polygon, normalised [x, y] in 0..1"
+    )
+    lines: dict[str, LineBody] = Field(default_factory=dict, description="Counting lines")
+
+
+def _scene_path(sup: CameraSupervisor, name: str) -> Path:
+    scene = sup.runner(name).camera.scene
+    if not scene:
+        raise AirsideError(
+            f"camera {name!r} has no scene file: name one in its settings first",
+            code="no_scene_file",
+        )
+    return Path(scene)
+
+
+@router.get(
+    "/cameras/{name}/snapshot", summary="One frame, faces blurred, to draw zones on (admin)"
+)
+async def camera_snapshot(name: str, request: Request, app: Service, who: Caller) -> Response:
+    sup = supervisor_of(request)
+
+    def take() -> bytes:
+        with camera_admin.change(app, who, "camera.snapshot", name):
+            return scenes.snapshot_jpeg(app, sup.runner(name).camera.source)
+
+    jpeg = await run_in_threadpool(take)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/cameras/{name}/scene", summary="The zones and lines of a camera's scene (admin)")
+async def get_scene(name: str, request: Request, app: Service, who: Caller) -> dict[str, Any]:
+    sup = supervisor_of(request)
+
+    def read() -> dict[str, Any]:
+        camera_admin.authorize_scene(app, who)
+        return scenes.drawn(_scene_path(sup, name))
+
+    return await run_in_threadpool(read)
+
+
+@router.put("/cameras/{name}/scene", summary="Save zones and lines drawn on the snapshot (admin)")
+async def put_scene(
+    name: str, body: SceneBody, request: Request, app: Service, who: Caller
+) -> dict[str, Any]:
+    sup = supervisor_of(request)
+    about = {"zones": sorted(body.zones), "lines": sorted(body.lines)}
+
+    def save() -> dict[str, Any]:
+        with camera_admin.change(app, who, "camera.scene", name, about) as audited:
+            path = _scene_path(sup, name)
+            lines = {n: scenes.LineIn((ln.points[0], ln.points[1]), ln.way_in)
+                     for n, ln in body.lines.items()}  # fmt: skip
+            scenes.save_drawing(path, name, dict(body.zones), lines)
+            status = sup.restart(name)  # the worker reads the scene when it starts
+            audited["restarted"] = True
+        return {"camera": name, "scene": scenes.drawn(path), "status": status}
+
+    return await run_in_threadpool(save)
