@@ -45,6 +45,7 @@ REFUSED: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/galleries"): ("camera", "gallery.list"),
     ("GET", "/galleries/{name}/subjects"): ("operator", "subject.list"),
     ("POST", "/galleries/{name}/subjects/{subject}/enrolments"): ("operator", "enrol"),
+    ("POST", "/galleries/{name}/quality"): ("reviewer", "enrol"),
     ("POST", "/verify"): ("camera", "verify"),
     ("POST", "/galleries/{name}/identify"): ("auditor", "identify"),
     ("GET", "/subjects/{subject}"): ("camera", "subject.list"),

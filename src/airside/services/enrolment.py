@@ -255,6 +255,36 @@ def enrol(
     return result
 
 
+def check_photo(
+    app: Airside, principal: Principal, gallery_name: str, image: ImageSource
+) -> dict[str, object]:
+    """The quality verdict an enrolment of ``image`` into ``gallery_name`` would meet, and
+    its reasons, before anything is saved (the desk shows it before the officer enrols).
+    Nothing is stored but the audit record, which names the photo by keyed digest only."""
+    gallery = authorize_gallery(app, principal, "enrol", gallery_name)
+    (result,) = capture_many(
+        app.analyzer, [image], max_pixels=app.settings.max_image_pixels,
+        quality_bar=gallery.quality_bar,
+    )  # fmt: skip
+    if isinstance(result, Refusal):
+        verdict: dict[str, object] = {
+            "ok": False, "code": result.code, "message": result.message, "reasons": result.reasons
+        }  # fmt: skip
+        digest = None
+    else:
+        q = result.face.quality
+        verdict = {"ok": True, "quality": round(q.score, 1), "reasons": q.reasons}
+        digest = app.probe_digest(result.sha256)
+    verdict["quality_bar"] = gallery.quality_bar
+    with app.session() as s:
+        audit.append(
+            s, principal, "enrol.check", decision="passed" if verdict["ok"] else "would_refuse",
+            purpose=gallery.purpose, gallery=gallery.name, input_digest=digest,
+            result={k: v for k, v in verdict.items() if k in ("ok", "quality", "code")},
+        )  # fmt: skip
+    return verdict
+
+
 def enrol_batch(
     app: Airside,
     principal: Principal,

@@ -237,7 +237,24 @@ function enrolDesk(main) {
     el("label", { for: "e-ref", text: "Basis reference (consent form id, legal instrument)" }), el("input", { id: "e-ref" }),
     el("label", { for: "e-image", text: "Photo" }), el("input", { id: "e-image", type: "file", accept: "image/*" }),
     camera.controls,
+    el("button", { type: "button", class: "secondary", id: "e-check", text: "Check the photo", onclick: () => checkPhoto() }),
+    el("div", { role: "status", id: "quality-result" }),
     el("button", { type: "submit", text: "Enrol" }), eOut);
+  // The quality verdict and its reasons, before anything is saved (POST .../quality).
+  async function checkPhoto() {
+    const q = document.getElementById("quality-result");
+    const file = document.getElementById("e-image").files[0] || camera.photo;
+    if (!file || !val("e-gallery")) { q.replaceChildren(el("p", { class: "error", text: "Name the gallery and choose or take a photo first." })); return; }
+    const f = new FormData();
+    f.append("image", file, file.name || "capture.jpg");
+    try {
+      const v = await api(`/galleries/${encodeURIComponent(val("e-gallery"))}/quality`, { method: "POST", form: f });
+      q.replaceChildren(
+        el("p", { class: v.ok ? "ok" : "error", text: v.ok ? `Quality ${v.quality} of 100 (this gallery asks for ${v.quality_bar}): it can be enrolled.` : `It would be refused: ${v.message}` }),
+        ...(v.reasons || []).map((r) => el("p", { text: `\u2022 ${r}` })));
+    } catch (err) { q.replaceChildren(el("p", { class: "error", text: err.message })); }
+  }
+  camera.onphoto = checkPhoto;
   enrolForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     const form = new FormData();
@@ -274,7 +291,10 @@ function deviceCamera() {
     canvas.getContext("2d").drawImage(video, 0, 0);
     canvas.toBlob((blob) => {
       cam.photo = blob;
-      if (blob) status(note, `Photo taken (${canvas.width}x${canvas.height}); it is sent only when you enrol.`, true);
+      if (blob) {
+        status(note, `Photo taken (${canvas.width}x${canvas.height}); it is saved only when you enrol.`, true);
+        if (cam.onphoto) cam.onphoto();
+      }
       else status(note, "The camera gave no picture: try again.");
     }, "image/jpeg", 0.92);
     for (const t of cam.stream.getTracks()) t.stop();

@@ -64,6 +64,22 @@ async def list_subjects(name: str, app: Service, who: Caller, pool: Pool,
 
 
 @router.post(
+    "/galleries/{name}/quality",
+    summary="The quality verdict a photo would meet in this gallery (nothing is saved)",
+)
+async def check_quality(
+    name: str,
+    app: Service,
+    who: Annotated[Principal, allowed("enrol")],
+    pool: Pool,
+    image: Annotated[UploadFile, File(description="The photo to check")],
+) -> dict[str, object]:
+    (photo,) = await read_images([image])
+    verdict: dict[str, object] = await pool.run(enrolment.check_photo, app, who, name, photo)
+    return verdict
+
+
+@router.post(
     "/galleries/{name}/subjects/{subject}/enrolments", status_code=201,
     summary="Enrol a subject from one or more photos, with the legal basis",
 )  # fmt: skip
