@@ -67,6 +67,8 @@ REFUSED: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/audit/export"): ("operator", "audit.export"),
     ("POST", "/audit/checkpoint"): ("reviewer", "audit.checkpoint"),
     ("GET", "/reports/governance"): ("operator", "report.governance"),
+    ("GET", "/reports"): ("reviewer", "report.governance"),
+    ("GET", "/reports/files/{name}"): ("camera", "report.governance"),
     ("GET", "/principals"): ("operator", "principal.list"),
     ("POST", "/principals"): ("auditor", "principal.add"),
     ("POST", "/principals/{name}/grants"): ("auditor", "principal.grant"),

@@ -447,3 +447,27 @@ def test_every_page_fits_a_tablet_and_labels_every_control(browser: Any, server:
     page.locator("#signout").wait_for()
     page.keyboard.press("Tab")  # the skip link comes first, for keyboard users
     assert page.evaluate("document.activeElement.className") == "skip"
+
+
+def test_fairness_reports_in_the_data_directory_are_listed_and_shown_sandboxed(
+    browser: Any, server: Server
+) -> None:
+    folder = server.airside.settings.data_dir / "reports"
+    folder.mkdir()
+    (folder / "fairness-lfw.html").write_text(
+        "<html><body><h1>Fairness on LFW</h1><script>document.title='ran'</script></body></html>"
+    )
+    (folder / "notes.txt").write_text("not a report")
+    page = sign_in(browser, server, server.key_for("dpo-2", "auditor"))
+    page.goto(server.url + "/#governance")
+    button = page.locator("button[data-report='fairness-lfw.html']")
+    button.click()
+    frame = page.frame_locator("iframe[title='Selected report']")
+    expect_text(frame.locator("h1"), "Fairness on LFW")
+    assert frame.locator("html").evaluate("() => document.title") != "ran"  # no script ran
+    assert "notes.txt" not in page.locator("#reports").inner_text()
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_key}"}
+    ) as c:
+        assert c.get("/api/v1/reports/files/..%2Fairside.db").status_code == 404
+        assert c.get("/api/v1/reports/files/notes.txt").status_code == 404

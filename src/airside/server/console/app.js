@@ -474,6 +474,15 @@ async function governance(main) {
     } catch (e) { who.append(el("p", { class: "error", text: e.message })); }
   }
   if (can("report.governance")) {
+    const reports = el("div", { class: "card", id: "reports" }, el("h3", { text: "Fairness and accuracy reports" }));
+    main.append(reports);
+    try {
+      const { items } = await api("/reports");
+      const frame = el("iframe", { title: "Selected report", sandbox: "allow-same-origin", hidden: true });
+      reports.append(items.length
+        ? el("ul", {}, items.map((r) => el("li", {}, el("button", { class: "secondary", "data-report": r.name, text: `${r.name} (${r.modified})`, onclick: () => { frame.src = `${API}/reports/files/${encodeURIComponent(r.name)}`; frame.hidden = false; } }))))
+        : el("p", { text: "None produced yet: run airside evaluate or airside fairness with --html into the data directory's reports folder." }), frame);
+    } catch (e) { reports.append(el("p", { class: "error", text: e.message })); }
     const holder = el("div", { class: "card", id: "report" }, el("h3", { text: "Governance report" }));
     main.append(holder);
     try {

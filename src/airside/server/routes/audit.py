@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from airside.errors import AirsideError
 from airside.server.auth import Caller, Service
 from airside.server.work import Pool
-from airside.services import audit_service, governance_report
+from airside.services import audit_service, governance_report, published_reports
 
 router = APIRouter(tags=["audit"])
 
@@ -105,3 +105,17 @@ async def governance(
     if prefers_html(request.headers.get("accept")):
         return HTMLResponse(governance_report.render_html(report))
     return JSONResponse(report.as_dict())
+
+
+@router.get("/reports", summary="Fairness and accuracy reports produced into the data directory")
+async def list_reports(app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
+    items = await pool.run(published_reports.list_reports, app, who)
+    return {"total": len(items), "items": items}
+
+
+@router.get("/reports/files/{name}", summary="One report (HTML, shown sandboxed; audited)")
+async def read_report(name: str, app: Service, who: Caller, pool: Pool) -> HTMLResponse:
+    html: str = await pool.run(published_reports.read_report, app, who, name)
+    # Shown as a document of its own: no script runs, nothing is fetched, it cannot frame.
+    csp = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    return HTMLResponse(html, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})
