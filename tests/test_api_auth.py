@@ -60,6 +60,7 @@ REFUSED: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/cameras"): ("operator", "camera.add"),
     ("DELETE", "/cameras/{name}"): ("auditor", "camera.remove"),
     ("POST", "/cameras/{name}/restart"): ("operator", "camera.restart"),
+    ("PUT", "/cameras/{name}"): ("operator", "camera.edit"),
     ("GET", "/cameras/{name}/snapshot"): ("operator", "camera.snapshot"),
     ("GET", "/cameras/{name}/scene"): ("auditor", "camera.scene"),
     ("PUT", "/cameras/{name}/scene"): ("operator", "camera.scene"),
@@ -98,6 +99,11 @@ REFUSED: dict[tuple[str, str], tuple[str, str]] = {
 VALID_BODY: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/cameras"): {
         "name": "gate-12",
+        "source": "rtsp://127.0.0.1:8554/gate-12",
+        "galleries": ["board-1"],
+    },
+    ("PUT", "/cameras/{name}"): {
+        "name": "board-1",
         "source": "rtsp://127.0.0.1:8554/gate-12",
         "galleries": ["board-1"],
     },

@@ -420,6 +420,12 @@ def test_an_admin_adds_a_camera_and_draws_its_zones_and_lines_on_a_snapshot(
         )
         assert saved["lines"]["door"]["in"] == "down"
         load_scene(scene)  # the pipeline reads it
+        # and its settings change in place: the worker restarts with them
+        page.locator("button[data-edit='hall-9']").click()
+        page.get_by_label("Galleries to search (comma-separated, optional)").fill("wl-9")
+        page.get_by_role("button", name="Save changes").click()
+        expect_text(page.locator("#camera-result"), "Camera hall-9 changed and restarted")
+        assert tomllib.loads(cameras.read_text())["camera"][0]["galleries"] == ["wl-9"]
         while OPEN:
             OPEN.pop().close()
 

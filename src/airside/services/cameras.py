@@ -4,7 +4,7 @@ audited, and the ``camera`` principal each camera acts as.
 The cameras themselves (their configuration file, their worker processes) belong to the
 server that supervises them; this module is the governance around them. Listing is
 ``camera.list``; adding, removing and restarting a camera (``camera.add``,
-``camera.remove``, ``camera.restart``), taking a snapshot to draw on and editing a
+``camera.remove``, ``camera.restart``, ``camera.edit``), taking a snapshot to draw on and editing a
 camera's scene (``camera.snapshot``, ``camera.scene``) are listed for no role, so only an
 administrator may. A refusal is audited by ``authorize``; a change is audited when it is done, and a
 change that fails is audited as refused.

@@ -369,6 +369,31 @@ class CameraSupervisor:
                 raise AirsideError(f"cannot write the cameras file: {e.strerror or e}",
                                    code="cameras_file") from None  # fmt: skip
 
+    def replace(self, camera: CameraConfig) -> tuple[dict[str, Any], bool]:
+        """Change camera ``camera.name``'s settings: the cameras file is rewritten first (a
+        failed write changes nothing), then its worker restarts with them; its counters and
+        the principal that provisions it carry over."""
+        if self.path is not None:
+            camera = camera.resolved(self.path.resolve().parent)
+        old = self.runner(camera.name)
+        with self._lock:
+            if self.path is not None:
+                try:
+                    camera_files.remove_camera(self.path, camera.name)
+                    camera_files.append_camera(self.path, camera)
+                except OSError as e:
+                    raise AirsideError(f"cannot write the cameras file: {e.strerror or e}",
+                                       code="cameras_file") from None  # fmt: skip
+        old.stop()
+        with self._lock:
+            fresh = _Runner(self, camera, old.actor)
+            fresh.status.restarts = old.status.restarts
+            fresh.status.totals = {k: old.status.counter(k) for k in old.status.totals}
+            self._runners[camera.name] = fresh
+            if self._started:
+                fresh.start()
+        return fresh.as_dict(), self.path is not None
+
     def restart(self, name: str) -> dict[str, Any]:
         """Stop camera ``name``'s worker and start a new one now (a failed camera too)."""
         runner = self.runner(name)

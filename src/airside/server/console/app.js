@@ -505,20 +505,38 @@ async function camerasPage(main) {
     el("label", { for: "c-galleries", text: "Galleries to search (comma-separated, optional)" }), el("input", { id: "c-galleries" }),
     el("label", { for: "c-scene", text: "Scene file on the server (for zones and lines)" }), el("input", { id: "c-scene" }),
     el("button", { type: "submit", text: "Add camera" }), aOut);
+  let editing = null; // the camera whose settings the form holds, or null to add one
   add.addEventListener("submit", async (e) => {
     e.preventDefault();
     const body = { name: val("c-name"), source: val("c-source"), galleries: val("c-galleries") ? val("c-galleries").split(",").map((g) => g.trim()) : [] };
     if (val("c-scene")) body.scene = val("c-scene");
-    try { await api("/cameras", { method: "POST", json: body }); status(aOut, `Camera ${body.name} added and started.`, true); refresh(); }
-    catch (err) { status(aOut, err.message); }
+    try {
+      if (editing) {
+        await api(`/cameras/${encodeURIComponent(editing)}`, { method: "PUT", json: body });
+        status(aOut, `Camera ${body.name} changed and restarted.`, true);
+      } else {
+        await api("/cameras", { method: "POST", json: body });
+        status(aOut, `Camera ${body.name} added and started.`, true);
+      }
+      refresh();
+    } catch (err) { status(aOut, err.message); }
   });
+  const edit = (c) => {
+    editing = c.name;
+    for (const [id, v] of [["c-name", c.name], ["c-source", c.source], ["c-galleries", (c.galleries || []).join(", ")], ["c-scene", c.scene || ""]]) document.getElementById(id).value = v;
+    document.getElementById("c-name").readOnly = true;
+    add.querySelector("h3").textContent = `Change camera ${c.name}`;
+    add.querySelector("button[type=submit]").textContent = "Save changes";
+    document.getElementById("c-source").focus();
+  };
   main.append(el("div", { class: "grid" }, list, add), editor);
   async function refresh() {
     try {
       const { items } = await api("/cameras");
       list.replaceChildren(el("h3", { text: "Cameras" }), el("table", {}, el("tbody", {}, items.map((c) => el("tr", {},
         el("td", { text: c.name }), el("td", {}, el("span", { class: `tag ${c.state}`, text: c.state })),
-        el("td", {}, el("button", { class: "secondary", "data-draw": c.name, text: "Draw its scene", onclick: () => sceneEditor(editor, c.name) })))))));
+        el("td", {}, el("button", { class: "secondary", "data-edit": c.name, text: "Change", onclick: () => edit(c) }), " ",
+          el("button", { class: "secondary", "data-draw": c.name, text: "Draw its scene", onclick: () => sceneEditor(editor, c.name) })))))));
     } catch (err) { list.append(el("p", { class: "error", text: err.message })); }
   }
   refresh();

@@ -62,6 +62,26 @@ async def add_camera(
     return result
 
 
+@router.put("/cameras/{name}", summary="Change a camera's settings; its worker restarts (admin)")
+async def edit_camera(
+    name: str, body: CameraConfig, request: Request, app: Service, who: Caller
+) -> dict[str, Any]:
+    sup = supervisor_of(request)
+
+    def edit() -> dict[str, Any]:
+        about = {"source": safe_spec(body.source), "galleries": list(body.galleries),
+                 "enabled": body.enabled}  # fmt: skip
+        with camera_admin.change(app, who, "camera.edit", name, about) as audited:
+            if body.name != name:
+                raise AirsideError("a camera's name cannot change: remove it and add another",
+                                   code="validation", details={"field": "name"})  # fmt: skip
+            status, persisted = sup.replace(body)
+            audited["persisted"] = persisted
+        return {**status, "persisted": persisted}
+
+    return await run_in_threadpool(edit)
+
+
 def _remove(app: Airside, who: Principal, sup: CameraSupervisor, name: str) -> dict[str, Any]:
     with camera_admin.change(app, who, "camera.remove", name) as audited:
         persisted = sup.remove(name)
