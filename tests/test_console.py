@@ -430,6 +430,29 @@ def test_an_admin_adds_a_camera_and_draws_its_zones_and_lines_on_a_snapshot(
             OPEN.pop().close()
 
 
+# Text whose colour against its nearest opaque background is under WCAG AA's 4.5:1.
+LOW_CONTRAST = """() => {
+  const lum = (c) => {
+    const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map((v) => v / 255)
+      .map((v) => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const bg = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = getComputedStyle(el).backgroundColor;
+      if (!c.startsWith('rgba') || !c.endsWith(', 0)')) return c; }
+    return 'rgb(255, 255, 255)'; };
+  const bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const text = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!el.offsetParent || !text) continue;
+    const a = lum(getComputedStyle(el).color), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) bad.push(`${el.tagName} ${el.textContent.trim().slice(0, 30)} ${ratio}`);
+  }
+  return bad;
+}"""
+
+
 def test_every_page_fits_a_tablet_and_labels_every_control(browser: Any, server: Server) -> None:
     context = browser.new_context(viewport={"width": 768, "height": 1024})
     OPEN.append(context)
@@ -449,6 +472,13 @@ def test_every_page_fits_a_tablet_and_labels_every_control(browser: Any, server:
         assert page.evaluate(
             "[...document.querySelectorAll('button')].every((b) => b.innerText.trim())"
         )
+        assert page.evaluate(LOW_CONTRAST) == [], page_id
+    # the check itself catches faint text (it is not vacuous)
+    page.evaluate(
+        "() => { const p = document.createElement('p'); p.textContent = 'faint';"
+        " p.style.color = '#bbb'; document.querySelector('main').append(p); }"
+    )
+    assert len(page.evaluate(LOW_CONTRAST)) == 1
     page.reload()
     page.locator("#signout").wait_for()
     page.keyboard.press("Tab")  # the skip link comes first, for keyboard users
