@@ -104,3 +104,30 @@ def test_a_wrong_key_gets_no_session_and_is_audited(server: Server) -> None:
         assert res.status_code == 401 and "airside_session" not in c.cookies
         assert c.post(f"{API}/session", json={}).status_code == 422
     assert any(r["decision"] == "refused:bad_key" for r in audit_records(server))
+
+
+@pytest.mark.parametrize("edit", ["lengthen", "revive", "hand over"])
+def test_a_database_writer_cannot_lengthen_revive_or_hand_over_a_session(
+    server: Server, edit: str
+) -> None:
+    from datetime import timedelta
+
+    from airside.store.tables import PrincipalRecord
+
+    c, csrf = signed_in(server, server.key_for("duty-9", "operator"))
+    with c:
+        if edit == "revive":
+            assert c.delete(f"{API}/session", headers={"X-CSRF-Token": csrf}).status_code == 200
+        with server.airside.session() as s:  # straight to the database, behind Airside's back
+            row = s.scalars(select(ConsoleSession)).one()
+            if edit == "lengthen":
+                row.expires_at = row.expires_at + timedelta(days=30)
+            elif edit == "revive":
+                row.ended_at = None
+            else:
+                admin = s.scalars(
+                    select(PrincipalRecord).where(PrincipalRecord.name == "api-admin")
+                )
+                row.principal_id = admin.one().id
+        res = c.get(f"{API}/galleries")
+    assert res.status_code in (401, 403) and res.json()["code"] == "registry_tampered", res.text

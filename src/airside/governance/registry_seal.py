@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from airside.errors import AccessDenied
-from airside.store.tables import ApiKey, PrincipalRecord, PrincipalScope
+from airside.store.tables import ApiKey, ConsoleSession, PrincipalRecord, PrincipalScope
 
 # Where ``Airside.session`` puts the seal, so every check in that unit of work can use it.
 SESSION_KEY = "airside.registry_seal"
@@ -85,5 +85,31 @@ class RegistrySeal:
         if k.mac is None or not hmac.compare_digest(k.mac, want):
             raise AccessDenied(
                 f"API key {k.key_id} was changed outside Airside (its seal does not match)",
+                code="registry_tampered",
+            )
+
+
+    def session_mac(self, row: ConsoleSession, principal_name: str) -> str:
+        """Console sessions are sealed too: a database writer cannot lengthen one, revive an
+        ended one or move it to another principal or key."""
+        return self._mac(
+            {
+                "token_sha256": row.token_sha256,
+                "csrf_sha256": row.csrf_sha256,
+                "principal": principal_name,
+                "key_id": row.key_id,
+                "expires_at": _iso(row.expires_at),
+                "ended": row.ended_at is not None,
+            }
+        )
+
+    def seal_session(self, row: ConsoleSession, principal_name: str) -> None:
+        row.mac = self.session_mac(row, principal_name)
+
+    def check_session(self, row: ConsoleSession, principal_name: str) -> None:
+        want = self.session_mac(row, principal_name)
+        if row.mac is None or not hmac.compare_digest(row.mac, want):
+            raise AccessDenied(
+                "the console session was changed outside Airside (its seal does not match)",
                 code="registry_tampered",
             )

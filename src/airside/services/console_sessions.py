@@ -4,9 +4,11 @@ in the browser's storage where page scripts could read it.
 A session is two random 256-bit values: the cookie (HttpOnly: page scripts never see it)
 and a CSRF token (given to the page, sent back in a header on every change: another site
 can make the browser send the cookie, but cannot read the token). Only their SHA-256
-digests are stored. A session lives at most ``ttl`` and ends earlier with its key (revoked
-or expired), its principal (disabled) or at sign-out; signing in and out are audited, and
-a refused session is audited as a refused key is.
+digests are stored, and each row is sealed like the principal registry (an HMAC under the
+registry key, which is not in the database): a database writer cannot lengthen a session,
+revive an ended one or hand it to another principal. A session lives at most ``ttl`` and
+ends earlier with its key (revoked or expired), its principal (disabled) or at sign-out;
+signing in and out are audited, and a refused session is audited as a refused key is.
 """
 
 from __future__ import annotations
@@ -69,16 +71,16 @@ def sign_in(app: Airside, presented_key: str, ttl: timedelta = DEFAULT_TTL) -> S
         assert rec is not None  # authenticate just found it
         # Expired sessions are dead weight: cleared as new ones begin.
         s.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
-        s.add(
-            ConsoleSession(
-                token_sha256=_digest(token),
-                csrf_sha256=_digest(csrf),
-                principal_id=rec.id,
-                key_id=key_id,
-                created_at=now,
-                expires_at=now + ttl,
-            )
+        row = ConsoleSession(
+            token_sha256=_digest(token),
+            csrf_sha256=_digest(csrf),
+            principal_id=rec.id,
+            key_id=key_id,
+            created_at=now,
+            expires_at=now + ttl,
         )
+        app.registry_seal.seal_session(row, who.name)
+        s.add(row)
         audit.append(
             s, who, "session.start", decision="started",
             result={"key_id": key_id, "expires_at": (now + ttl).isoformat()},
@@ -108,6 +110,7 @@ def resolve(app: Airside, token: str) -> ActiveSession:
                 raise AccessDenied("the session's principal is disabled", code="principal_disabled")
             app.registry_seal.check_key(key, rec.name)
             app.registry_seal.check_principal(rec)
+            app.registry_seal.check_session(row, rec.name)
             return ActiveSession(
                 Principal(rec.name, rec.role), row.csrf_sha256, row.key_id, _aware(row.expires_at)
             )
@@ -130,6 +133,7 @@ def sign_out(app: Airside, token: str) -> None:
         if row is None or row.ended_at is not None:
             return
         row.ended_at = now
+        app.registry_seal.seal_session(row, active.principal.name)
         audit.append(
             s, active.principal, "session.end", decision="ended", result={"key_id": active.key_id}
         )

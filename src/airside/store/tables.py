@@ -304,6 +304,8 @@ class ConsoleSession(Base):
         DateTime(timezone=True), nullable=False, index=True
     )
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # HMAC of the row under the registry key (registry_seal.py): edits are refused.
+    mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class Event(Base):
