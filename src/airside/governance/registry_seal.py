@@ -88,7 +88,6 @@ class RegistrySeal:
                 code="registry_tampered",
             )
 
-
     def session_mac(self, row: ConsoleSession, principal_name: str) -> str:
         """Console sessions are sealed too: a database writer cannot lengthen one, revive an
         ended one or move it to another principal or key."""
