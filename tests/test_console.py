@@ -94,6 +94,13 @@ def sign_in(browser: Any, server: Server, key: str) -> Any:
     return page
 
 
+def enrolled(server: Server, gallery: str, subject: str, face: np.ndarray) -> None:
+    """A boarding gallery with ``subject`` enrolled from ``face`` on consent."""
+    galleries.create_gallery(server.airside, server.admin, gallery, "boarding:" + gallery[6:])
+    enrolment.enrol(server.airside, server.admin, gallery, subject, [png_bytes(face)],
+                    BasisInput("consent", f"form-{subject}"))  # fmt: skip
+
+
 def expect_text(locator: Any, text: str, timeout: float = 15) -> None:
     from playwright.sync_api import expect
 
@@ -252,9 +259,7 @@ def test_a_watchlist_hit_from_a_camera_is_seen_live_and_needs_two_reviewers(
 def test_an_erasure_from_the_console_gives_a_downloadable_receipt(
     browser: Any, server: Server, astronaut: np.ndarray
 ) -> None:
-    galleries.create_gallery(server.airside, server.admin, "board-KE2", "boarding:KE2")
-    enrolment.enrol(server.airside, server.admin, "board-KE2", "PNR-9", [png_bytes(astronaut)],
-                    BasisInput("consent", "form-2"))  # fmt: skip
+    enrolled(server, "board-KE2", "PNR-9", astronaut)
     page = sign_in(browser, server, server.admin_key)
     page.goto(server.url + "/#subjects")
     page.locator("#s-ref").fill("PNR-9")
@@ -325,9 +330,7 @@ def test_a_photo_from_the_device_camera_goes_to_the_api_only_on_enrol(
 def test_an_operator_identifies_a_traveller_against_a_gallery(
     browser: Any, server: Server, astronaut: np.ndarray, tmp_path: Path
 ) -> None:
-    galleries.create_gallery(server.airside, server.admin, "board-KE3", "boarding:KE3")
-    enrolment.enrol(server.airside, server.admin, "board-KE3", "PNR-3", [png_bytes(astronaut)],
-                    BasisInput("consent", "form-3"))  # fmt: skip
+    enrolled(server, "board-KE3", "PNR-3", astronaut)
     (tmp_path / "probe.png").write_bytes(png_bytes(astronaut))
     page = sign_in(browser, server, server.key_for("gate-3", "operator", [("board-*", "*")]))
     page.goto(server.url + "/#check")
@@ -341,9 +344,7 @@ def test_an_operator_identifies_a_traveller_against_a_gallery(
 def test_a_subject_is_found_with_the_galleries_and_bases_that_hold_them(
     browser: Any, server: Server, astronaut: np.ndarray
 ) -> None:
-    galleries.create_gallery(server.airside, server.admin, "board-KE6", "boarding:KE6")
-    enrolment.enrol(server.airside, server.admin, "board-KE6", "PNR-6", [png_bytes(astronaut)],
-                    BasisInput("consent", "form-6"))  # fmt: skip
+    enrolled(server, "board-KE6", "PNR-6", astronaut)
     page = sign_in(browser, server, server.admin_key)
     page.goto(server.url + "/#subjects")
     page.get_by_label("Subject reference to find").fill("PNR-6")

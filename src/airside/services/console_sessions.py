@@ -23,6 +23,7 @@ from sqlalchemy import delete, select
 
 from airside.errors import AccessDenied
 from airside.governance import audit
+from airside.governance.access import GLOBAL_ROLES, PERMISSIONS, ROLES
 from airside.governance.principals import Principal
 from airside.services import principal_admin
 from airside.services.app import Airside
@@ -137,3 +138,16 @@ def sign_out(app: Airside, token: str) -> None:
         audit.append(
             s, active.principal, "session.end", decision="ended", result={"key_id": active.key_id}
         )
+
+
+def describe(app: Airside, who: Principal) -> dict[str, object]:
+    """Who is calling: name, role, what the role may do and which galleries it reaches (the
+    console shows only those pages; the services decide regardless)."""
+    return {
+        "principal": who.name,
+        "role": who.role,
+        "role_means": ROLES.get(who.role, ""),
+        "actions": ["*"] if who.role == "admin" else sorted(PERMISSIONS.get(who.role, ())),
+        "all_galleries": who.role in GLOBAL_ROLES,
+        "scopes": principal_admin.own_scopes(app, who),
+    }

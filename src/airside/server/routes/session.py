@@ -12,30 +12,14 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from airside.governance.access import GLOBAL_ROLES, PERMISSIONS, ROLES
-from airside.governance.principals import Principal
 from airside.server.auth import SESSION_COOKIE, Caller, Service
-from airside.services import console_sessions, principal_admin
-from airside.services.app import Airside
+from airside.services import console_sessions
 
 router = APIRouter(tags=["console session"])
 
 
 class SignIn(BaseModel):
     key: str = Field(min_length=1, max_length=200, description="An Airside API key")
-
-
-def who_am_i(app: Airside, who: Principal) -> dict[str, Any]:
-    """The caller's name, role, what the role may do and which galleries it reaches."""
-    scopes = principal_admin.own_scopes(app, who)
-    return {
-        "principal": who.name,
-        "role": who.role,
-        "role_means": ROLES.get(who.role, ""),
-        "actions": ["*"] if who.role == "admin" else sorted(PERMISSIONS.get(who.role, ())),
-        "all_galleries": who.role in GLOBAL_ROLES,
-        "scopes": scopes,
-    }
 
 
 @router.post("/session", summary="Sign in to the console with an API key (sets the cookie)")
@@ -53,13 +37,13 @@ async def sign_in(
         samesite="strict",
         secure=request.url.scheme == "https",
     )
-    info = await run_in_threadpool(who_am_i, app, signed.principal)
+    info = await run_in_threadpool(console_sessions.describe, app, signed.principal)
     return {**info, "csrf_token": signed.csrf, "expires_at": signed.expires_at.isoformat()}
 
 
 @router.get("/session", summary="Who is calling, and what their role may do")
 async def current(app: Service, who: Caller) -> dict[str, Any]:
-    return await run_in_threadpool(who_am_i, app, who)
+    return await run_in_threadpool(console_sessions.describe, app, who)
 
 
 @router.delete("/session", summary="Sign out of the console (ends the session)")
