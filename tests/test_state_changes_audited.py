@@ -112,7 +112,13 @@ STATE_CHANGING: dict[str, tuple[Callable[[World], list[str]], str]] = {
     "apikey revoke": (lambda w: ["apikey", "revoke", w.key_id], "apikey.revoke"),
     "audit checkpoint": (lambda w: ["audit", "checkpoint"], "audit.checkpoint"),
     "keys rotate": (lambda w: ["keys", "rotate"], "keys.rotate"),
+    "keys export": (lambda w: ["keys", "export", "--to", str(w.tmp / "keyset")], "keys.export"),
     "gallery rekey": (lambda w: ["gallery", "rekey", "boarding"], "gallery.rekey"),
+    "backup": (lambda w: ["backup", str(w.tmp / "backup")], "store.backup"),
+    "store migrate": (
+        lambda w: ["store", "migrate", "--to", f"sqlite:///{w.tmp / 'moved.db'}"],
+        "store.migrate",
+    ),
     "review confirm": (lambda w: ["review", "confirm", str(w.case)], "review.confirm"),
     "review reject": (lambda w: ["review", "reject", str(w.case)], "review.reject"),
     "eval verify --calibrate": (
@@ -156,14 +162,19 @@ REFUSED_ONLY: dict[str, tuple[Callable[[World], list[str]], str, str]] = {
     ),
     "models remove": (lambda w: ["models", "remove", "tiny"], "model.remove",
                       "tests/test_models_cli.py"),
+    "restore": (lambda w: ["restore", str(w.tmp / "backup")], "store.restore",
+                "tests/test_backup.py (needs a backup, and replaces the store)"),
 }  # fmt: skip
 # Commands that change nothing (reads, reports, evaluations, offline checks) or whose
-# every effect is another command's use-case (watch records events as its camera).
+# every effect is another command's use-case (watch records events as its camera; worker
+# has the server search and record as its camera: tests/test_camera_workers.py).
+# (keys init writes a new key set outside any installation and opens no store.)
 NOT_STATE_CHANGING = {
+    "keys init",
     "audit export", "audit verify", "demo", "eval fairness", "eval identify", "eval track",
     "events crop", "events list", "galleries", "identify", "models bench", "models list",
     "models verify", "principal list", "principal roles", "receipt verify",
-    "report governance", "review list", "subjects", "verify", "watch", "serve",
+    "report governance", "review list", "subjects", "verify", "watch", "serve", "worker",
 }  # fmt: skip
 
 

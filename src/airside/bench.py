@@ -576,6 +576,35 @@ def bench_server(quick: bool, pipeline: list[dict[str, Any]] | None = None) -> d
     return r
 
 
+def bench_store(quick: bool) -> dict[str, Any]:
+    """SQLite vs PostgreSQL under the server, 1/2/4 server processes on PostgreSQL, and
+    audit append latency under concurrent writers (server/store_bench.py)."""
+    from airside.server import store_bench
+
+    r = store_bench.run(quick=quick)
+    console.print(
+        f"store: enrolment (4 clients) and identification (8 clients) over HTTP, clients "
+        f"spread over the server processes; {r['cores']} cores; PostgreSQL: {r['postgresql']}"
+    )
+    table = Table("store", "server processes", "enrol req/s", "enrol p50 / p99 ms",
+                  "identify req/s", "identify p50 / p99 ms", "errors")  # fmt: skip
+    for row in r["throughput"]:
+        table.add_row(row["engine"], str(row["processes"]), f"{row['enrol_rps']:.2f}",
+                      f"{row['enrol_p50_ms']:.0f} / {row['enrol_p99_ms']:.0f}",
+                      f"{row['identify_rps']:.2f}",
+                      f"{row['identify_p50_ms']:.0f} / {row['identify_p99_ms']:.0f}",
+                      f"{row['enrol_errors'] + row['identify_errors']}")  # fmt: skip
+    console.print(table)
+    table = Table("store", "writer processes", "appends", "appends/s", "p50 ms", "p99 ms")
+    for row in r["audit_append"]:
+        table.add_row(row["engine"], str(row["writers"]), str(row["appends"]),
+                      f"{row['appends_per_s']:.0f}", f"{row['p50_ms']:.2f}",
+                      f"{row['p99_ms']:.2f}")  # fmt: skip
+    console.print("audit append: one unit of work per record (lock, append, sign, commit)")
+    console.print(table)
+    return r
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -583,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--server-only", action="store_true", help="only the server section")
     ap.add_argument("--people-only", action="store_true", help="only the people section")
+    ap.add_argument("--store-only", action="store_true", help="only the store section")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.people_only:
@@ -590,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json and people is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"people": people}, indent=2))
+        return 0
+    if args.store_only:
+        store = bench_store(args.quick)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"store": store}, indent=2))
         return 0
     if args.server_only:
         server = bench_server(args.quick)
@@ -607,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = bench_watch(25 if args.quick else 100)
     people = bench_people(50 if args.quick else 175)
     server = bench_server(args.quick, pipeline)
+    store = bench_store(args.quick)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report: dict[str, Any] = {
@@ -615,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
             "search": search,
             "pipeline": pipeline,
             "server": server,
+            "store": store,
         }
         if detectors is not None:
             report["detectors"] = detectors

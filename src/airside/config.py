@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,7 +56,11 @@ class DetectorSettings(BaseSettings):
 class Settings(BaseSettings):
     """Airside configuration. ``AIRSIDE_DATA_DIR`` or ``--data-dir`` moves all state."""
 
-    model_config = SettingsConfigDict(env_prefix="AIRSIDE_", extra="ignore")
+    # hide_input_in_errors: a rejected value (a key, a database password) is never repeated
+    # in the error's text.
+    model_config = SettingsConfigDict(
+        env_prefix="AIRSIDE_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(default_factory=default_data_dir)
     # Models converted from installed packages (e.g. dlib's ResNet to ONNX), keyed by the
@@ -126,6 +130,15 @@ class Settings(BaseSettings):
     template_key: SecretStr | None = None
     # The key ring file (default <data_dir>/keys/templates.keyring).
     template_keyring: Path | None = None
+    # Several machines on one store must share their keys (docs/deployment.md). Set, every
+    # key is read from this directory (e.g. /run/secrets/airside, filled by a secrets
+    # manager) instead of <data_dir>/keys, and a missing one is refused, never created.
+    secrets_dir: Path | None = None
+    # Keys from the environment, before any file: 64 hex characters (32 bytes) each; the
+    # signing key may also be its PKCS#8 PEM (governance/key_source.py).
+    signing_key: SecretStr | None = None
+    registry_key: SecretStr | None = None
+    probe_digest_key: SecretStr | None = None
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     # The server (airside serve; docs/api.md). CPU-bound requests (decode, detect, embed,
     # search) run on ``server_workers`` threads (0: one per core) with at most
@@ -171,7 +184,24 @@ class Settings(BaseSettings):
                     raise ValueError("must be 64 hex characters (several separated by commas)")
         return v
 
-    @field_validator("template_keyring", mode="before")
+    @field_validator("signing_key", "registry_key", "probe_digest_key")
+    @classmethod
+    def _installation_key(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        text = v.get_secret_value().strip() if v is not None else ""
+        if not text:
+            return None  # set but empty means unset
+        if info.field_name == "signing_key" and text.startswith("-----BEGIN"):
+            return v
+        try:
+            ok = len(bytes.fromhex(text)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            pem = " or a PEM private key" if info.field_name == "signing_key" else ""
+            raise ValueError(f"must be 64 hex characters (32 bytes){pem}")
+        return v
+
+    @field_validator("template_keyring", "secrets_dir", mode="before")
     @classmethod
     def _keyring(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():

@@ -1,8 +1,11 @@
-"""``airside keys rotate`` and ``airside gallery rekey``: template protection for operators."""
+"""``airside keys rotate`` and ``airside gallery rekey``: template protection for operators;
+``airside keys init`` and ``airside keys export``: key sets for several machines
+(docs/deployment.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,14 +14,70 @@ from airside.cli.render import emit_json, esc, fail, out, say
 from airside.cli.state import state
 from airside.errors import AirsideError
 
+if TYPE_CHECKING:
+    from airside.services.key_sets import KeySetReport
+
+ToDir = Annotated[
+    Path,
+    typer.Option(
+        "--to",
+        metavar="DIR",
+        help="A new or empty directory: created 0700, one 0600 file per key.",
+    ),
+]
+
 
 def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
-    """Add the ``keys`` group (``rotate``) to ``app`` and ``rekey`` to ``gallery_app``."""
+    """Add the ``keys`` group (``rotate``, ``init``, ``export``) to ``app`` and ``rekey`` to
+    ``gallery_app``."""
 
     keys_app = typer.Typer(
-        help="Template encryption keys (docs/template_protection.md).", no_args_is_help=True
+        help="Installation keys: template encryption (docs/template_protection.md) and key "
+        "sets shared by several machines (docs/deployment.md).",
+        no_args_is_help=True,
     )
     app.add_typer(keys_app, name="keys")
+
+    def say_set(rep: KeySetReport, what: str) -> None:
+        say(out, f"{what} in {esc(rep.directory)}: {esc(', '.join(rep.files))}")
+        say(out, f"signing key fingerprint {esc(rep.key_fingerprint)}")
+        say(
+            out,
+            "hand the directory to your secrets manager and point AIRSIDE_SECRETS_DIR at it "
+            "on every machine (docs/deployment.md)",
+        )
+
+    @keys_app.command("init")
+    def keys_init(to: ToDir, as_json: JsonOpt = False) -> None:
+        """Write a fresh, complete key set for a new installation of several machines
+        (signing, registry, probe digest and template keys). Refuses a directory that
+        already holds keys."""
+        from airside.services.key_sets import init_key_set
+
+        try:
+            rep = init_key_set(to)
+        except AirsideError as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(rep.as_dict())
+            return
+        say_set(rep, "new key set")
+
+    @keys_app.command("export")
+    def keys_export(ctx: typer.Context, to: ToDir, as_json: JsonOpt = False) -> None:
+        """Copy this installation's keys to a directory (audited), so that its first
+        machine's keys can be handed to a secrets manager. Refuses a directory that
+        already holds keys."""
+        from airside.services.key_sets import export_key_set
+
+        try:
+            rep = export_key_set(state(ctx).airside, state(ctx).principal, to)
+        except AirsideError as e:
+            fail(e, as_json)
+        if as_json:
+            emit_json(rep.as_dict())
+            return
+        say_set(rep, "this installation's keys")
 
     @keys_app.command("rotate")
     def keys_rotate(

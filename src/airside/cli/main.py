@@ -27,9 +27,11 @@ from airside.cli import (
     report_cmds,
     review_cmds,
     serve_cmds,
+    store_cmds,
     subject_cmds,
     track_cmds,
     watch_cmds,
+    worker_cmds,
 )
 from airside.cli.guard import GuardedGroup
 from airside.cli.render import err, esc, say
@@ -106,3 +108,5 @@ events_cmds.register(app)  # events list, events crop
 fairness_cmds.register(app, eval_app)  # eval fairness; calibrate
 receipt_cmds.register(app)  # receipt verify
 serve_cmds.register(app)  # serve
+store_cmds.register(app)  # store migrate; backup, restore
+worker_cmds.register(app)  # worker

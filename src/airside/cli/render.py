@@ -15,6 +15,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -64,6 +65,7 @@ OPTION_OF = {
     "basis": "--basis", "basis_ref": "--basis-ref", "departs": "--departs",
     "retain_until": "--retain-until", "since": "--since", "skip_refused": "--skip-refused",
     "into": "--into", "force": "--force", "retire_old": "--retire-old",
+    "replace": "--replace", "keys_to": "--keys-to", "to": "--to",
 }  # fmt: skip
 COMMAND_OF = {
     "gallery.create": "airside gallery create", "calibration.fit":
@@ -93,13 +95,9 @@ def say(console: Console, markup: str) -> None:
     console.print(markup, highlight=False, soft_wrap=True)
 
 
-@contextmanager
-def progress(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar on stderr (so --json output on stdout stays clean)."""
-    if not enabled:
-        yield lambda _n: None
-        return
-    with Progress(
+def _bars() -> Progress:
+    """Rich progress bars on stderr (so --json output on stdout stays clean)."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -107,6 +105,35 @@ def progress(label: str, total: int, enabled: bool = True) -> Iterator[Callable[
         TimeRemainingColumn(),
         console=err,
         transient=False,
-    ) as bar:
+    )
+
+
+@contextmanager
+def progress(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """One progress bar: call the function with how many more are done."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    with _bars() as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
+def stage_progress(enabled: bool, min_total: int = 0) -> Iterator[Callable[[str, int, int], None]]:
+    """One bar per stage of a long job (a table, "snapshot", "checking templates"): call
+    the function with (stage, done, total); stages smaller than ``min_total`` get none."""
+    if not enabled:
+        yield lambda _stage, _done, _total: None
+        return
+    with _bars() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if total < min_total:
+                return
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update

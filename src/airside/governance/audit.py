@@ -44,6 +44,7 @@ from airside.governance import signing
 from airside.governance.principals import SYSTEM, Principal
 from airside.governance.signing import Signer
 from airside.governance.witness import SignedHead
+from airside.store.db import PG_WRITERS_LOCK
 from airside.store.tables import AuditCheckpoint, AuditHead, AuditRecord
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ SIGNER = "airside.audit.signer"
 SIGNED_HEAD = "airside.audit.signed_head"
 # The record appended right after each checkpoint, naming it.
 CHECKPOINTED_ACTION = "audit.checkpointed"
-# PostgreSQL advisory lock key that serialises appenders (arbitrary, fixed: "AIRSIDEA").
-_PG_APPEND_LOCK = 0x4149_5253_4944_4541
+# PostgreSQL advisory lock that serialises appenders: the writers' lock (store/db.py).
+_PG_APPEND_LOCK = PG_WRITERS_LOCK
 # Called with the seconds each ``append`` took (the server's /metrics); empty by default.
 APPEND_OBSERVERS: list[Callable[[float], None]] = []
 _FIELDS = (

@@ -1,10 +1,11 @@
 """The installation's Ed25519 key for signing audit checkpoints.
 
 The private key lives in one PEM file (PKCS#8, unencrypted), by default
-``<data_dir>/keys/audit_ed25519.pem``. It is created on first use with mode 0600 inside a
-0700 directory, written to a temporary file and linked into place, so that a crash never
-leaves half a key and two processes starting at once end up sharing one key rather than
-one of them silently replacing the other's.
+``<data_dir>/keys/audit_ed25519.pem``, or a secrets directory's, or the environment's
+(``key_source.py`` says which). In <data_dir>/keys it is created on first use with mode
+0600 inside a 0700 directory, written to a temporary file and linked into place, so that a
+crash never leaves half a key and two processes starting at once end up sharing one key
+rather than one of them silently replacing the other's.
 
 A key is named by its *fingerprint*: the SHA-256 of the 32 raw public-key bytes, in hex,
 first 16 characters. Verifiers pin fingerprints, not files.
@@ -18,16 +19,17 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from airside.errors import AirsideError
+from airside.governance.key_source import SIGNING
 from airside.governance.secret_files import write_secret
 
 log = logging.getLogger(__name__)
 
-KEY_FILE = Path("keys") / "audit_ed25519.pem"
+KEY_FILE = Path("keys") / SIGNING.file
 FINGERPRINT_CHARS = 16
 
 
@@ -104,23 +106,43 @@ class Signer:
                 key_path,
                 mode,
             )
+        return cls.from_material(key_path.read_bytes(), str(key_path))
+
+    @classmethod
+    def from_material(cls, data: bytes, where: str) -> Signer:
+        """The key in ``data``: a PKCS#8 PEM, or its 32 raw bytes (from the environment).
+        ``where`` names the source in errors; the key itself is never repeated."""
         try:
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        except (ValueError, TypeError) as e:
-            raise SigningKeyError(f"cannot read the audit signing key {key_path}: {e}") from None
+            if len(data) == 32:
+                key: object = Ed25519PrivateKey.from_private_bytes(data)
+            else:
+                key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise SigningKeyError(
+                f"cannot read the audit signing key from {where}: not a PEM private key"
+            ) from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise SigningKeyError(f"{key_path} does not hold an Ed25519 private key")
+            raise SigningKeyError(f"{where} does not hold an Ed25519 private key")
         return cls(key)
+
+    def private_pem(self) -> bytes:
+        """The private key as PKCS#8 PEM: only for handing the key set to a secrets
+        manager (``services/key_sets.py``); never logged."""
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
 
     def sign(self, message: bytes) -> str:
         """The signature of ``message``, in hex (128 characters)."""
         return self._key.sign(message).hex()
 
 
+def new_private_key_pem() -> bytes:
+    """A fresh Ed25519 private key as PKCS#8 PEM (what the key file holds)."""
+    return Signer.generate().private_pem()
+
+
 def _create_key_file(key_path: Path) -> None:
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    write_secret(key_path, pem, exclusive=True)
+    write_secret(key_path, new_private_key_pem(), exclusive=True)

@@ -2,7 +2,8 @@
 
 Keys come from ``AIRSIDE_TEMPLATE_KEY`` (hex; several comma-separated, the first one is
 used for new data) or else from the key ring file, by default
-``<data_dir>/keys/templates.keyring``. A key is named by a digest of its bytes, so a row
+``<data_dir>/keys/templates.keyring`` (or the secrets directory's: ``key_source.py``, where
+it is read only). A key is named by a digest of its bytes, so a row
 names exactly the key that sealed it and a replaced key ring is recognised as such.
 (docs/template_protection.md)
 """
@@ -22,11 +23,12 @@ from pathlib import Path
 
 from airside.config import Settings
 from airside.errors import AirsideError
+from airside.governance.key_source import TEMPLATES, source_of
 from airside.governance.secret_files import write_secret
 
 log = logging.getLogger(__name__)
 
-KEYRING_FILE = Path("keys") / "templates.keyring"
+KEYRING_FILE = Path("keys") / TEMPLATES.file
 ENV_VAR = "AIRSIDE_TEMPLATE_KEY"
 KEY_BYTES = 32
 _KEYRING_VERSION = 1
@@ -49,7 +51,7 @@ def key_id_of(key: bytes) -> str:
 
 
 def default_keyring_path(settings: Settings) -> Path:
-    return settings.template_keyring or settings.data_dir / KEYRING_FILE
+    return source_of(settings, TEMPLATES).path
 
 
 def parse_hex_keys(text: str) -> list[bytes]:
@@ -78,10 +80,13 @@ class KeyRing:
     active: str | None
     source: str  # said in error messages: where keys come from
     path: Path | None = None  # the file, when keys come from one (None: the environment)
+    # A ring in a secrets directory is the secrets manager's: read (and re-read when it
+    # changes), never written.
+    read_only: bool = False
 
     @property
     def writable(self) -> bool:
-        return self.path is not None
+        return self.path is not None and not self.read_only
 
     @classmethod
     def empty(cls, path: Path) -> KeyRing:
@@ -101,11 +106,12 @@ class KeyRing:
 
     def activate(self, key_id: str) -> KeyRing:
         assert key_id in self.keys
-        return KeyRing(self.keys, key_id, self.source, self.path)
+        return KeyRing(self.keys, key_id, self.source, self.path, self.read_only)
 
     def only_active(self) -> KeyRing:
         assert self.active is not None
-        return KeyRing({self.active: self.keys[self.active]}, self.active, self.source, self.path)
+        only = {self.active: self.keys[self.active]}
+        return KeyRing(only, self.active, self.source, self.path, self.read_only)
 
     def _file_source(self) -> str:
         return f"the key ring {self.path}" if self.path else self.source
@@ -121,12 +127,14 @@ class KeyRing:
         )
 
 
-def read_keyring(path: Path) -> KeyRing:
-    """The key ring in ``path``; an empty ring when the file does not exist."""
+def read_keyring(path: Path, *, read_only: bool = False) -> KeyRing:
+    """The key ring in ``path``; an empty ring when the file does not exist. ``read_only``:
+    the ring is not Airside's to write (a secrets directory's)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return KeyRing.empty(path)
+        empty = KeyRing.empty(path)
+        return KeyRing(empty.keys, None, empty.source, path, read_only)
     except OSError as e:
         raise TemplateKeyError(f"cannot read the template key ring {path}: {e}") from None
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -149,7 +157,7 @@ def read_keyring(path: Path) -> KeyRing:
             raise ValueError(f"the active key {active!r} is not in the ring")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise TemplateKeyError(f"the template key ring {path} is damaged: {e}") from None
-    return KeyRing(keys, active, f"the key ring {path}", path)
+    return KeyRing(keys, active, f"the key ring {path}", path, read_only)
 
 
 def write_keyring(ring: KeyRing, *, exclusive: bool = False) -> None:

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance.gallery_transform import IDENTITY, GalleryTransform
+from airside.governance.key_source import TEMPLATES, KeySource, check_key_file, source_of
 from airside.governance.template_keys import (
     ENV_VAR,
     KeyRing,
@@ -156,6 +157,10 @@ class TemplateProtector:
     def keyring_path(self) -> Path:
         return default_keyring_path(self.settings)
 
+    @property
+    def source(self) -> KeySource:
+        return source_of(self.settings, TEMPLATES)
+
     def _env_keys(self) -> list[bytes] | None:
         secret = self.settings.template_key
         text = secret.get_secret_value().strip() if secret is not None else ""
@@ -170,8 +175,11 @@ class TemplateProtector:
         env = self._env_keys()
         if env is not None:
             return KeyRing.from_keys(env, ENV_VAR, None)
-        self._ring_stamp = keyring_stamp(self.keyring_path)
-        return read_keyring(self.keyring_path)
+        src = self.source
+        self._ring_stamp = keyring_stamp(src.path)
+        if src.path.exists():
+            check_key_file(src.path)
+        return read_keyring(src.path, read_only=not src.managed)
 
     @property
     def ring(self) -> KeyRing:
@@ -198,6 +206,8 @@ class TemplateProtector:
         if ring.active is None:
             path = ring.path
             assert path is not None  # keys from the environment always include an active one
+            if not ring.writable:  # a secrets directory's ring: never created by Airside
+                raise self.source.missing()
             with keyring_lock(path):
                 ring = read_keyring(path)
                 if ring.active is None:

@@ -107,6 +107,14 @@ class Witness:
         if self._syslog is not None:
             self._send(head)
 
+    def discard(self) -> None:
+        """Forget the recorded head, so that the next head recorded starts the witness
+        again. Only for a restore, which puts an earlier log back on purpose and names the
+        head it replaced in its own audit record (``services/backup.py``): anything else
+        that winds the log back must go on being reported."""
+        with self._locked():
+            self.path.unlink(missing_ok=True)
+
     def _send(self, head: SignedHead) -> None:
         msg = "airside-audit-head " + json.dumps(head.as_dict(), sort_keys=True)
         record = logging.LogRecord("airside.audit", logging.INFO, __file__, 0, msg, None, None)

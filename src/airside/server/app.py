@@ -26,6 +26,7 @@ from airside.server.middleware import RequestMetrics
 from airside.server.routes import (
     admin,
     audit,
+    camera_workers,
     cameras,
     events,
     galleries,
@@ -91,7 +92,8 @@ def create_app(
     app.add_middleware(RequestMetrics)  # outermost: it times whatever the others answer
     problems.install(app)
     app.include_router(health.router)
-    for area in (session, galleries, matching, subjects, review, events, cameras, audit, admin):
+    for area in (session, galleries, matching, subjects, review, events, cameras, camera_workers,
+                 audit, admin):  # fmt: skip
         app.include_router(area.router, prefix=API)
     console_pages.install(app)
     return app

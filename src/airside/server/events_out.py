@@ -4,7 +4,10 @@ runs while it serves (the webhook deliverer; the MQTT publisher when configured)
 
 Every follower reads the store, never an in-process queue: an event recorded by another
 process on the same store (``airside watch``, a camera worker, another server) reaches
-event streams, webhooks and MQTT exactly like one recorded here.
+event streams, webhooks and MQTT exactly like one recorded here. On PostgreSQL the head
+watcher is also woken by the store's NOTIFY (``Airside.follow_changes``), so an event
+reaches streams as soon as it commits, wherever it was recorded; the poll stays as the
+fallback (and is all there is on SQLite).
 """
 
 from __future__ import annotations
@@ -43,9 +46,15 @@ class HeadWatch:
         self.poll_s = poll_s
         self.head = 0
         self._changed = asyncio.Condition()
+        self._poked = asyncio.Event()
+
+    def poke(self) -> None:
+        """Look at the store now rather than at the next poll (a new event was announced)."""
+        self._poked.set()
 
     async def run(self) -> None:
         while True:
+            self._poked.clear()  # a poke from here on means another look
             try:
                 head = await asyncio.to_thread(events.stream_head, self.airside)
             except Exception as e:  # the store is busy or away: try again at the next poll
@@ -55,7 +64,8 @@ class HeadWatch:
                     self.head = head
                     async with self._changed:
                         self._changed.notify_all()
-            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self.poll_s)
 
     async def wait_above(self, last: int, timeout: float) -> None:
         """Return when the store holds an event above ``last``, or after ``timeout``."""
@@ -87,6 +97,13 @@ async def running(app: FastAPI) -> AsyncIterator[None]:
     deliverer = Deliverer(airside)
     publisher = MqttPublisher.from_settings(airside, watch)
     watching = asyncio.create_task(watch.run(), name="event-head")
+    loop = asyncio.get_running_loop()
+
+    def announced(_event_id: int | None) -> None:  # on the store listener's thread
+        loop.call_soon_threadsafe(watch.poke)
+
+    airside.add_event_follower(announced)
+    await asyncio.to_thread(airside.follow_changes)
     tasks = [asyncio.create_task(deliverer.run(), name="webhooks")]
     if publisher is not None:
         await publisher.start()
@@ -94,6 +111,8 @@ async def running(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        airside.remove_event_follower(announced)
+        await asyncio.to_thread(airside.stop_following)
         watching.cancel()
         deliverer.stop()
         if publisher is not None:

@@ -33,6 +33,7 @@ STATUS_OF: dict[str, int] = {
     # what they asked about
     "not_found": 404, "model_not_found": 404,
     "conflict": 409, "gallery_exists": 409, "model_in_use": 409, "same_reviewer": 409,
+    "remote_camera": 409,
     "expired": 409,
     # the body
     "too_large": 413, "payload_too_large": 413,
@@ -50,7 +51,16 @@ STATUS_OF: dict[str, int] = {
     "model_tampered": 409, "model_missing": 409, "registry_tampered": 403,
     "contract_mismatch": 409, "same_contract": 409, "bad_calibration_set": 422,
     "bad_request": 400, "audit_chain_broken": 409, "bad_scene": 422, "no_scene_file": 409,
-    "no_picture": 502,
+    "no_picture": 502, "keys_exist": 409,
+    # the installation's keys (governance/key_source.py): the server's setup, not the caller
+    "insecure_key_file": 500, "missing_secret": 500,
+    # moving and keeping the store (services/store_transfer.py, services/backup.py)
+    "bad_database_url": 422, "same_store": 409, "target_not_empty": 409,
+    "migration_failed": 500, "destination_not_empty": 409, "keys_with_backup": 422,
+    "backup_invalid": 422, "backup_corrupt": 422, "backup_too_new": 409,
+    "backup_engine_mismatch": 409, "restore_keys_missing": 409, "store_not_empty": 409,
+    "restore_unverified": 500, "unsupported_store": 409, "snapshot_failed": 500,
+    "pg_tools_missing": 500,
     # the server
     "overloaded": 503, "not_ready": 503, "deadline": 503, "cannot_write": 500,
 }  # fmt: skip

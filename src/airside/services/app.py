@@ -8,6 +8,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -19,15 +20,16 @@ from airside.biometrics.calibration import CalibrationTable, load_calibration
 from airside.biometrics.index import GalleryIndex
 from airside.config import Settings
 from airside.errors import AirsideError, NotFoundError
-from airside.governance import audit, pseudonyms, registry_seal
+from airside.governance import audit, key_source, pseudonyms, registry_seal
 from airside.governance.gallery_transform import GalleryTransform
+from airside.governance.key_source import PROBE_DIGEST, REGISTRY, SIGNING, KeySpec
 from airside.governance.principals import Principal
 from airside.governance.registry_seal import RegistrySeal
-from airside.governance.secret_files import write_secret
-from airside.governance.signing import Signer, default_key_path
+from airside.governance.signing import Signer, new_private_key_pem
 from airside.governance.template_protection import StoredTemplate, TemplateProtector
 from airside.governance.witness import Witness, default_witness_path
 from airside.private_files import prepare_data_dir
+from airside.store import notifications
 from airside.store.db import Database
 from airside.store.tables import Gallery, Template
 from airside.vision.analyzer import FaceAnalyzer
@@ -37,10 +39,6 @@ if TYPE_CHECKING:
     from airside.services.gallery_view import GalleryView
 
 log = logging.getLogger(__name__)
-# The key of the audit log's probe-image digests (see ``Airside.probe_digest``).
-PROBE_DIGEST_KEY_FILE = "keys/probe_digest.key"
-# The key that seals the principal registry (see ``Airside.registry_seal``).
-REGISTRY_KEY_FILE = "keys/registry.key"
 
 
 class Airside:
@@ -52,6 +50,9 @@ class Airside:
         analyzer_factory: Callable[[Settings], FaceAnalyzer] | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        # Keys first: an insecure key file, or one missing from the secrets directory, is
+        # refused before anything is created (governance/key_source.py).
+        key_source.check_at_start(self.settings)
         prepare_data_dir(self.settings.data_dir, self.settings.db_url)  # 0700; database 0600
         self.db = Database(self.settings.db_url)
         self._analyzer_factory = analyzer_factory
@@ -66,6 +67,11 @@ class Airside:
         self._index_transforms: dict[int, GalleryTransform] = {}
         self._witness: Witness | None = None
         self._adoption_checked = False
+        # Following other processes' writes (``follow_changes``; PostgreSQL only).
+        self._changes: notifications.ChangeListener | None = None
+        self._refresher: ThreadPoolExecutor | None = None
+        self._refresh_pending: set[int] = set()
+        self._event_followers: list[Callable[[int | None], None]] = []
 
     @property
     def analyzer(self) -> FaceAnalyzer:
@@ -132,7 +138,8 @@ class Airside:
     def signer(self) -> Signer:
         with self._lock:
             if self._signer is None:
-                self._signer = Signer.load_or_create(default_key_path(self.settings.data_dir))
+                src = key_source.source_of(self.settings, SIGNING)
+                self._signer = Signer.from_material(src.read(new_private_key_pem), src.describe())
             return self._signer
 
     def probe_digest(self, image_sha256: str) -> str:
@@ -143,31 +150,30 @@ class Airside:
         return hmac.new(self._digest_key(), image_sha256.encode(), hashlib.sha256).hexdigest()
 
     def _digest_key(self) -> bytes:
-        return self._installation_key(PROBE_DIGEST_KEY_FILE)
+        return self.installation_key(PROBE_DIGEST)
 
     @property
     def registry_seal(self) -> RegistrySeal:
         """Seals principal and API key rows (governance/registry_seal.py)."""
         with self._lock:
             if self._seal is None:
-                self._seal = RegistrySeal(self._installation_key(REGISTRY_KEY_FILE))
+                self._seal = RegistrySeal(self.installation_key(REGISTRY))
             return self._seal
 
-    def _installation_key(self, name: str) -> bytes:
-        """A 32-byte secret of this installation, created 0600 on first use."""
+    def installation_key(self, spec: KeySpec) -> bytes:
+        """A 32-byte secret of this installation (the registry or probe digest key), from
+        where ``key_source`` says; created 0600 on first use in <data_dir>/keys only."""
         with self._lock:
-            key = self._keys.get(name)
+            key = self._keys.get(spec.file)
             if key is None:
-                path = self.settings.data_dir / name
-                if not path.exists():
-                    write_secret(path, secrets.token_bytes(32), exclusive=True)
-                key = path.read_bytes()
+                src = key_source.source_of(self.settings, spec)
+                key = src.read(lambda: secrets.token_bytes(32))
                 if len(key) != 32:
                     raise AirsideError(
-                        f"{path} is not a 32-byte key; restore it from backup",
+                        f"{src.describe()} is not a 32-byte key; restore it from backup",
                         code="bad_installation_key",
                     )
-                self._keys[name] = key
+                self._keys[spec.file] = key
             return key
 
     @property
@@ -241,6 +247,66 @@ class Airside:
             vecs = self.template_protector.decode(rows, dim, gallery.name)
             ix.add(ids, vecs)
 
+    def loaded_indexes(self) -> dict[int, int]:
+        """Gallery id -> templates held in this process's memory (for metrics and tests)."""
+        with self._lock:
+            return {gallery_id: len(ix) for gallery_id, ix in self._indexes.items()}
+
+    def follow_changes(self) -> notifications.ChangeListener | None:
+        """Follow other processes' writes as they commit (PostgreSQL LISTEN/NOTIFY): an
+        index this process has loaded is brought up to date in the background as soon as
+        another process enrols into, erases from, purges or re-keys its gallery (so the
+        next search does not pay for it), and event followers (``add_event_follower``)
+        are told of every new event at once. Correctness never rests on it: a search
+        checks the gallery's revision in its own transaction. None on SQLite."""
+        if not notifications.supports_notifications(self.settings.db_url):
+            return None
+        with self._lock:
+            if self._changes is None:
+                self._refresher = ThreadPoolExecutor(1, thread_name_prefix="index-refresh")
+                self._changes = notifications.ChangeListener(
+                    self.settings.db_url, self._on_store_change
+                ).start()
+            return self._changes
+
+    def add_event_follower(self, follower: Callable[[int | None], None]) -> None:
+        """``follower(event_id)`` is called from the listener's thread when an event is
+        recorded by any process (``None``: events may have been missed; read the store)."""
+        self._event_followers.append(follower)
+
+    def remove_event_follower(self, follower: Callable[[int | None], None]) -> None:
+        if follower in self._event_followers:
+            self._event_followers.remove(follower)
+
+    def _on_store_change(self, channel: str, payload: str | None) -> None:
+        if channel == notifications.EVENTS:
+            event_id = int(payload) if payload is not None else None
+            for follower in list(self._event_followers):
+                follower(event_id)
+        elif channel == notifications.GALLERIES:
+            with self._lock:
+                loaded = set(self._indexes)
+            wanted = loaded if payload is None else {int(payload)} & loaded
+            for gallery_id in wanted - self._refresh_pending:
+                self._refresh_pending.add(gallery_id)
+                assert self._refresher is not None
+                self._refresher.submit(self._refresh_index, gallery_id)
+
+    def _refresh_index(self, gallery_id: int) -> None:
+        """Bring one loaded index up to the store's revision (on the refresher thread)."""
+        from airside.services.gallery_view import view_of
+
+        self._refresh_pending.discard(gallery_id)
+        try:
+            with self.session(readonly=True) as s:
+                row = s.get(Gallery, gallery_id)
+                if row is None:  # the gallery was deleted
+                    self.forget_index(gallery_id)
+                    return
+                self.index_with_transform(s, view_of(row))
+        except Exception:  # the next search will load it; say why it could not be done now
+            log.exception("refreshing the index of gallery %s failed", gallery_id)
+
     def forget_index(self, gallery_id: int) -> None:
         with self._lock:
             self._indexes.pop(gallery_id, None)
@@ -278,7 +344,17 @@ class Airside:
                 result={"error": str(error), **(extra or {})},
             )
 
+    def stop_following(self) -> None:
+        with self._lock:
+            changes, refresher = self._changes, self._refresher
+            self._changes = self._refresher = None
+        if changes is not None:
+            changes.stop()
+        if refresher is not None:
+            refresher.shutdown(wait=True, cancel_futures=True)
+
     def close(self) -> None:
+        self.stop_following()
         if self._witness is not None:
             self._witness.close()
         self.db.dispose()

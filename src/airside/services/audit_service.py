@@ -26,9 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airside.errors import AirsideError
-from airside.governance import audit, pseudonyms
+from airside.governance import audit, key_source, pseudonyms
 from airside.governance.principals import Principal
-from airside.governance.signing import Signer, default_key_path
+from airside.governance.signing import Signer
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.store.tables import AuditCheckpoint, AuditRecord
@@ -40,7 +40,7 @@ CHECKPOINT_FIELDS = ("id", "seq", "head_hash", "ts", "key_fingerprint", "signatu
 
 
 def signer(app: Airside) -> Signer:
-    """The installation's signing key (``<data_dir>/keys/audit_ed25519.pem``, made on first use)."""
+    """The installation's signing key (``governance/key_source.py`` says where from)."""
     return app.signer
 
 
@@ -163,9 +163,8 @@ def verify_in(app: Airside, s: Session, trusted: Iterable[str] | None = None) ->
     """``audit.verify`` in the open session ``s`` against the installation's keys and witness
     (see :func:`verify_chain`); for use-cases that report the chain's state themselves."""
     keys = list(trusted) if trusted is not None else None
-    key_path = default_key_path(app.settings.data_dir)
-    if key_path.exists():
-        own = Signer.load_or_create(key_path)
+    if key_source.source_of(app.settings, key_source.SIGNING).available():
+        own = app.signer
         if keys is None:
             keys = [own.public_pem]
         elif own.fingerprint in {k.strip().lower() for k in keys}:

@@ -31,6 +31,10 @@ def get_gallery(session: Session, name: str) -> GalleryView:
             f"no gallery named {name!r}; an administrator creates it first",
             details={"next": "gallery.create"},
         )
+    return view_of(g)
+
+
+def view_of(g: Gallery) -> GalleryView:
     return GalleryView(
         g.id,
         g.name,

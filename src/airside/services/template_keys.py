@@ -20,7 +20,6 @@ from airside.governance import access, audit
 from airside.governance.gallery_transform import GalleryTransform
 from airside.governance.principals import Principal
 from airside.governance.template_keys import (
-    ENV_VAR,
     KeyRing,
     TemplateKeyError,
     keyring_lock,
@@ -155,15 +154,17 @@ def _rotate(
     ring = prot.reload()
     if not ring.writable and retire_old:
         raise TemplateKeyError(
-            f"keys come from {ENV_VAR}, which airside cannot edit: rotate without retiring, "
-            "then remove the old keys from it yourself",
+            f"keys come from {ring.source}, which airside does not edit: rotate without "
+            "retiring, then remove the old keys from it yourself",
             details={"field": "retire_old"},
         )
+    # A ring in a secrets directory is read only, like keys from the environment: the
+    # rotation re-seals under its active key and writes (and locks) nothing there.
+    ring_path = ring.path if ring.writable else None
     lock: AbstractContextManager[None] = (
-        keyring_lock(ring.path) if ring.path is not None else contextlib.nullcontext()
+        keyring_lock(ring_path) if ring_path is not None else contextlib.nullcontext()
     )
     with lock:
-        ring_path = ring.path
         if ring_path is not None:
             ring = read_keyring(ring_path)
         with app.session() as s:

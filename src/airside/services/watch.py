@@ -21,7 +21,8 @@ from PIL import Image
 
 from airside.analytics.abandoned import AbandonedConfig
 from airside.analytics.rules import SafetyEvent
-from airside.analytics.scene import load_scene
+from airside.analytics.scene import Scene, load_scene
+from airside.config import Settings
 from airside.errors import AirsideError
 from airside.governance.principals import Principal
 from airside.private_files import open_private
@@ -42,9 +43,58 @@ from airside.video.pipeline import (
 from airside.video.safety import SafetyAnalytics
 from airside.video.sources import SystemEvent, VideoSource
 from airside.video.track_identity import IdentityConfig
+from airside.vision.contract import EmbeddingContract
 from airside.vision.frame_faces import video_engine
 from airside.vision.people import build_person_detector
 from airside.vision.protocols import FaceCrop, FrameFaceEngine
+
+
+@dataclass(frozen=True)
+class EmbeddedFace:
+    """A face crop already embedded (here, or by a camera worker on another machine): the
+    vector, the crop's quality and SHA-256 (logged keyed), and the track it belongs to."""
+
+    embedding: np.ndarray
+    quality: float
+    crop_sha256: str
+    track: int
+
+
+def identify_faces(
+    app: Airside,
+    principal: Principal,
+    galleries: Sequence[str],
+    faces: Sequence[EmbeddedFace],
+    t: float,
+    *,
+    camera: str,
+    contract: EmbeddingContract,
+    purpose: str | None = None,
+) -> list[Match]:
+    """The best match of each face over ``galleries``, searched in one transaction
+    (``matching.identify_many``: authorised, audited with the camera and track, watchlist
+    hits opened for review)."""
+    probes = [
+        matching.Probe(f.embedding, f.quality, f.crop_sha256,
+                       {"camera": camera, "track": f.track, "t": round(t, 3)})
+        for f in faces
+    ]  # fmt: skip
+    results = matching.identify_many(
+        app, principal, list(galleries), probes, contract=contract, k=1, purpose=purpose
+    )
+    return [best_match(galleries, per_gallery) for per_gallery in results]
+
+
+def best_match(galleries: Sequence[str], results: Sequence[matching.IdentifyResult]) -> Match:
+    """The best match over the galleries (one result each, in the order of ``galleries``)."""
+    best = Match(None, 0.0)
+    for g, res in zip(galleries, results, strict=True):
+        top = res.candidates[0].score if res.candidates else 0.0
+        if res.match and (best.subject is None or top > best.score):
+            best = Match(res.candidates[0].subject, top, g, res.review_case)
+        elif best.subject is None:
+            best = Match(None, max(best.score, top))
+    return best
 
 
 class ServiceIdentifier:
@@ -67,36 +117,14 @@ class ServiceIdentifier:
         if not crops:
             return []
         vecs = self.engine.embed_many([crop for crop, _ in crops])
-        probes = [
-            matching.Probe(
-                vec,
-                crop.quality,
-                crop.sha256,
-                {"camera": self.camera, "track": track_id, "t": round(t, 3)},
-            )
+        faces = [
+            EmbeddedFace(vec, crop.quality, crop.sha256, track_id)
             for (crop, track_id), vec in zip(crops, vecs, strict=True)
         ]
-        results = matching.identify_many(
-            self.app,
-            self.principal,
-            self.galleries,
-            probes,
-            contract=self.engine.contract,
-            k=1,
-            purpose=self.purpose,
-        )
-        return [self._best(per_gallery) for per_gallery in results]
-
-    def _best(self, results: list[matching.IdentifyResult]) -> Match:
-        """The best match over the galleries (one result each, in ``self.galleries``)."""
-        best = Match(None, 0.0)
-        for g, res in zip(self.galleries, results, strict=True):
-            top = res.candidates[0].score if res.candidates else 0.0
-            if res.match and (best.subject is None or top > best.score):
-                best = Match(res.candidates[0].subject, top, g, res.review_case)
-            elif best.subject is None:
-                best = Match(None, max(best.score, top))
-        return best
+        return identify_faces(
+            self.app, self.principal, self.galleries, faces, t,
+            camera=self.camera, contract=self.engine.contract, purpose=self.purpose,
+        )  # fmt: skip
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -206,6 +234,40 @@ class WatchRequest:
 PEOPLE_INTERVAL_S = 0.32
 
 
+def safety_analytics(settings: Settings, scene: Scene, request: WatchRequest) -> SafetyAnalytics:
+    """The scene's rules over the person detector the request (or the settings) names."""
+    detector = build_person_detector(
+        request.person_detector or settings.person_detector, models_dir=settings.model_registry
+    )
+    crowd = detector.name.startswith("nanodet")
+    every = request.people_every_s
+    return SafetyAnalytics(
+        scene,
+        detector,
+        abandoned=AbandonedConfig(unattended_s=request.abandoned_after_s)
+        if request.abandoned_after_s is not None
+        else None,
+        interval_s=(PEOPLE_INTERVAL_S if crowd else 0.0) if every is None else every,
+        gate=MotionGate() if request.people_gate and crowd else None,
+    )
+
+
+def watch_config(request: WatchRequest, quality_bars: Sequence[float]) -> WatchConfig:
+    """The pipeline's settings for ``request``; a crop is identified once it passes the
+    lowest quality bar of the galleries searched."""
+    return WatchConfig(
+        camera=request.camera,
+        detect_every=request.detect_every,
+        realtime=request.realtime,
+        redact=request.redact,
+        cut_threshold=request.cut_threshold,
+        identity=IdentityConfig(
+            quality_bar=min(quality_bars) if quality_bars else 40.0,
+            max_identifications=request.max_identifications,
+        ),
+    )
+
+
 def watch(
     app: Airside,
     principal: Principal,
@@ -232,32 +294,8 @@ def watch(
     safety = None
     if request.scene is not None:
         authorize(app, principal, "event.safety")
-        detector = build_person_detector(
-            request.person_detector or app.settings.person_detector,
-            models_dir=app.settings.model_registry,
-        )
-        crowd = detector.name.startswith("nanodet")
-        every = request.people_every_s
-        safety = SafetyAnalytics(
-            load_scene(request.scene),
-            detector,
-            abandoned=AbandonedConfig(unattended_s=request.abandoned_after_s)
-            if request.abandoned_after_s is not None
-            else None,
-            interval_s=(PEOPLE_INTERVAL_S if crowd else 0.0) if every is None else every,
-            gate=MotionGate() if request.people_gate and crowd else None,
-        )
-    config = WatchConfig(
-        camera=request.camera,
-        detect_every=request.detect_every,
-        realtime=request.realtime,
-        redact=request.redact,
-        cut_threshold=request.cut_threshold,
-        identity=IdentityConfig(
-            quality_bar=min(bars) if bars else 40.0,
-            max_identifications=request.max_identifications,
-        ),
-    )
+        safety = safety_analytics(app.settings, load_scene(request.scene), request)
+    config = watch_config(request, bars)
     out = request.out
 
     def writer(w: int, h: int, fps: float) -> H264Writer:

@@ -3,8 +3,8 @@
 Two engines: SQLite (the embedded default, a file in the data directory) and PostgreSQL
 (``postgresql+psycopg://...``, psycopg 3). The SQLite specifics (pragmas, BEGIN IMMEDIATE,
 the write-ahead log) are set up for SQLite only; on PostgreSQL writers do not queue for
-the whole database, so whatever must be serialised takes a lock of its own (the audit
-chain's advisory lock, ``governance/audit.lock_writers``; row locks)."""
+the whole database by themselves: every writing unit of work takes one transaction-scoped
+advisory lock first (``_pg_begin``), the same guarantee SQLite's BEGIN IMMEDIATE gives."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # How long a unit of work waits for SQLite's write lock before giving up.
 BUSY_TIMEOUT_MS = 60_000
 BEGIN_OPTION = "airside_sqlite_begin"
+# PostgreSQL advisory lock key that serialises writing units of work across every process
+# on the store (arbitrary, fixed: "AIRSIDEA"). The audit chain's appenders take it too.
+PG_WRITERS_LOCK = 0x4149_5253_4944_4541
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -50,10 +53,28 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _pg_begin(conn: Connection) -> None:
+    """Every writing unit of work on PostgreSQL waits for the writers' advisory lock before
+    its first statement, and holds it to commit or rollback.
+
+    Without it, two processes could each read "subject S exists, has consent" or "gallery
+    G is at revision 7" under READ COMMITTED and both act on it (an enrolment racing an
+    erasure, two enrolments claiming one reference). Writers are short (the slow work,
+    decoding and embedding, happens before the unit of work starts) and every one of them
+    appends to the audit chain, which is one linear sequence anyway, so serialising them
+    whole costs little. Read-only units (READ ONLY transactions) never take it."""
+    if conn.get_execution_options().get("postgresql_readonly"):
+        return
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITERS_LOCK})")
+
+
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # The option goes through configparser: a "%" (a socket directory in the URL's query,
+    # an escaped password) must be doubled.
+    url = engine.url.render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
@@ -73,11 +94,20 @@ class Database:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # hide_parameters: a database error's message never carries the row it was writing
         # (audit results, digests, scores) into a log or onto a terminal.
-        self.engine = create_engine(url, future=True, hide_parameters=True)
+        connect_args: dict[str, Any] = {}
+        if url.startswith("postgresql"):
+            # A unit of work waits for the writers' lock (and any row lock) as long as one
+            # waits for SQLite's write lock, then fails rather than hanging for ever.
+            connect_args["options"] = f"-c lock_timeout={BUSY_TIMEOUT_MS}"
+        self.engine = create_engine(
+            url, future=True, hide_parameters=True, connect_args=connect_args
+        )
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
+        elif self.dialect == "postgresql":
+            event.listen(self.engine, "begin", _pg_begin)
         upgrade(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         reader: Engine

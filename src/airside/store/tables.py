@@ -322,6 +322,9 @@ class Event(Base):
     # purged, so "the events above id N" (event streams, MQTT, Last-Event-ID) never skips.
     __table_args__ = (
         Index("ix_events_camera_started_at", "camera", "started_at"),
+        # A replayed event (a camera worker elsewhere sends it again: its answer was lost)
+        # is recorded once: the worker names each event, unique per camera (NULLs repeat).
+        Index("ux_events_camera_client_key", "camera", "client_key", unique=True),
         {"sqlite_autoincrement": True},
     )
 
@@ -354,6 +357,8 @@ class Event(Base):
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary)
     evidence_key_id: Mapped[str | None] = mapped_column(String(40))
     evidence_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # The name a camera worker on another machine gave the event (services/camera_workers.py).
+    client_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class Webhook(Base):

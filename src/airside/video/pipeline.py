@@ -47,8 +47,12 @@ class Match:
 class Identifier(Protocol):
     """Embeds crops and searches the camera's galleries (audited by the service layer)."""
 
-    def identify_many(self, crops: Sequence[tuple[FaceCrop, int]], t: float) -> list[Match]:
-        """One match per (crop, track id), for the crops of the frame at ``t``, together."""
+    def identify_many(
+        self, crops: Sequence[tuple[FaceCrop, int]], t: float
+    ) -> Sequence[Match | None]:
+        """One match per (crop, track id), for the crops of the frame at ``t``, together;
+        None for a crop that could not be searched (a search service out of reach): it is
+        no vote, for the subject or against."""
         ...
 
 
@@ -66,6 +70,8 @@ class IdentityEvent:
     # Set by the sink that stores it (so the end of the track can update the same row).
     event_id: int | None = None
     type: str = "identity"
+    # Set by a sink that names events itself (a camera worker on another machine).
+    client_key: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -523,7 +529,8 @@ class Pipeline:
             [(w.crop, w.state.track_id) for w in wanted], frame.pts
         )
         for w, match in zip(wanted, matches, strict=True):
-            self._record(frame, w, match)
+            if match is not None:
+                self._record(frame, w, match)
 
     def _record(self, frame: Frame, wanted: _Wanted, match: Match) -> None:
         st, ti, crop = wanted.state, wanted.identity, wanted.crop

@@ -74,6 +74,7 @@ class CameraConfig(BaseModel):
     purpose: str | None = Field(None, description="Purpose of its searches")
     principal: str | None = Field(None, description="Principal it acts as (camera:<name>)")
     record: str | None = Field(None, description="Folder for annotated recordings")
+    remote: bool = Field(False, description="Run by a camera worker on another machine")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> CameraConfig:
@@ -83,6 +84,8 @@ class CameraConfig(BaseModel):
             g.strip() for g in self.galleries
         ):
             raise ValueError("galleries must be distinct, non-empty names")
+        if self.remote and self.record is not None:
+            raise ValueError("a remote camera's frames never reach the server: it cannot record")
         return self
 
     @property
@@ -90,7 +93,12 @@ class CameraConfig(BaseModel):
         return self.principal or f"camera:{self.name}"
 
     def is_path_source(self) -> bool:
-        return "://" not in self.source and not self.source.startswith(("camera:", "/dev/video"))
+        """A file or folder on the server (a remote camera's source is its worker's)."""
+        return (
+            not self.remote
+            and "://" not in self.source
+            and not self.source.startswith(("camera:", "/dev/video"))
+        )
 
     def resolved(self, base: Path) -> CameraConfig:
         """The same camera with its relative paths made absolute against ``base``."""

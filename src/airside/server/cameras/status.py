@@ -22,10 +22,11 @@ EXIT_FAILED: Final = 3
 # starting: the worker is loading; running: frames flow; reconnecting: the stream dropped and
 # the worker is reconnecting; restarting: the worker died and waits its back-off; failed:
 # stopped on an error retrying cannot fix (``last_error``); ended: a file source ended;
-# stopped: the server stopped it; disabled: ``enabled = false``.
+# stopped: the server stopped it; disabled: ``enabled = false``; remote: run by a camera
+# worker on another machine (``remote = true``), its principal provisioned here.
 STATES: Final = (
     "starting", "running", "reconnecting", "restarting", "failed", "ended", "stopped",
-    "disabled",
+    "disabled", "remote",
 )  # fmt: skip
 #: The counters a worker reports (cumulative for that worker).
 COUNTERS: Final = (

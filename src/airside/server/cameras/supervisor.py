@@ -135,18 +135,23 @@ class _Runner:
 
     # -- the loop
 
+    def _provision(self) -> Principal:
+        if self.actor is None:
+            self.actor = principal_admin.ensure_local_admin(self.sup.airside)
+        return camera_admin.provision_principal(
+            self.sup.airside, self.actor, self.camera.principal_name, list(self.camera.galleries)
+        )
+
     def _run(self) -> None:
         backoff = self.sup.backoff_s
         principal: Principal | None = None
         while not self._stop.is_set():
             try:
                 if principal is None:
-                    if self.actor is None:
-                        self.actor = principal_admin.ensure_local_admin(self.sup.airside)
-                    principal = camera_admin.provision_principal(
-                        self.sup.airside, self.actor, self.camera.principal_name,
-                        list(self.camera.galleries),
-                    )  # fmt: skip
+                    principal = self._provision()
+                if self.camera.remote:  # its worker runs elsewhere, with a key of its own
+                    self.status.enter("remote")
+                    return
                 started = time.monotonic()
                 code = self._one_worker()
             except AirsideError as e:  # the principal could not be provisioned or keyed
@@ -253,6 +258,7 @@ class _Runner:
             "redact": cam.redact,
             "enabled": cam.enabled,
             "loop": cam.loop,
+            "remote": cam.remote,
             "principal": cam.principal_name,
             **self.status.as_dict(),
         }

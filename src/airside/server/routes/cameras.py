@@ -143,7 +143,14 @@ async def camera_snapshot(name: str, request: Request, app: Service, who: Caller
 
     def take() -> bytes:
         with camera_admin.change(app, who, "camera.snapshot", name):
-            return scenes.snapshot_jpeg(app, sup.runner(name).camera.source)
+            camera = sup.runner(name).camera
+            if camera.remote:  # its source is on the worker's machine, not this one's
+                raise AirsideError(
+                    f"camera {name!r} runs on a remote worker: this server cannot open its "
+                    "source to take a snapshot",
+                    code="remote_camera",
+                )
+            return scenes.snapshot_jpeg(app, camera.source)
 
     jpeg = await run_in_threadpool(take)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -39,6 +39,7 @@ from airside.services.events.listing import MAX_LIST, list_events
 from airside.services.events.purge import purge_events
 from airside.services.events.recording import (
     MAX_SAFETY_TRACKS,
+    event_for_key,
     record_identity_event,
     record_safety_event,
     record_system_event,
@@ -71,6 +72,7 @@ __all__ = [
     "StreamBatch",
     "crop_until",
     "event_crop",
+    "event_for_key",
     "events_after",
     "events_for_publisher",
     "list_events",

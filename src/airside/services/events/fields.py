@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,16 @@ def iso(t: datetime | None) -> str | None:
 def check_text(value: str, what: str, limit: int = 200) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise ValueError(f"{what} must be 1-{limit} characters")
+    return value
+
+
+_CLIENT_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+
+
+def check_key(value: str | None) -> str | None:
+    """A client's name for an event (a UUID, say): 1-64 letters, digits, ``_ . : -``."""
+    if value is not None and (not isinstance(value, str) or not _CLIENT_KEY.match(value)):
+        raise ValueError("an event's client key must be 1-64 letters, digits or _ . : -")
     return value
 
 

@@ -31,7 +31,13 @@ from airside.services.events.evidence import (
     safety_snapshot_until,
     store_evidence,
 )
-from airside.services.events.fields import check_text, detail_json, stream_seconds, utc
+from airside.services.events.fields import (
+    check_key,
+    check_text,
+    detail_json,
+    stream_seconds,
+    utc,
+)
 from airside.services.events.kinds import (
     IDENTITY,
     RETRACTED,
@@ -70,6 +76,7 @@ def _add_event(
     review_case: int | None = None,
     evidence: bytes | None = None,
     evidence_until: datetime | None = None,
+    client_key: str | None = None,
 ) -> Event:
     """Add one event row to ``s`` and flush it (the id, which sealed evidence is bound to).
 
@@ -97,6 +104,7 @@ def _add_event(
         created_at=now,
         detail=detail,
         review_case=review_case,
+        client_key=client_key,
     )
     # Followers read "the events above id N": an id must be committed in the order it was
     # handed out, or one committed late below a follower's place would never be sent. On
@@ -109,6 +117,33 @@ def _add_event(
         store_evidence(app, ev, evidence, evidence_until)
     outbox.enqueue(s, ev)  # webhooks: queued with the event, so none is lost (outbox.py)
     return ev
+
+
+def _recorded_as(s: Session, camera: str, client_key: str | None) -> int | None:
+    """The id of the event ``camera`` already recorded under ``client_key`` (it is sent
+    again), or None. Looked up under the appenders' lock, held to the commit, so that two
+    deliveries of one event racing each other record it once."""
+    if client_key is None:
+        return None
+    audit.lock_writers(s)
+    found: int | None = s.scalar(
+        select(Event.id).where(Event.camera == camera, Event.client_key == client_key)
+    )
+    return found
+
+
+def event_for_key(app: Airside, camera: str, client_key: str) -> tuple[int, str] | None:
+    """(id, type) of the event ``camera`` recorded under ``client_key``, or None: how a
+    camera worker elsewhere names an event in a later correction. Reads an id only; the
+    correction itself is authorised as it is made."""
+    check_key(client_key)
+    with app.session(readonly=True) as s:
+        row = s.execute(
+            select(Event.id, Event.type).where(
+                Event.camera == camera, Event.client_key == client_key
+            )
+        ).first()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 def record_identity_event(
@@ -127,6 +162,7 @@ def record_identity_event(
     detail: dict[str, Any] | None = None,
     zone: str | None = None,
     started_at: datetime | None = None,
+    client_key: str | None = None,
 ) -> int:
     """Store that ``subject`` of ``gallery`` was identified on ``camera``'s ``track``, with
     its audit record, in one transaction; returns the event id.
@@ -137,8 +173,11 @@ def record_identity_event(
     must still be enrolled in the gallery: an identification that raced an erasure, a
     withdrawal or a purge is refused (``not_enrolled``), so no event outlives them.
     ``started_at``: the wall clock of ``first_seen`` (default: now minus the time the
-    track has been seen, for callers that record as the track is seen)."""
+    track has been seen, for callers that record as the track is seen). ``client_key``: the
+    name the caller gave the event; the same name again returns the event recorded first
+    and records nothing (see :func:`_recorded_as`)."""
     check_text(camera, "camera")
+    key = check_key(client_key)
     check_text(subject, "subject")
     if zone is not None:
         check_text(zone, "zone")
@@ -157,6 +196,8 @@ def record_identity_event(
     kind = WATCHLIST_HIT if review_case is not None else IDENTITY
     try:
         with app.session() as s:
+            if (done := _recorded_as(s, camera, key)) is not None:
+                return done
             subj_row = s.execute(
                 select(Subject.id, Subject.audit_salt).where(Subject.reference == subject)
             ).first()
@@ -203,6 +244,7 @@ def record_identity_event(
                 review_case=review_case,
                 evidence=crop,
                 evidence_until=crop_until(app.settings, g, now) if crop is not None else None,
+                client_key=key,
             )
             audit.append(
                 s,
@@ -257,11 +299,14 @@ def record_system_event(
     at: float,
     detail: str,
     started_at: datetime | None = None,
+    client_key: str | None = None,
 ) -> int:
     """Store a system event (``type_`` e.g. ``stream_lost``, ``stream_restored``) of
     ``camera`` at stream second ``at``; returns its id. No biometric data, so no audit
-    record; the caller must still be allowed ``event.record``."""
+    record; the caller must still be allowed ``event.record``. ``client_key``: as for
+    :func:`record_identity_event`."""
     check_text(camera, "camera")
+    key = check_key(client_key)
     if not isinstance(type_, str) or not _KIND.match(type_):
         raise ValueError(f"system event type {type_!r} must be 1-40 of a-z 0-9 _ . : -")
     t = stream_seconds(at, "at")
@@ -269,6 +314,8 @@ def record_system_event(
     authorize(app, principal, "event.record")
     now = datetime.now(UTC)
     with app.session() as s:
+        if (done := _recorded_as(s, camera, key)) is not None:
+            return done
         ev = _add_event(
             app,
             s,
@@ -280,6 +327,7 @@ def record_system_event(
             now=now,
             started_at=started_at,
             detail=trail,
+            client_key=key,
         )
         return ev.id
 
@@ -298,6 +346,7 @@ def record_safety_event(
     detail: dict[str, Any],
     snapshot_jpeg: bytes | None = None,
     started_at: datetime | None = None,
+    client_key: str | None = None,
 ) -> int:
     """Store a safety event (``type_``: the rule type, e.g. ``intrusion``, ``fall``) that
     ``camera`` noticed from stream second ``first_seen`` to ``at``; returns its id.
@@ -311,8 +360,10 @@ def record_safety_event(
     in it already** (it is stored as given). It is kept only for
     ``event_crop_retention_days`` (:func:`safety_snapshot_until`) and sealed like face
     crops when template protection is in force. ``started_at``: the wall clock of
-    ``first_seen`` (default: now minus ``at - first_seen``)."""
+    ``first_seen`` (default: now minus ``at - first_seen``). ``client_key``: as for
+    :func:`record_identity_event`."""
     check_text(camera, "camera")
+    key = check_key(client_key)
     if type_ not in SAFETY_TYPES:
         raise ValueError(
             f"safety event type {type_!r} must be one of {', '.join(sorted(SAFETY_TYPES))}"
@@ -337,6 +388,8 @@ def record_safety_event(
     authorize(app, principal, "event.safety")
     now = datetime.now(UTC)
     with app.session() as s:
+        if (done := _recorded_as(s, camera, key)) is not None:
+            return done
         ev = _add_event(
             app,
             s,
@@ -354,6 +407,7 @@ def record_safety_event(
             evidence_until=(
                 safety_snapshot_until(app.settings, now) if snapshot is not None else None
             ),
+            client_key=key,
         )
         audit.append(
             s,
