@@ -59,7 +59,6 @@ class ChangeListener:
         self._conn: psycopg.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="store-changes", daemon=True)
         self.listening = threading.Event()  # set while LISTEN is in force (tests wait on it)
-        self.received = 0
 
     def start(self) -> ChangeListener:
         self._thread.start()
@@ -95,7 +94,6 @@ class ChangeListener:
         self.listening.clear()
 
     def _deliver(self, channel: str, payload: str | None) -> None:
-        self.received += 1
         try:
             self._on_change(channel, payload)
         except Exception:  # a failing follower must not stop the others being told
