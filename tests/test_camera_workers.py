@@ -232,7 +232,7 @@ def test_a_search_under_another_models_contract_is_refused_clearly(
                      json={"contract": other, "t": 1.0, "faces": [face]})  # fmt: skip
     problem = res.json()
     assert (res.status_code, problem["code"]) == (409, "contract_mismatch")
-    assert "arcface-r100" in problem["detail"] and "dlib-resnet" in problem["detail"]
+    assert "arcface-r100" in problem["detail"] and "sface:sface" in problem["detail"]
     [refused] = audit_of(site.app, "identify")
     assert (refused.actor, refused.decision) == ("camera:gate", "refused:contract_mismatch")
 
@@ -412,7 +412,7 @@ def test_a_worker_whose_face_model_differs_from_the_galleries_refuses_to_run(
     assert res.exit_code != 0, res.output
     problem = json.loads(res.stdout)
     assert problem["error"] == "contract_mismatch"
-    assert "gallery 'gate' was enrolled with face model dlib-resnet" in problem["message"]
+    assert "gallery 'gate' was enrolled with face model sface:sface" in problem["message"]
     assert audit_of(site.app, "identify") == []  # refused before any face was sent
 
 

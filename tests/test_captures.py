@@ -81,7 +81,7 @@ def test_the_fallback_detector_searches_no_more_than_a_640x480_photos_pixels(
     tmp_path: Path,
 ) -> None:
     # Its cost grows with pixels: a 6300x6300 blank image cost 1.6x a 4:3 photo's.
-    detector = build_detector(Settings(data_dir=tmp_path))
+    detector = build_detector(Settings(data_dir=tmp_path, face_detector="dlib"))
     assert isinstance(detector, FallbackDetector)
     cnn = detector.fallback
     assert isinstance(cnn, DlibCnnDetector)

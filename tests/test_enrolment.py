@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 from tests.conftest import jpeg_bytes, png_bytes, register
 
+from airside.config import Settings
 from airside.errors import ConflictError, ConsentError, ContractMismatchError, NotFoundError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
@@ -217,10 +219,19 @@ def test_every_enrolment_is_audited_in_its_transaction(
 
 
 def test_face_found_only_by_the_fallback_detector_is_not_enrolled(
-    app: Airside, gallery: str, astronaut: np.ndarray
+    tmp_path: Path, astronaut: np.ndarray
 ) -> None:
-    sideways = np.ascontiguousarray(np.rot90(astronaut))
-    with pytest.raises(EnrolmentRefused) as e:
-        enrolment.enrol(app, OFFICER, gallery, "PNR-1", [png_bytes(sideways)], CONSENT)
-    assert e.value.refusals[0].code == "quality"
-    assert "fallback detector" in e.value.refusals[0].message
+    # dlib's HOG (AIRSIDE_FACE_DETECTOR=dlib) misses a face on its side; its CNN fallback
+    # finds it, and enrolment refuses what only the fallback saw.
+    dlib = Settings(data_dir=tmp_path / "dlib", face_detector="dlib", embedder_model="dlib")
+    dlib_app = Airside(dlib)
+    try:
+        register(dlib_app, OFFICER)
+        galleries.create_gallery(dlib_app, OFFICER, "g", "boarding:KE1")
+        sideways = np.ascontiguousarray(np.rot90(astronaut))
+        with pytest.raises(EnrolmentRefused) as e:
+            enrolment.enrol(dlib_app, OFFICER, "g", "PNR-1", [png_bytes(sideways)], CONSENT)
+        assert e.value.refusals[0].code == "quality"
+        assert "fallback detector" in e.value.refusals[0].message
+    finally:
+        dlib_app.close()

@@ -201,6 +201,108 @@ def test_html_report_has_per_group_det_curves_and_histograms() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# two thresholds for one FMR target: in-domain (fitted on the evaluated pairs) and deployment
+# (from the model's FMR table)
+
+
+def _two_groups(seed: int) -> GroupedScores:
+    """Group b's impostors score higher and its genuines lower than group a's."""
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[float, bool, str]] = []
+    for name, imp_mean, gen_mean in (("a", 0.30, 0.80), ("b", 0.38, 0.72)):
+        rows += [(float(v), False, name) for v in rng.normal(imp_mean, 0.1, 4000)]
+        rows += [(float(v), True, name) for v in rng.normal(gen_mean, 0.1, 300)]
+    return _data(rows)
+
+
+def _web_table(seed: int) -> Any:
+    """An FMR table fitted on other scores than the evaluated ones (impostors centred
+    lower, as a table fitted on one kind of photo and used on another)."""
+    from airside.biometrics.score_rates import fit_calibration
+
+    rng = np.random.default_rng(seed)
+    return fit_calibration(
+        rng.normal(0.8, 0.1, 500), rng.normal(0.25, 0.1, 50_000), model="m", source="web"
+    )
+
+
+def test_in_domain_fnmr_per_group_equals_a_count_from_the_scores_themselves() -> None:
+    data = _two_groups(1)
+    fmr = 1e-2
+    s = fairness_summary(data, fmr_target=fmr, min_genuines=1)
+    imp_desc = np.sort(data.scores[~data.same])[::-1]
+    # At most floor(n * fmr) impostors are admitted: every score at or below the highest
+    # rejected impostor score is a non-match.
+    cut = imp_desc[math.floor(imp_desc.size * fmr)]
+    for code, name in enumerate(data.names):
+        gen = data.scores[data.same & (data.group == code)]
+        imp = data.scores[~data.same & (data.group == code)]
+        g = s["groups"][name]
+        assert (g["false_non_matches"], g["genuines"]) == (int(np.sum(gen <= cut)), gen.size)
+        assert g["fnmr"] == np.sum(gen <= cut) / gen.size
+        assert (g["false_matches"], g["impostors"]) == (int(np.sum(imp > cut)), imp.size)
+    assert s["threshold_basis"].startswith("in-domain")
+
+
+def test_per_group_rates_at_the_deployment_threshold_are_counted_at_the_tables_threshold() -> None:
+    from airside.evaluation.fairness import deployment_threshold
+
+    data = _two_groups(2)
+    table = _web_table(3)
+    s = fairness_summary(
+        data,
+        fmr_target=1e-2,
+        min_genuines=1,
+        deployment=deployment_threshold(table, 1e-2, "the shipped table"),
+    )
+    dep = s["deployment"]
+    t = table.threshold_for(1e-2)
+    assert dep["threshold"] == t and dep["source"] == "the shipped table"
+    assert dep["threshold"] != s["threshold"]  # fitted on other scores: another threshold
+    for code, name in enumerate(data.names):
+        member = data.group == code
+        gen, imp = data.scores[data.same & member], data.scores[~data.same & member]
+        d = dep["groups"][name]
+        assert (d["false_matches"], d["impostors"]) == (int(np.sum(imp >= t)), imp.size)
+        assert (d["false_non_matches"], d["genuines"]) == (int(np.sum(gen < t)), gen.size)
+        assert d["fnmr_ci"] == pytest.approx(list(wilson_interval(int(np.sum(gen < t)), gen.size)))
+    # The table was fitted on lower impostor scores: on these pairs it lets more through
+    # than its target, which the in-domain threshold does not.
+    assert dep["overall"]["fmr"] > 1e-2 >= s["overall"]["fmr"]
+    assert dep["fmr_differential_detail"]["max_group"] == "b"
+
+
+def test_a_target_the_table_cannot_set_gives_no_deployment_rates_and_says_why() -> None:
+    from airside.evaluation.fairness import deployment_threshold
+
+    data = _two_groups(4)
+    table = _web_table(5)  # 50,000 impostor scores: nothing below FMR 2e-5
+    s = fairness_summary(
+        data, fmr_target=1e-2, deployment=deployment_threshold(table, 1e-6, "the shipped table")
+    )
+    dep = s["deployment"]
+    assert dep["threshold"] is None and "resolve" in dep["note"]
+    assert "groups" not in dep  # no rate without a threshold
+
+
+def test_html_report_shows_each_groups_rates_at_both_thresholds() -> None:
+    from airside.evaluation.fairness import deployment_threshold
+
+    data = _two_groups(6)
+    table = _web_table(7)
+    summary = fairness_summary(
+        data, fmr_target=1e-2, deployment=deployment_threshold(table, 1e-2, "the shipped table")
+    )
+    page = render_fairness_report({"raw": (data, summary)}, "test")
+    assert "at the deployment threshold" in page
+    assert f"{summary['deployment']['threshold']:.6g} (the shipped table)" in page
+    for name in ("a", "b"):
+        d = summary["deployment"]["groups"][name]
+        assert f"({d['false_non_matches']}/{d['genuines']})" in page
+        assert f"({d['false_matches']}/{d['impostors']})" in page
+
+
+# --------------------------------------------------------------------------------------------
 # the command (registered on a local app: cli/main.py wires it for users)
 
 
@@ -316,6 +418,92 @@ def test_eval_fairness_on_real_faces(
     s = json.loads(res.stdout)
     assert s["method"] == "raw" and set(s["methods"]) == {"installed"}
     assert [r["method"] for r in s["comparison"]] == ["raw", "installed"]
+
+
+def _real_pairs(folder: Path, astronaut: np.ndarray, hopper: np.ndarray) -> Path:
+    """Two people, a genuine pair each (group g1, g2) and 10 cross-group impostor rows:
+    enough impostors to set a threshold for FMR 0.1."""
+    from PIL import Image
+
+    folder.mkdir()
+    for who, arr in (("astronaut", astronaut), ("hopper", hopper)):
+        img = Image.fromarray(arr)
+        img.save(folder / f"{who}-0.png")
+        w, h = img.size
+        img.resize((int(w * 0.8), int(h * 0.8))).save(folder / f"{who}-1.jpg", quality=60)
+    rows = [
+        ["astronaut-0.png", "astronaut-1.jpg", "1", "g1"],
+        ["hopper-0.png", "hopper-1.jpg", "1", "g2"],
+        *[["astronaut-0.png", "hopper-0.png", "0", "g1|g2"]] * 5,
+        *[["astronaut-1.jpg", "hopper-1.jpg", "0", "g1|g2"]] * 5,
+    ]
+    path = folder / "pairs.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["img_a", "img_b", "same", "group"])
+        w.writerows(rows)
+    return path
+
+
+def _fairness_json(app: typer.Typer, pairs: Path, *extra: str) -> dict[str, Any]:
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval", "fairness", "--pairs", str(pairs), "--group", "group", "--fmr", "0.1",
+            "--min-genuines", "1", "--workers", "1", "--json", *extra,
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stdout
+    result: dict[str, Any] = json.loads(res.stdout)
+    return result
+
+
+def test_eval_fairness_measures_groups_at_the_shipped_tables_threshold(
+    tmp_path: Path, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    from airside.biometrics.calibration import shipped_calibration
+    from airside.config import Settings
+    from airside.vision.factory import default_contract
+
+    app, _ = _cli(tmp_path / "data")
+    s = _fairness_json(app, _real_pairs(tmp_path / "set", astronaut, hopper))
+    shipped = shipped_calibration(default_contract(Settings(data_dir=tmp_path / "data")))
+    assert shipped is not None, "the default model ships an FMR table"
+    dep = s["deployment"]
+    assert dep["threshold"] == pytest.approx(shipped.threshold_for(0.1))
+    assert "shipped" in dep["source"]
+    # Every group is measured at both thresholds, over the same pairs.
+    for name, g in s["groups"].items():
+        d = dep["groups"][name]
+        assert (d["impostors"], d["genuines"]) == (g["impostors"], g["genuines"])
+
+
+def test_eval_fairness_uses_the_deployments_own_table_when_one_is_installed(
+    tmp_path: Path, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    from airside.biometrics.calibration import CalibrationTable, save_calibration
+    from airside.config import Settings
+    from airside.vision.factory import default_contract
+
+    data_dir = tmp_path / "data"
+    contract = default_contract(Settings(data_dir=data_dir))
+    # A deployment table whose threshold no cosine similarity reaches: at it, every genuine
+    # pair is a false non-match, while at the in-domain threshold both people are matched.
+    table = CalibrationTable(
+        model=contract.fingerprint, fmr=[0.5, 0.1], threshold=[1.4, 1.5], fnmr=[None, None],
+        impostors=1000, genuines=0, source="test",
+    )  # fmt: skip
+    path = save_calibration(table, contract, data_dir)
+    app, _ = _cli(data_dir)
+    s = _fairness_json(app, _real_pairs(tmp_path / "set", astronaut, hopper))
+    dep = s["deployment"]
+    assert dep["threshold"] == 1.5 and str(path) in dep["source"]
+    for name in ("g1", "g2"):
+        assert (s["groups"][name]["false_non_matches"], s["groups"][name]["genuines"]) == (0, 1)
+        d = dep["groups"][name]
+        assert (d["false_non_matches"], d["genuines"], d["fnmr"]) == (1, 1, 1.0)
+    cross = dep["groups"]["g1|g2"]
+    assert (cross["false_matches"], cross["impostors"], cross["fmr"]) == (0, 10, 0.0)
 
 
 # --------------------------------------------------------------------------------------------

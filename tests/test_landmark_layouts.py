@@ -83,8 +83,12 @@ def test_a_turned_head_reads_the_same_way_in_both_layouts() -> None:
     assert yaw_a == pytest.approx(0.2, abs=1e-3) and yaw_b == pytest.approx(0.2, abs=1e-3)
 
 
-def test_the_dlib_pipeline_keeps_its_calibrated_contract(analyzer: FaceAnalyzer) -> None:
-    assert analyzer.contract == default_contract(Settings(data_dir=Path("/nonexistent")))
+def test_the_dlib_pipeline_keeps_its_calibrated_contract(tmp_path: Path) -> None:
+    from airside.vision.factory import default_analyzer
+
+    dlib = Settings(data_dir=tmp_path, embedder_model="dlib")
+    analyzer = default_analyzer(dlib)
+    assert analyzer.contract == default_contract(dlib)
     assert analyzer.contract.preprocessing == analyzer.aligner.preprocessing
 
 

@@ -66,17 +66,20 @@ def test_model_choices_are_read_from_the_environment(
     assert s.embed_max_batch == 8 and s.model_registry == tmp_path / "m"
 
 
-def test_dlib_or_nothing_names_the_bundled_models(tmp_path: Path) -> None:
-    s = Settings(data_dir=tmp_path, face_detector="dlib", embedder_model=" ")
-    assert (s.face_detector, s.embedder_model) == (None, None)
+def test_nothing_names_the_default_models_and_dlib_names_dlibs(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, face_detector=" ", embedder_model="")
+    assert (s.face_detector, s.embedder_model) == ("yunet", "sface")
     assert default_contract(s) == default_contract(Settings(data_dir=tmp_path))
+    d = Settings(data_dir=tmp_path, face_detector="DLIB", embedder_model="Dlib")
+    assert (d.face_detector, d.embedder_model) == ("dlib", "dlib")
+    assert default_contract(d).model_id == "dlib-resnet"
 
 
 def test_a_registered_embedder_gets_arcface_chips_and_its_own_contract(
     settings: Settings,
 ) -> None:
     add_tiny(settings)
-    an = default_analyzer(with_(settings, embedder_model="tiny"))
+    an = default_analyzer(with_(settings, embedder_model="tiny", face_detector="dlib"))
     assert isinstance(an.aligner, ArcFaceAligner)
     # dlib's HOG gives no landmarks: the eye centres come from dlib's 5-point predictor.
     assert "fallback-dlib5pt-eyes" in an.aligner.preprocessing
@@ -125,12 +128,13 @@ def test_yunet_with_dlib_alignment_and_embedding_enrols_and_identifies_the_astro
     settings: Settings, astronaut: np.ndarray, hopper: np.ndarray
 ) -> None:
     add_shared(settings, "yunet", "face_detection_yunet_2023mar.onnx", "yunet", "yunet")
-    app = Airside(with_(settings, face_detector="yunet"))
+    dlib = with_(settings, embedder_model="dlib")
+    app = Airside(with_(dlib, face_detector="yunet"))
     try:
         an = app.analyzer
         assert isinstance(an.detector, YuNetDetector)  # no CNN fallback behind it ("auto")
         assert isinstance(an.aligner, DlibFivePointAligner)
-        assert an.contract == default_contract(settings)  # dlib's calibrated contract
+        assert an.contract == default_contract(dlib)  # dlib's calibrated contract
         register(app, ADMIN)
         galleries.create_gallery(app, ADMIN, "g", "boarding")
         enrolment.enrol(app, ADMIN, "g", "astro", [png_bytes(astronaut)], BasisInput("consent"))

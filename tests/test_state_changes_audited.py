@@ -156,6 +156,14 @@ REFUSED_ONLY: dict[str, tuple[Callable[[World], list[str]], str, str]] = {
                             "tests/test_fair_calibration.py (needs 100 people)"),
     "calibrate --remove": (lambda w: ["calibrate", "--remove"], "calibration.remove",
                            "tests/test_fair_calibration.py (needs one installed)"),
+    "calibrate --gallery --table": (
+        lambda w: ["calibrate", "--gallery", "boarding", "--table"], "calibration.fit_gallery",
+        "tests/test_gallery_calibration.py (needs 20 people or more)",
+    ),
+    "calibrate --gallery --table --remove": (
+        lambda w: ["calibrate", "--gallery", "boarding", "--table", "--remove"],
+        "calibration.remove_gallery", "tests/test_gallery_calibration.py (needs one fitted)",
+    ),
     "gallery migrate": (
         lambda w: ["gallery", "migrate", "boarding", "--to", "tiny"], "gallery.migrate",
         "tests/test_migration.py",
@@ -171,7 +179,8 @@ REFUSED_ONLY: dict[str, tuple[Callable[[World], list[str]], str, str]] = {
 # (keys init writes a new key set outside any installation and opens no store.)
 NOT_STATE_CHANGING = {
     "keys init",
-    "audit export", "audit verify", "demo", "eval fairness", "eval identify", "eval track",
+    "audit export", "audit verify", "demo", "eval fairness", "eval identify", "eval in-domain",
+    "eval track",
     "events crop", "events list", "galleries", "identify", "models bench", "models list",
     "models verify", "principal list", "principal roles", "receipt verify",
     "report governance", "review list", "subjects", "verify", "watch", "serve", "worker",

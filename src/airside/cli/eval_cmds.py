@@ -156,6 +156,46 @@ def register(eval_app: typer.Typer) -> None:
             fail(e, as_json)
         _emit_summary(summary, as_json)
 
+    @eval_app.command("in-domain")
+    def eval_in_domain(
+        ctx: typer.Context,
+        identities: Annotated[Path, typer.Option(help="CSV image,identity.")],
+        splits: Annotated[int, typer.Option(min=1, help="Random enrol/test splits.")] = 5,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        face: FaceOpt = "central",
+        workers: WorkersOpt = None,
+    ) -> None:
+        """FMR and FNMR of a table fitted on half of each person's images (label-free, as a
+        gallery's own) against the shipped table's, on the other half (docs/thresholds.md)."""
+        from airside.evaluation.datasets import read_identities
+        from airside.evaluation.in_domain import run
+
+        settings = _settings(ctx)
+        try:
+            contract = _contract(settings)
+            n = len(set(read_identities(identities).images))
+            with progress("embedding", n) as tick:
+                report = run(identities, settings, contract, splits=splits,
+                             policy=face_policy(face), workers=workers, progress=tick)  # fmt: skip
+        except (ValueError, OSError, AirsideError) as e:
+            fail(e, as_json)
+        summary = report.as_dict()
+        if as_json:
+            emit_json(summary)
+            return
+        results = summary.pop("results")
+        _emit_summary(summary, False)
+        for r in results:
+            for name in ("in_domain", "shipped"):
+                m = r[name]
+                if m is not None:
+                    out.print(
+                        f"FMR label {r['label']:g}, {name:>9} table: FMR {m['fmr']:.3g} "
+                        f"({m['fmr_over_label']:.2f}x, worst split "
+                        f"{m['worst_fmr_over_label']:.2f}x), FNMR {m['fnmr']:.4f}",
+                        highlight=False, markup=False,
+                    )  # fmt: skip
+
 
 def _emit_summary(summary: dict[str, Any], as_json: bool) -> None:
     """The summary as JSON, or one ``key: value`` line each."""

@@ -11,13 +11,17 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from airside.cli.options import FaceOpt, WorkersOpt, face_policy
 from airside.cli.render import emit_json, esc, fail, out, progress, say
 from airside.errors import AirsideError
+
+if TYPE_CHECKING:
+    from airside.governance.principals import Principal
+    from airside.services.app import Airside
 
 
 def _group_column(path: Path, column: str) -> list[str]:
@@ -47,18 +51,45 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
     fnmr = _fmt_rate(ov["fnmr"], ov["fnmr_ci"], ov["false_non_matches"], ov["genuines"])
     say(
         out,
-        f"[bold]{esc(title)}[/]: threshold {summary['threshold']:.6g} (FMR "
+        f"[bold]{esc(title)}[/]: in-domain threshold {summary['threshold']:.6g} (FMR "
         f"{summary['fmr_target']:g} over {ov['impostors']} impostor pairs); overall FMR "
         f"{esc(fmr)}, FNMR {esc(fnmr)}",
     )
-    t = Table("group", "FMR (errors/pairs) [95% CI]", "FNMR (errors/pairs) [95% CI]", "status")
+    dep = summary.get("deployment")
+    dep_groups: dict[str, Any] = {}
+    if dep is not None and dep["threshold"] is None:
+        say(out, f"deployment threshold: none ({esc(dep['source'])}: {esc(dep['note'])})")
+    elif dep is not None:
+        dov = dep["overall"]
+        dep_groups = dep["groups"]
+        dfmr = _fmt_rate(dov["fmr"], dov["fmr_ci"], dov["false_matches"], dov["impostors"])
+        dfnmr = _fmt_rate(dov["fnmr"], dov["fnmr_ci"], dov["false_non_matches"], dov["genuines"])
+        say(
+            out,
+            f"deployment threshold {dep['threshold']:.6g} ({esc(dep['source'])}); overall FMR "
+            f"{esc(dfmr)}, FNMR {esc(dfnmr)}",
+        )
+    t = Table("group", "FMR (errors/pairs) [95% CI]", "FNMR (errors/pairs) [95% CI]")
+    if dep_groups:
+        t.add_column("FMR at deployment threshold")
+        t.add_column("FNMR at deployment threshold")
+    t.add_column("status")
     for name, g in summary["groups"].items():
-        t.add_row(
+        cells = [
             esc(name),
             esc(_fmt_rate(g["fmr"], g["fmr_ci"], g["false_matches"], g["impostors"])),
             esc(_fmt_rate(g["fnmr"], g["fnmr_ci"], g["false_non_matches"], g["genuines"])),
-            esc(g["status"] + (": " + "; ".join(g["too_small"]) if g["too_small"] else "")),
+        ]
+        if dep_groups:
+            d = dep_groups[name]
+            cells += [
+                esc(_fmt_rate(d["fmr"], d["fmr_ci"], d["false_matches"], d["impostors"])),
+                esc(_fmt_rate(d["fnmr"], d["fnmr_ci"], d["false_non_matches"], d["genuines"])),
+            ]
+        cells.append(
+            esc(g["status"] + (": " + "; ".join(g["too_small"]) if g["too_small"] else ""))
         )
+        t.add_row(*cells)
     out.print(t)
     for key in ("fmr", "fnmr"):
         detail = summary[f"{key}_differential_detail"]
@@ -74,6 +105,8 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 
 def _comparison_row(method: str, summary: dict[str, Any]) -> dict[str, Any]:
     ov = summary["overall"]
+    dep = summary.get("deployment") or {}
+    dov = dep.get("overall") or {}
     return {
         "method": method,
         "threshold": summary["threshold"],
@@ -82,6 +115,9 @@ def _comparison_row(method: str, summary: dict[str, Any]) -> dict[str, Any]:
         "tar": ov["tar"],
         "genuines": ov["genuines"],
         "false_non_matches": ov["false_non_matches"],
+        "deployment_threshold": dep.get("threshold"),
+        "deployment_fmr": dov.get("fmr"),
+        "deployment_tar": dov.get("tar"),
         "groups": {
             name: {
                 "false_matches": g["false_matches"],
@@ -138,14 +174,18 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         face: FaceOpt = "central",
         workers: WorkersOpt = None,
     ) -> None:
-        """Per-group FMR and FNMR at one operating threshold, and the differentials."""
+        """Per-group FMR and FNMR at the in-domain and the deployment threshold, and the
+        differentials."""
+        from airside.biometrics.calibration import deployed_calibration_path, load_calibration
         from airside.biometrics.fair_calibration import ImageStats, load_fair_calibration
         from airside.evaluation.datasets import read_identities, read_pairs
         from airside.evaluation.fairness import (
             METHOD_TITLES,
+            DeploymentThreshold,
             GroupedScores,
             all_pairs,
             crossfit_scores,
+            deployment_threshold,
             fairness_summary,
             group_names_of_pairs,
         )
@@ -252,10 +292,37 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                         "pairs for each method"
                     )
                 source = str(identities)
+            deployments: dict[str, DeploymentThreshold] = {}
+            try:
+                table = load_calibration(contract, settings.data_dir)
+                deployed = deployed_calibration_path(contract, settings.data_dir)
+                origin = (
+                    f"the deployment's table {deployed}"
+                    if deployed.is_file()
+                    else f"the table shipped for the model, fitted on {table.source}"
+                )
+                deployments["raw"] = deployment_threshold(table, fmr, origin)
+            except AirsideError as e:  # no table for this model: nothing to deploy with
+                deployments["raw"] = deployment_threshold(None, fmr, "no table", str(e))
+            if fair is not None:
+                deployments["installed"] = deployment_threshold(
+                    fair.table, fmr, f"the installed fair calibration's table ({fair.name})"
+                )
             for method, (data, _) in list(runs.items()):
                 runs[method] = (
                     data,
-                    fairness_summary(data, fmr_target=fmr, min_genuines=min_genuines),
+                    fairness_summary(
+                        data,
+                        fmr_target=fmr,
+                        min_genuines=min_genuines,
+                        deployment=deployments.get(method)
+                        or deployment_threshold(
+                            None,
+                            fmr,
+                            "no table",
+                            "a cross-fitted normalisation has no deployed FMR table",
+                        ),
+                    ),
                 )
             first = next(iter(runs))
             summary: dict[str, Any] = {**runs[first][1], **meta, "method": first}
@@ -302,6 +369,15 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             bool, typer.Option("--remove", help="Stop applying the fair calibration.")
         ] = False,
         show: Annotated[bool, typer.Option("--show", help="Describe the installed one.")] = False,
+        table: Annotated[
+            bool,
+            typer.Option(
+                "--table",
+                help="With --gallery: the gallery's own FMR table, fitted on its subjects "
+                "(with --remove / --show: remove or describe it) instead of the fair "
+                "calibration.",
+            ),
+        ] = False,
         local_clusters: Annotated[
             int, typer.Option(help="Stage 1: regions of the embedding (k-means).")
         ] = 40,
@@ -314,7 +390,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         face: FaceOpt = "central",
         workers: WorkersOpt = None,
     ) -> None:
-        """Build the model's label-free fair calibration (docs/fairness.md); admin only."""
+        """Build the model's label-free fair calibration (docs/fairness.md), or with --gallery
+        NAME --table the gallery's own FMR table (docs/thresholds.md); admin only."""
         from airside.biometrics.fair_calibration import FitParams
         from airside.cli.state import state
         from airside.services import calibration_service as svc
@@ -323,13 +400,15 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         result: dict[str, Any]
         try:
             chosen = sum([identities is not None, gallery is not None, remove, show])
-            if chosen != 1:
+            if chosen != 1 and not table:
                 raise ValueError("give exactly one of --identities, --gallery, --remove, --show")
             params = FitParams(
                 local_clusters=local_clusters, dims=dims, clusters=clusters, restarts=restarts
             )
             app_, principal = st.airside, st.principal
-            if remove:
+            if table:
+                result = _gallery_table(app_, principal, gallery, identities, remove, show)
+            elif remove:
                 result = {"removed": svc.remove(app_, principal)}
             elif show:
                 found = svc.installed(app_, principal)
@@ -366,7 +445,11 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         if as_json:
             emit_json(result)
             return
-        if "removed" in result:
+        if table and "removed" in result:
+            say(out, "gallery table removed" if result["removed"] else "the gallery had none")
+        elif table and "installed" in result and result["installed"] is None:
+            say(out, "the gallery has no table of its own: it decides with the model's")
+        elif "removed" in result:
             say(out, "fair calibration removed" if result["removed"] else "none was installed")
         elif "installed" in result and result["installed"] is None:
             say(out, "no fair calibration installed: scores are raw similarities")
@@ -374,3 +457,20 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             body = result.get("installed", result)
             for k, v in body.items():
                 say(out, f"{k:>18}: {esc(json.dumps(v) if isinstance(v, list) else v)}")
+
+
+def _gallery_table(
+    app_: Airside, principal: Principal, gallery: str | None, identities: Path | None,
+    remove: bool, show: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """``calibrate --gallery NAME --table [--remove | --show]``."""
+    from airside.services import gallery_calibration as gsvc
+
+    if gallery is None or identities is not None or (remove and show):
+        raise ValueError("--table needs --gallery, and at most one of --remove, --show")
+    if remove:
+        return {"removed": gsvc.remove_gallery_table(app_, principal, gallery)}
+    if show:
+        found = gsvc.gallery_table(app_, principal, gallery)
+        return {"installed": None if found is None else found.as_dict()}
+    return gsvc.fit_gallery_table(app_, principal, gallery).as_dict()

@@ -39,9 +39,16 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
             datetime | None,
             typer.Option(help="Flight departure: purge the gallery 12 h after it (boarding)."),
         ] = None,
+        embedder: Annotated[
+            str | None,
+            typer.Option(
+                help="The embedding model it is bound to: sface (default), dlib, fused "
+                "(dlib + SFace, high-assurance 1:1) or a registered model."
+            ),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Create a gallery bound to a purpose, a retention and the current embedding model."""
+        """Create a gallery bound to a purpose, a retention and an embedding model."""
         from airside.services.galleries import create_gallery
 
         try:
@@ -55,6 +62,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
                 retain_seconds=parse_duration(retain_for) if retain_for else None,
                 retain_until=local_time(retain_until),
                 departs=local_time(departs),
+                embedder=embedder,
             )
         except (AirsideError, ValueError) as e:
             fail(e, as_json)

@@ -168,11 +168,13 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
 
     @models_app.command("verify")
     def models_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-        """Re-hash every model against its manifest; exit 1 if any is changed or missing."""
+        """Re-hash every model against its manifest (the default ones against their
+        publisher's sha256); exit 1 if any is changed or missing."""
         from airside.model_registry import verify_models
+        from airside.vision.bundled import verify_bundled
 
         folder = state(ctx).settings.model_registry
-        checks = verify_models(folder) if folder.exists() else []
+        checks = verify_bundled(folder) + (verify_models(folder) if folder.exists() else [])
         bad = [c for c in checks if not c.ok]
         if as_json:
             emit_json(

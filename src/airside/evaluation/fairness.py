@@ -18,6 +18,13 @@ Differentials compare within-group rates only (cross-group pairs are shown, not 
 lowest is zero the ratio is unbounded: it is reported as ``None`` with a note and a lower
 bound (highest rate over the Wilson upper limit of the group with no errors).
 
+Every group is measured at two thresholds for the same FMR target: the *in-domain* one
+above, fitted on this evaluation's own impostor pairs (all cross-identity pairs: no
+demographic label is used to set it), and, when given, the *deployment* one, the threshold
+the model's installed or shipped FMR table gives for that target (``deployment``). The
+first shows the groups' error rates where the target FMR really holds on these images; the
+second shows what a deployment that trusts its table would see on them.
+
 Demographic labels are accepted here and in the evaluation CLI only. Nothing outside
 ``airside.evaluation`` reads, stores or decides on them (tests/test_fairness.py checks).
 """
@@ -33,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from airside.biometrics.calibration import resolvable
+from airside.biometrics.calibration import CalibrationTable, resolvable
 from airside.biometrics.fair_calibration import (
     CohortNorm,
     FitParams,
@@ -46,9 +53,11 @@ from airside.evaluation.verification import all_pairs  # re-exported: every pair
 
 __all__ = [
     "METHODS",
+    "DeploymentThreshold",
     "GroupedScores",
     "all_pairs",
     "crossfit_scores",
+    "deployment_threshold",
     "fairness_summary",
     "group_names_of_pairs",
     "normalise_group_label",
@@ -219,19 +228,106 @@ def _differential(
     return result
 
 
+@dataclass(frozen=True)
+class DeploymentThreshold:
+    """The threshold a deployment uses for the FMR target and the table it comes from, or
+    ``threshold=None`` with the reason there is none (``note``)."""
+
+    threshold: float | None
+    source: str
+    note: str | None = None
+
+
+def deployment_threshold(
+    table: CalibrationTable | None, fmr_target: float, source: str, note: str | None = None
+) -> DeploymentThreshold:
+    """``table``'s threshold for ``fmr_target``; a target the table cannot set (finer than
+    it resolves, outside its rows) or no table at all gives ``None`` and the reason."""
+    if table is None:
+        return DeploymentThreshold(None, source, note or "no FMR table")
+    try:
+        return DeploymentThreshold(table.threshold_for(fmr_target), source)
+    except ValueError as e:
+        return DeploymentThreshold(None, source, str(e))
+
+
+def _counts(scores: FloatArray, same: BoolArray, threshold: float) -> dict[str, Any]:
+    """Pairs, errors and rates (with Wilson intervals) of these pairs at ``threshold``."""
+    match = scores >= threshold
+    n_gen = int(np.count_nonzero(same))
+    n_imp = int(same.size) - n_gen
+    fm = int(np.count_nonzero(match & ~same))
+    fnm = n_gen - int(np.count_nonzero(match & same))
+    fmr, fmr_ci = _rate(fm, n_imp)
+    fnmr, fnmr_ci = _rate(fnm, n_gen)
+    return {
+        "impostors": n_imp,
+        "false_matches": fm,
+        "fmr": fmr,
+        "fmr_ci": fmr_ci,
+        "genuines": n_gen,
+        "false_non_matches": fnm,
+        "fnmr": fnmr,
+        "fnmr_ci": fnmr_ci,
+    }
+
+
+def _at_deployment(
+    data: GroupedScores,
+    members: Mapping[str, IntArray],
+    groups: Mapping[str, Mapping[str, Any]],
+    deployment: DeploymentThreshold,
+) -> dict[str, Any]:
+    """Overall and per-group rates at the deployment threshold, and their differentials
+    (the same groups, measurability and rules as at the in-domain threshold)."""
+    out: dict[str, Any] = {
+        "threshold": deployment.threshold,
+        "source": deployment.source,
+        "note": deployment.note,
+    }
+    if deployment.threshold is None:
+        return out
+    scores, same, t = data.scores, data.same, float(deployment.threshold)
+    overall = _counts(scores, same, t)
+    overall["tar"] = None if overall["fnmr"] is None else 1.0 - overall["fnmr"]
+    rows: dict[str, dict[str, Any]] = {}
+    for name, idx in members.items():
+        row = _counts(scores[idx], same[idx], t)
+        for key in ("kind", "fmr_measurable", "fnmr_measurable"):
+            row[key] = groups[name][key]
+        row["fmr_ratio_to_overall"] = _ratio(row["fmr"], overall["fmr"])
+        row["fnmr_ratio_to_overall"] = _ratio(row["fnmr"], overall["fnmr"])
+        rows[name] = row
+    fmr_diff = _differential(rows, "fmr", "impostors", "false_matches", "fmr_measurable")
+    fnmr_diff = _differential(rows, "fnmr", "genuines", "false_non_matches", "fnmr_measurable")
+    out.update(
+        overall=overall,
+        groups=rows,
+        fmr_differential=fmr_diff["value"],
+        fmr_differential_detail=fmr_diff,
+        fnmr_differential=fnmr_diff["value"],
+        fnmr_differential_detail=fnmr_diff,
+    )
+    return out
+
+
 def fairness_summary(
     data: GroupedScores,
     *,
     fmr_target: float = 1e-3,
     threshold: float | None = None,
     min_genuines: int = DEFAULT_MIN_GENUINES,
+    deployment: DeploymentThreshold | None = None,
 ) -> dict[str, Any]:
-    """Per-group FMR and FNMR at one threshold, with counts, intervals and differentials.
+    """Per-group FMR and FNMR, with counts, intervals and differentials, at the in-domain
+    threshold and (with ``deployment``) at the deployment's.
 
-    ``threshold`` defaults to the one that gives ``fmr_target`` over every impostor pair
-    (:func:`airside.evaluation.metrics.threshold_at_fmr`: the measured FMR never exceeds
-    the target, so ties at the boundary are rejected together). A comparison is a match
-    when ``score >= threshold``.
+    ``threshold`` defaults to the in-domain one: the threshold that gives ``fmr_target``
+    over every impostor pair of ``data`` (:func:`airside.evaluation.metrics.
+    threshold_at_fmr`: the measured FMR never exceeds the target, so ties at the boundary
+    are rejected together). A comparison is a match when ``score >= threshold``. With
+    ``deployment``, the same rates at the deployment's threshold are under ``"deployment"``
+    (``None`` without it).
     """
     if not (0.0 < fmr_target < 1.0):
         raise ValueError(f"the FMR target must be in (0, 1), got {fmr_target!r}")
@@ -239,6 +335,7 @@ def fairness_summary(
         raise ValueError("min_genuines must be at least 1")
     scores, same, group = data.scores, data.same, data.group
     imp_all = scores[~same]
+    threshold_given = threshold
     if threshold is None:
         if imp_all.size == 0:
             raise ValueError("no impostor pairs: cannot set a threshold for an FMR target")
@@ -249,40 +346,18 @@ def fairness_summary(
             )
         threshold = threshold_at_fmr(imp_all, fmr_target)
     t = float(threshold)
-    match = scores >= t
-
-    def counts(mask: BoolArray) -> dict[str, Any]:
-        imp = mask & ~same
-        gen = mask & same
-        n_imp = int(np.count_nonzero(imp))
-        n_gen = int(np.count_nonzero(gen))
-        fm = int(np.count_nonzero(match & imp))
-        fnm = int(np.count_nonzero(~match & gen))
-        fmr, fmr_ci = _rate(fm, n_imp)
-        fnmr, fnmr_ci = _rate(fnm, n_gen)
-        return {
-            "impostors": n_imp,
-            "false_matches": fm,
-            "fmr": fmr,
-            "fmr_ci": fmr_ci,
-            "genuines": n_gen,
-            "false_non_matches": fnm,
-            "fnmr": fnmr,
-            "fnmr_ci": fnmr_ci,
-        }
-
-    overall = counts(np.ones(scores.shape[0], dtype=bool))
+    overall = _counts(scores, same, t)
     overall["tar"] = None if overall["fnmr"] is None else 1.0 - overall["fnmr"]
     # Group pairs once (sort by code) rather than one full-length mask per group.
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(-1, len(data.names) + 1))
     groups: dict[str, dict[str, Any]] = {}
+    members: dict[str, IntArray] = {}
     for k, name in enumerate(data.names):
         idx = order[bounds[k + 1] : bounds[k + 2]]
-        mask = np.zeros(scores.shape[0], dtype=bool)
-        mask[idx] = True
-        row = counts(mask)
+        members[name] = idx
         s_g, same_g = scores[idx], same[idx]
+        row = _counts(s_g, same_g, t)
         row["kind"] = "cross" if CROSS in name else "within"
         row["fmr_measurable"] = resolvable(row["impostors"], fmr_target)
         row["fnmr_measurable"] = row["genuines"] >= min_genuines
@@ -306,6 +381,12 @@ def fairness_summary(
     fnmr_diff = _differential(groups, "fnmr", "genuines", "false_non_matches", "fnmr_measurable")
     return {
         "threshold": t,
+        "threshold_basis": (
+            f"in-domain: FMR {fmr_target:g} over all {overall['impostors']} impostor pairs of "
+            "this evaluation"
+            if threshold_given is None
+            else "given"
+        ),
         "fmr_target": fmr_target,
         "overall": overall,
         "groups": groups,
@@ -318,6 +399,9 @@ def fairness_summary(
         "fnmr_differential": fnmr_diff["value"],
         "fnmr_differential_detail": fnmr_diff,
         "min_genuines": min_genuines,
+        "deployment": None
+        if deployment is None
+        else _at_deployment(data, members, groups, deployment),
     }
 
 

@@ -71,7 +71,9 @@ def _det_chart(data: GroupedScores, groups: Sequence[str], threshold: float) -> 
     return _svg(fig)
 
 
-def _histograms(data: GroupedScores, groups: Sequence[str], threshold: float) -> Any:
+def _histograms(
+    data: GroupedScores, groups: Sequence[str], threshold: float, deployment: float | None = None
+) -> Any:
     from matplotlib.figure import Figure
 
     cols = 2
@@ -90,6 +92,8 @@ def _histograms(data: GroupedScores, groups: Sequence[str], threshold: float) ->
         if gen.size:
             ax.hist(gen, bins=bins, density=True, alpha=0.55, color="tab:green", label="genuine")
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1.0)
+        if deployment is not None:
+            ax.axvline(deployment, color="tab:blue", linestyle=":", linewidth=1.2)
         ax.set_title(f"{name}: {imp.size} imp., {gen.size} gen.", fontsize="small")
         ax.tick_params(labelsize="x-small")
     fig.tight_layout()
@@ -102,13 +106,21 @@ def _table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
             return "- (0 pairs)"
         return f"{rate:.3g} ({k}/{n}) [{ci[0]:.3g}, {ci[1]:.3g}]"
 
+    dep = (summary.get("deployment") or {}).get("groups") or {}
     rows = []
     for name, g in summary["groups"].items():
+        d = dep.get(name)
         rows.append(
             {
                 "group": name,
                 "fmr": pct(g["fmr"], g["fmr_ci"], g["false_matches"], g["impostors"]),
                 "fnmr": pct(g["fnmr"], g["fnmr_ci"], g["false_non_matches"], g["genuines"]),
+                "fmr_dep": "-"
+                if d is None
+                else pct(d["fmr"], d["fmr_ci"], d["false_matches"], d["impostors"]),
+                "fnmr_dep": "-"
+                if d is None
+                else pct(d["fnmr"], d["fnmr_ci"], d["false_non_matches"], d["genuines"]),
                 "status": g["status"]
                 + ("" if not g["too_small"] else ": " + "; ".join(g["too_small"])),
             }
@@ -133,39 +145,71 @@ _FAIR_TEMPLATE = """<!DOCTYPE html>
 </head>
 <body>
 <h1>{{ title }}</h1>
-<p class="note">Rates are "rate (errors/pairs) [Wilson 95% interval]" at one threshold, set
-for FMR {{ fmr_target }} over all impostor pairs. Groups with too few pairs are listed, not
-ranked. Demographic labels were used to evaluate only.</p>
+<p class="note">Rates are "rate (errors/pairs) [Wilson 95% interval]" at two thresholds for
+FMR {{ fmr_target }}: the in-domain one, set on all impostor pairs of this evaluation (no
+demographic label is used to set it), and the deployment one, which the model's FMR table
+gives for that target. Groups with too few pairs are listed, not ranked. Demographic labels
+were used to evaluate only.</p>
 {%- if comparison %}
 <h2>Methods compared</h2>
 <table>
-  <tr><th>method</th><th>threshold</th><th>FMR differential</th><th>FNMR differential</th>
-      <th>TAR at the threshold</th></tr>
+  <tr><th>method</th><th>in-domain threshold</th><th>FMR differential</th>
+      <th>FNMR differential</th><th>TAR at the threshold</th><th>deployment threshold</th>
+      <th>FMR / TAR there</th></tr>
   {%- for row in comparison %}
   <tr><td>{{ row.method }}</td><td>{{ row.threshold }}</td><td>{{ row.fmr_differential }}</td>
-      <td>{{ row.fnmr_differential }}</td><td>{{ row.tar }}</td></tr>
+      <td>{{ row.fnmr_differential }}</td><td>{{ row.tar }}</td>
+      <td>{{ row.deployment_threshold }}</td><td>{{ row.deployment_rates }}</td></tr>
   {%- endfor %}
 </table>
 {%- endif %}
 {%- for section in sections %}
 <h2>{{ section.name }}</h2>
-<p>Threshold {{ section.threshold }}; FMR differential {{ section.fmr_differential }};
-FNMR differential {{ section.fnmr_differential }}.</p>
+<p>Threshold {{ section.threshold }} ({{ section.basis }}): FMR differential
+{{ section.fmr_differential }}; FNMR differential {{ section.fnmr_differential }}.</p>
+<p>Deployment threshold {{ section.deployment }}.</p>
 <table>
-  <tr><th>group</th><th>FMR</th><th>FNMR</th><th>status</th></tr>
+  <tr><th rowspan="2">group</th><th colspan="2">at the in-domain threshold</th>
+      <th colspan="2">at the deployment threshold</th><th rowspan="2">status</th></tr>
+  <tr><th>FMR</th><th>FNMR</th><th>FMR</th><th>FNMR</th></tr>
   {%- for row in section.rows %}
   <tr><td>{{ row.group }}</td><td>{{ row.fmr }}</td><td>{{ row.fnmr }}</td>
-      <td>{{ row.status }}</td></tr>
+      <td>{{ row.fmr_dep }}</td><td>{{ row.fnmr_dep }}</td><td>{{ row.status }}</td></tr>
   {%- endfor %}
 </table>
 <h3>DET curves per group</h3>
 <figure>{{ section.det }}</figure>
 <h3>Score distributions per group</h3>
+<p class="note">Dashed: the in-domain threshold; dotted: the deployment threshold.</p>
 <figure>{{ section.hist }}</figure>
 {%- endfor %}
 </body>
 </html>
 """
+
+
+def _deployment_rates(dep: Mapping[str, Any] | None) -> str:
+    """Overall FMR and TAR at the deployment threshold, each with its count."""
+    if dep is None or dep["threshold"] is None:
+        return "-"
+    ov = dep["overall"]
+    fmr = "-" if ov["fmr"] is None else f"{ov['fmr']:.3g} ({ov['false_matches']}/{ov['impostors']})"
+    accepted = ov["genuines"] - ov["false_non_matches"]
+    tar = "-" if ov["tar"] is None else f"{ov['tar']:.4f} ({accepted}/{ov['genuines']})"
+    return f"FMR {fmr}; TAR {tar}"
+
+
+def _deployment_line(dep: Mapping[str, Any] | None) -> str:
+    """Where the deployment threshold comes from and what it gives here, or why none."""
+    if dep is None:
+        return "not evaluated"
+    if dep["threshold"] is None:
+        return f"none ({dep['source']}: {dep['note']})"
+    fd = dep["fmr_differential_detail"]
+    return (
+        f"{dep['threshold']:.6g} ({dep['source']}): {_deployment_rates(dep)}; FMR differential "
+        f"{_fmt(dep['fmr_differential'], fd.get('note'))}"
+    )
 
 
 def _fmt(value: float | None, note: str | None = None) -> str:
@@ -193,15 +237,21 @@ def render_fairness_report(
             if g["kind"] == "within" and g["impostors"] and g["genuines"]
         ]
         fd, nd = summary["fmr_differential_detail"], summary["fnmr_differential_detail"]
+        dep = summary.get("deployment")
+        dep_t = None if dep is None else dep["threshold"]
         sections.append(
             {
                 "name": method,
                 "threshold": f"{summary['threshold']:.6g}",
+                "basis": summary.get("threshold_basis", ""),
+                "deployment": _deployment_line(dep),
                 "fmr_differential": _fmt(summary["fmr_differential"], fd.get("note")),
                 "fnmr_differential": _fmt(summary["fnmr_differential"], nd.get("note")),
                 "rows": _table_rows(summary),
                 "det": _det_chart(data, drawable, summary["threshold"]),
-                "hist": _histograms(data, drawable or [], summary["threshold"]) if drawable else "",
+                "hist": _histograms(data, drawable, summary["threshold"], dep_t)
+                if drawable
+                else "",
             }
         )
         ov = summary["overall"]
@@ -215,6 +265,8 @@ def render_fairness_report(
                 "tar": "-"
                 if ov["tar"] is None
                 else f"{ov['tar']:.4f} ({accepted}/{ov['genuines']})",
+                "deployment_threshold": "-" if dep_t is None else f"{dep_t:.6g}",
+                "deployment_rates": _deployment_rates(dep),
             }
         )
     buf = io.StringIO()

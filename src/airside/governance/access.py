@@ -37,10 +37,11 @@ GALLERY_ACTIONS = frozenset(
 # Configuration changes only an administrator makes (no other role lists them): adding or
 # removing a model changes what every later decision rests on, and migrating a gallery
 # re-enrols its subjects under another model; moving, backing up and restoring the store
-# hands over or replaces everything. Each is audited.
+# hands over or replaces everything; a gallery's own threshold table changes what every
+# later decision against it means. Each is audited.
 ADMIN_ONLY_ACTIONS = frozenset(
     {"model.add", "model.remove", "gallery.migrate", "store.migrate", "store.backup",
-     "store.restore"}
+     "store.restore", "calibration.fit_gallery", "calibration.remove_gallery"}
 )  # fmt: skip
 # Roles whose grants are not bounded by gallery scopes.
 GLOBAL_ROLES = frozenset({"admin", "auditor"})

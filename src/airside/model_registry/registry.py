@@ -376,6 +376,20 @@ def _validated_manifest(
     )
 
 
+def describe_file(
+    path: Path, spec: ModelSpec, *, digest: str, inspector: ModelInspector
+) -> Manifest:
+    """The manifest ``add_model_file`` would write for ``path``, without copying it: for
+    model files that ship inside an installed package and are checked against a published
+    digest instead (``airside.vision.bundled``)."""
+    path = Path(path)
+    assert spec.name is not None
+    return _validated_manifest(
+        path, spec, kind=_resolve_kind(spec.family, spec.kind), digest=digest,
+        size=path.stat().st_size, inspector=inspector,
+    )  # fmt: skip
+
+
 def list_models(models_dir: Path) -> list[Manifest]:
     """Every readable manifest, by name; unreadable ones are logged (see ``verify_models``)."""
     out = []

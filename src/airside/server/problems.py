@@ -50,6 +50,7 @@ STATUS_OF: dict[str, int] = {
     "model_normalisation_required": 422, "model_normalisation_invalid": 422,
     "model_tampered": 409, "model_missing": 409, "registry_tampered": 403,
     "contract_mismatch": 409, "same_contract": 409, "bad_calibration_set": 422,
+    "too_few_subjects": 422,
     "bad_request": 400, "audit_chain_broken": 409, "bad_scene": 422, "no_scene_file": 409,
     "no_picture": 502, "keys_exist": 409,
     # the installation's keys (governance/key_source.py): the server's setup, not the caller

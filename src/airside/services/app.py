@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from airside.biometrics.calibration import CalibrationTable, load_calibration
 from airside.biometrics.index import GalleryIndex
 from airside.config import Settings
-from airside.errors import AirsideError, NotFoundError
+from airside.errors import AirsideError, ContractMismatchError, NotFoundError
 from airside.governance import audit, key_source, pseudonyms, registry_seal
 from airside.governance.gallery_transform import GalleryTransform
 from airside.governance.key_source import PROBE_DIGEST, REGISTRY, SIGNING, KeySpec
@@ -57,6 +57,9 @@ class Airside:
         self.db = Database(self.settings.db_url)
         self._analyzer_factory = analyzer_factory
         self._analyzer: FaceAnalyzer | None = None
+        # Analyzers of other embedding contracts, by fingerprint: galleries created with
+        # another embedder (dlib's, the fused one) keep working (``analyzer_for``).
+        self._other_analyzers: dict[str, FaceAnalyzer] = {}
         self._indexes: dict[int, GalleryIndex] = {}
         self._lock = threading.RLock()
         self._signer: Signer | None = None
@@ -84,6 +87,58 @@ class Airside:
 
                     self._analyzer = default_analyzer(self.settings)
             return self._analyzer
+
+    def analyzer_for(self, contract: EmbeddingContract | str) -> FaceAnalyzer:
+        """The analyzer that makes templates of ``contract`` (a gallery's): the settings'
+        own, or the same settings with the embedder the contract names (``dlib``, ``sface``,
+        ``fused`` or a registered model), built once. A gallery made by an embedder this
+        installation no longer has is refused (``contract_mismatch``) until migrated."""
+        fingerprint = contract.fingerprint if isinstance(contract, EmbeddingContract) else contract
+        default = self.analyzer
+        if default.contract.fingerprint == fingerprint:
+            return default
+        with self._lock:
+            known = self._other_analyzers.get(fingerprint)
+            if known is not None:
+                return known
+            name = _embedder_named_by(fingerprint)
+            if name is not None and name != self.settings.embedder_model:
+                try:
+                    other = self.analyzer_named(name)
+                except NotFoundError as e:  # a registered model since removed
+                    raise ContractMismatchError(
+                        f"templates of {fingerprint} were made by model {name!r}, which this "
+                        f"installation no longer has ({e}): migrate the gallery to the "
+                        "current model, or register that model again",
+                        details={"next": "gallery.migrate"},
+                    ) from None
+                if other.contract.fingerprint == fingerprint:
+                    self._other_analyzers[fingerprint] = other
+                    return other
+        raise ContractMismatchError(
+            f"templates of {fingerprint} cannot be made with this installation's models "
+            f"(embedder {self.settings.embedder_model!r} makes "
+            f"{default.contract.fingerprint}): migrate the gallery to the current model, "
+            "or restore the settings it was made with",
+            details={"next": "gallery.migrate"},
+        )
+
+    def analyzer_named(self, embedder: str) -> FaceAnalyzer:
+        """The analyzer of these settings with ``embedder`` (``sface``, ``dlib``, ``fused``
+        or a registered model's name) as the embedder."""
+        name = embedder.strip()
+        name = name.lower() if name.lower() in ("dlib", "fused", "sface") else name
+        if name == self.settings.embedder_model:
+            return self.analyzer
+        from airside.vision.factory import default_analyzer
+
+        with self._lock:
+            for known in self._other_analyzers.values():
+                if _embedder_named_by(known.contract.fingerprint) == name:
+                    return known
+            other = default_analyzer(self.settings.model_copy(update={"embedder_model": name}))
+            self._other_analyzers[other.contract.fingerprint] = other
+            return other
 
     @property
     def analyzer_loaded(self) -> bool:
@@ -358,3 +413,16 @@ class Airside:
         if self._witness is not None:
             self._witness.close()
         self.db.dispose()
+
+
+def _embedder_named_by(fingerprint: str) -> str | None:
+    """The embedder setting that makes a contract's templates, read from its model id
+    (``dlib-resnet@...``, ``fused:...``, ``FAMILY:NAME@...``); None when it names none."""
+    model_id = fingerprint.split("@", 1)[0]
+    if model_id == "dlib-resnet":
+        return "dlib"
+    if model_id.startswith("fused"):
+        return "fused"
+    if ":" in model_id:
+        return model_id.split(":", 1)[1] or None
+    return None

@@ -27,7 +27,7 @@ from airside.services.captures import (
 from airside.services.gallery_view import GalleryView, get_gallery
 from airside.store.tables import Gallery, Subject
 from airside.store.tables import Template as TemplateRow
-from airside.vision.contract import EmbeddingContract, Template, require_same
+from airside.vision.contract import EmbeddingContract, Template
 
 
 class EnrolmentRefused(AirsideError):
@@ -219,11 +219,11 @@ def enrol(
     if basis is not None:
         basis.validate()
     gallery = authorize_gallery(app, principal, "enrol", gallery_name)
-    contract = app.analyzer.contract
     try:
-        require_same(contract, gallery.contract_fingerprint)
+        analyzer = app.analyzer_for(gallery.contract_fingerprint)
+        contract = analyzer.contract
         results = capture_many(
-            app.analyzer,
+            analyzer,
             images,
             max_pixels=app.settings.max_image_pixels,
             quality_bar=gallery.quality_bar,
@@ -232,7 +232,7 @@ def enrol(
         if refusals:
             raise EnrolmentRefused("; ".join(r.message for r in refusals), refusals)
         captures = [r for r in results if isinstance(r, Capture)]
-        vectors = embed_captures(app.analyzer, captures)
+        vectors = embed_captures(analyzer, captures)
         with app.session() as s:
             gallery = get_gallery(s, gallery_name)
             result, added = write_subject(
@@ -263,8 +263,8 @@ def check_photo(
     Nothing is stored but the audit record, which names the photo by keyed digest only."""
     gallery = authorize_gallery(app, principal, "enrol", gallery_name)
     (result,) = capture_many(
-        app.analyzer, [image], max_pixels=app.settings.max_image_pixels,
-        quality_bar=gallery.quality_bar,
+        app.analyzer_for(gallery.contract_fingerprint), [image],
+        max_pixels=app.settings.max_image_pixels, quality_bar=gallery.quality_bar,
     )  # fmt: skip
     if isinstance(result, Refusal):
         verdict: dict[str, object] = {
@@ -297,8 +297,8 @@ def enrol_batch(
     """Enrol many subjects. By default all or nothing; with ``skip_refused`` the good rows
     are enrolled and the refused ones listed."""
     gallery = authorize_gallery(app, principal, "enrol.batch", gallery_name)
-    contract = app.analyzer.contract
-    require_same(contract, gallery.contract_fingerprint)
+    analyzer = app.analyzer_for(gallery.contract_fingerprint)
+    contract = analyzer.contract
     refused: list[tuple[int, str, Refusal]] = []
     good: list[tuple[int, EnrolRow, Capture]] = []
     seen: dict[str, tuple[str, int]] = {}
@@ -315,7 +315,7 @@ def enrol_batch(
             continue
         valid.append((n, ref, row))
     results = capture_many(
-        app.analyzer,
+        analyzer,
         [row.image for _, _, row in valid],
         max_pixels=app.settings.max_image_pixels,
         quality_bar=gallery.quality_bar,
@@ -353,7 +353,7 @@ def enrol_batch(
         )
         raise err
 
-    vectors = embed_captures(app.analyzer, [c for _, _, c in good])
+    vectors = embed_captures(analyzer, [c for _, _, c in good])
     by_subject: dict[str, list[int]] = {}
     for i, (_, row, _) in enumerate(good):
         by_subject.setdefault(row.subject, []).append(i)

@@ -56,11 +56,16 @@ def create_gallery(
     retain_seconds: int | None = None,
     retain_until: datetime | None = None,
     departs: datetime | None = None,
+    embedder: str | None = None,
 ) -> GalleryInfo:
     """Create a purpose-bound gallery. Retention: ``retain_seconds`` caps a template's age,
     ``retain_until`` ends the whole gallery; ``departs`` (a flight's departure) sets
     ``retain_until`` to departure plus the boarding retention (12 h by default). Boarding
-    galleries without either keep templates at most ``boarding_default_retention_hours``."""
+    galleries without either keep templates at most ``boarding_default_retention_hours``.
+
+    ``embedder`` (default: the settings') binds the gallery to that model's embedding
+    contract for good: ``sface``, ``dlib``, ``fused`` (both, for high-assurance 1:1) or a
+    registered model."""
     authorize(app, principal, "gallery.create")
     validate_gallery_name(name)
     if not purpose.strip():
@@ -74,7 +79,8 @@ def create_gallery(
     retain_seconds, retain_until = retention_for(
         app, purpose.strip(), retain_seconds, retain_until, departs
     )
-    contract = app.analyzer.contract
+    analyzer = app.analyzer if embedder is None else app.analyzer_named(embedder)
+    contract = analyzer.contract
     app.calibration(contract).threshold_for(fmr)  # refuse an FMR the calibration cannot set
     with app.session() as s:
         if s.scalar(select(Gallery.id).where(Gallery.name == name)) is not None:

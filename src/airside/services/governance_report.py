@@ -14,9 +14,10 @@ from sqlalchemy import func, select
 
 from airside.governance import access, audit
 from airside.governance.principals import Principal
-from airside.services import audit_service
+from airside.services import audit_service, gallery_calibration
 from airside.services.app import Airside
 from airside.services.authz import authorize
+from airside.services.gallery_view import view_of
 from airside.store.tables import AuditRecord, Event, Gallery, LegalBasis, Template
 
 # The actions that search or compare against a gallery's templates.
@@ -40,6 +41,14 @@ class GalleryGovernance:
     # Events about people of this gallery, and how many of them still keep a face crop.
     events: int = 0
     event_crops: int = 0
+    # Thresholds (services/gallery_calibration.py): whether decisions against the gallery use
+    # its own table, fitted on its subjects (when, on how many), else the deployment's or
+    # the shipped one (fitted on other photos); and how many subjects a table of its own
+    # needs for its FMR target.
+    in_domain_table: bool = False
+    table_fitted_at: str | None = None
+    table_subjects: int | None = None
+    subjects_needed_for_table: int = 0
 
 
 @dataclass
@@ -53,6 +62,17 @@ class GovernanceReport:
     # Event retention in force and event counts overall (services/events/).
     events: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def without_in_domain_table(self) -> list[dict[str, Any]]:
+        """Galleries that decide with a table fitted elsewhere, and whether each holds
+        enough subjects to fit its own."""
+        return [
+            {"gallery": g.name, "subjects": g.subjects, "needed": g.subjects_needed_for_table,
+             "can_fit": g.subjects >= g.subjects_needed_for_table}
+            for g in self.galleries
+            if not g.in_domain_table
+        ]  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "generated_at": self.generated_at,
@@ -62,6 +82,7 @@ class GovernanceReport:
             "audit": self.audit,
             "activity": self.activity,
             "events": self.events,
+            "without_in_domain_table": self.without_in_domain_table,
         }
 
 
@@ -113,12 +134,16 @@ def build_report(app: Airside, principal: Principal, recent: int = 20) -> Govern
                     expired += 1
                 else:
                     kinds[b.kind] = kinds.get(b.kind, 0) + 1
+            thresholds = gallery_calibration.status_in(s, view_of(g))
             rows.append(
                 GalleryGovernance(
                     g.name, g.purpose, g.contract_fingerprint, int(n_s), int(n_t), kinds,
                     withdrawn, expired, _retention(g), g.quality_bar, g.fmr_target,
                     access.who_may(s, SEARCH_ACTIONS, access.GalleryRef(g.name, g.purpose)),
                     *ev_counts.get(g.name, (0, 0)),
+                    in_domain_table=thresholds.in_domain, table_fitted_at=thresholds.fitted_at,
+                    table_subjects=thresholds.fitted_subjects,
+                    subjects_needed_for_table=thresholds.subjects_needed,
                 )
             )  # fmt: skip
 
@@ -190,6 +215,19 @@ Audit chain: {% if r.audit.ok %}<span class="ok">intact</span>{% else %}
 <td>FMR {{ g.fmr_target }}, quality bar {{ g.quality_bar }}</td>
 <td>{{ g.searchable_by|join(", ") }}</td></tr>
 {% else %}<tr><td colspan="8">no galleries</td></tr>{% endfor %}</table>
+<h2>Thresholds</h2>
+<p>A gallery decides with its own FMR table when one was fitted on its subjects (in the
+domain it decides in); otherwise with the deployment's or the one shipped with the model,
+fitted on other photos, whose FMR can be several times its label here.</p>
+<table><tr><th>gallery</th><th>table</th><th>subjects now</th><th>fitted on</th></tr>
+{% for g in r.galleries %}<tr><td>{{ g.name }}</td>
+<td>{% if g.in_domain_table %}<span class="ok">its own</span> (fitted {{ g.table_fitted_at }})
+{% else %}<span class="bad">none of its own</span>{% endif %}</td><td>{{ g.subjects }}</td>
+<td>{% if g.in_domain_table %}{{ g.table_subjects }} subjects{% elif g.subjects >=
+g.subjects_needed_for_table %}enough subjects to fit one ({{ g.subjects_needed_for_table }}
+needed){% else %}too few subjects to fit one ({{ g.subjects_needed_for_table }}
+needed){% endif %}</td></tr>
+{% else %}<tr><td colspan="4">no galleries</td></tr>{% endfor %}</table>
 <h2>Events</h2>
 <p>{{ r.events.total }} events ({{ r.events.system }} system events), {{ r.events.with_crop }}
 with a face crop. Events are kept {{ r.events.retention_days }} days; face crops

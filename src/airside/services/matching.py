@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from airside.biometrics.calibration import CalibrationTable
+from airside.biometrics.calibration import CalibrationTable, resolve_calibration
 from airside.biometrics.fair_calibration import (
     RAW,
     FairCalibration,
@@ -26,11 +26,12 @@ from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
 from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
+from airside.services.gallery_calibration import ORIGIN_PREFIX, table_of
 from airside.services.gallery_view import GalleryView
 from airside.services.review import open_case, requires_review
 from airside.store.tables import Subject
 from airside.store.tables import Template as TemplateRow
-from airside.vision.analyzer import FacePolicy
+from airside.vision.analyzer import FaceAnalyzer, FacePolicy
 from airside.vision.contract import EmbeddingContract, Template, require_same, similarity
 
 
@@ -50,6 +51,11 @@ class VerifyResult:
     # Which calibration produced ``score`` (and ``threshold``): "none" for the raw similarity
     # against the model's table, else the fair calibration's name (docs/fairness.md).
     calibration: str = RAW
+    # Which FMR -> threshold table set ``threshold`` (``_table``): "gallery:<name>" (the
+    # gallery's own, fitted on its subjects: in the domain it decides in), "deployment"
+    # (the data directory's), "shipped:<model>" (fitted on LFW web photos), "fair:<name>".
+    threshold_table: str = ""
+    threshold_in_domain: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -59,6 +65,8 @@ class VerifyResult:
             "fmr_target": self.fmr_target,
             "qualities": [round(q, 1) for q in self.qualities],
             "calibration": self.calibration,
+            "threshold_table": self.threshold_table,
+            "threshold_in_domain": self.threshold_in_domain,
         }
 
 
@@ -80,6 +88,8 @@ class IdentifyResult:
     # Watchlist hits are not actionable until two reviewers confirm the case.
     review_case: int | None = None
     calibration: str = RAW  # as in VerifyResult
+    threshold_table: str = ""  # as in VerifyResult
+    threshold_in_domain: bool = False
 
     @property
     def actionable(self) -> bool:
@@ -100,6 +110,8 @@ class IdentifyResult:
             "gallery_size": self.gallery_size,
             "quality": round(self.quality, 1),
             "calibration": self.calibration,
+            "threshold_table": self.threshold_table,
+            "threshold_in_domain": self.threshold_in_domain,
         }
 
 
@@ -109,14 +121,60 @@ def _fair(app: Airside, contract: EmbeddingContract) -> FairCalibration | None:
     return load_fair_calibration(contract, app.settings.data_dir)
 
 
+@dataclass(frozen=True)
+class _Thresholds:
+    """The FMR -> threshold table a decision reads, and its name in results and records."""
+
+    table: CalibrationTable
+    name: str
+    in_domain: bool = False
+
+    def threshold_for(self, fmr: float) -> float:
+        """The table's threshold for ``fmr``; an FMR it cannot set (finer than its pairs
+        resolve) is refused as a bad request, naming the table, for the caller to audit."""
+        try:
+            return self.table.threshold_for(fmr)
+        except ValueError as e:
+            raise AirsideError(f"{self.name} table: {e}", code="bad_request") from None
+
+
 def _table(
-    app: Airside, contract: EmbeddingContract, fair: FairCalibration | None
-) -> CalibrationTable:
-    return fair.table if fair is not None and fair.table is not None else app.calibration(contract)
+    app: Airside,
+    contract: EmbeddingContract,
+    fair: FairCalibration | None,
+    gallery: GalleryView | None = None,
+    s: Session | None = None,
+) -> _Thresholds:
+    """The table that sets a decision's threshold: the first of
+
+    1. the fair calibration's own table, when one is installed for ``contract``: scores are
+       then calibrated, and only a table fitted on calibrated scores may threshold them;
+    2. the gallery's own table (decisions against a gallery), fitted label-free on its
+       subjects for its contract: in the domain it decides in (services/gallery_calibration);
+    3. the deployment's table in the data directory;
+    4. the table shipped for the model's weights (fitted on LFW web photos).
+
+    ``s``: the caller's transaction, where it has one (the gallery's table is read there)."""
+    if fair is not None and fair.table is not None:
+        return _Thresholds(fair.table, f"fair:{fair.name}")
+    if gallery is not None and gallery.contract_fingerprint == contract.fingerprint:
+        if s is None:
+            with app.session(readonly=True) as own_s:
+                own = table_of(own_s, gallery)
+        else:
+            own = table_of(s, gallery)
+        if own is not None:
+            return _Thresholds(own, f"{ORIGIN_PREFIX}{gallery.name}", in_domain=True)
+    table, origin = resolve_calibration(contract, app.settings.data_dir)
+    return _Thresholds(table, origin)
 
 
-def _capture(app: Airside, src: ImageSource, policy: FacePolicy) -> Capture:
-    res = capture(app.analyzer, src, max_pixels=app.settings.max_image_pixels, policy=policy)
+def _capture(
+    app: Airside, src: ImageSource, policy: FacePolicy, analyzer: FaceAnalyzer | None = None
+) -> Capture:
+    """``src``'s face as ``analyzer`` (default: the settings' own) sees it, or refused."""
+    an = app.analyzer if analyzer is None else analyzer
+    res = capture(an, src, max_pixels=app.settings.max_image_pixels, policy=policy)
     if isinstance(res, Refusal):
         raise CaptureRefused(res)
     return res
@@ -136,7 +194,8 @@ def verify_images(
     fmr_target = app.settings.default_fmr if fmr is None else fmr
     try:
         fair = _fair(app, app.analyzer.contract)
-        threshold = _table(app, app.analyzer.contract, fair).threshold_for(fmr_target)
+        chosen = _table(app, app.analyzer.contract, fair)
+        threshold = chosen.threshold_for(fmr_target)
         caps = [_capture(app, a, policy), _capture(app, b, policy)]
     except (AirsideError, ValueError) as e:
         err = e if isinstance(e, AirsideError) else AirsideError(str(e), code="bad_request")
@@ -152,7 +211,15 @@ def verify_images(
         app,
         principal,
         "verify",
-        VerifyResult(score, score >= threshold, threshold, fmr_target, qualities),
+        VerifyResult(
+            score,
+            score >= threshold,
+            threshold,
+            fmr_target,
+            qualities,
+            threshold_table=chosen.name,
+            threshold_in_domain=chosen.in_domain,
+        ),
         fair,
         input_digest=[app.probe_digest(c.sha256) for c in caps],
         record={"score": round(score, 6), "threshold": round(threshold, 6)},
@@ -184,7 +251,12 @@ def _verified(
             purpose=purpose,
             gallery=gallery,
             input_digest=input_digest,
-            result={**record, **({} if fair is None else {"calibration": fair.name})},
+            result={
+                **record,
+                **({} if fair is None else {"calibration": fair.name}),
+                "threshold_table": result.threshold_table,
+                "threshold_in_domain": result.threshold_in_domain,
+            },
         )
     return result
 
@@ -206,9 +278,10 @@ def verify_subject(
     gallery = authorize_gallery(app, principal, "verify.subject", gallery_name, purpose)
     fmr_target = gallery.fmr_target if fmr is None else fmr
     try:
-        require_same(app.analyzer.contract, gallery.contract_fingerprint)
-        fair = _fair(app, app.analyzer.contract)
-        threshold = _table(app, app.analyzer.contract, fair).threshold_for(fmr_target)
+        analyzer = app.analyzer_for(gallery.contract_fingerprint)
+        fair = _fair(app, analyzer.contract)
+        chosen = _table(app, analyzer.contract, fair, gallery)
+        threshold = chosen.threshold_for(fmr_target)
         with app.session() as s:
             subj = s.scalar(select(Subject).where(Subject.reference == subject_ref))
             if subj is None:
@@ -231,14 +304,14 @@ def verify_subject(
             dim = EmbeddingContract.from_json(gallery.contract_json).dim
             tf = app.template_protector.gallery_transform(s, gallery.id, dim)
             refs = app.template_protector.decode(rows, dim, gallery.name)
-        cap = _capture(app, probe, "single")
+        cap = _capture(app, probe, "single", analyzer)
     except AirsideError as e:
         app.audit_refusal(
             principal, "verify.subject", e,
             purpose=gallery.purpose, gallery=gallery.name, about=subject_ref,
         )  # fmt: skip
         raise
-    q = embed_captures(app.analyzer, [cap])[0]
+    q = embed_captures(analyzer, [cap])[0]
     if fair is None:
         score = float((refs @ tf.forward(q[None, :])[0]).max())
     else:
@@ -249,7 +322,15 @@ def verify_subject(
         app,
         principal,
         "verify.subject",
-        VerifyResult(score, score >= threshold, threshold, fmr_target, [cap.face.quality.score]),
+        VerifyResult(
+            score,
+            score >= threshold,
+            threshold,
+            fmr_target,
+            [cap.face.quality.score],
+            threshold_table=chosen.name,
+            threshold_in_domain=chosen.in_domain,
+        ),
         fair,
         input_digest=app.probe_digest(cap.sha256),
         record={"subject": subject_ps, "score": round(score, 6)},
@@ -278,15 +359,16 @@ def identify(
     if k < 1:
         raise ValueError("k must be at least 1")
     gallery = authorize_gallery(app, principal, "identify", gallery_name, purpose)
-    contract = app.analyzer.contract
     try:
+        analyzer = app.analyzer_for(gallery.contract_fingerprint)
+        contract = analyzer.contract
         with app.session() as s:
             search = _prepare_search(app, s, gallery, contract, _fair(app, contract))
-        cap = _capture(app, probe, policy)
+        cap = _capture(app, probe, policy, analyzer)
     except AirsideError as e:
         app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
         raise
-    q = embed_captures(app.analyzer, [cap])[0]
+    q = embed_captures(analyzer, [cap])[0]
     digest = app.probe_digest(cap.sha256)
     with app.session() as s:
         return _search_in(s, app, principal, search, q, cap.face.quality.score, digest, k, fpir)
@@ -393,6 +475,8 @@ class _Search:
     transform: GalleryTransform
     calibration: CalibrationTable
     fair: FairCalibration | None = None
+    threshold_table: str = ""  # the name of ``calibration`` (``_Thresholds``)
+    threshold_in_domain: bool = False
 
 
 def _prepare_search(
@@ -405,7 +489,8 @@ def _prepare_search(
     # A missing or wrong template key refuses here (audited), when the index loads.
     ix, tf = app.index_with_transform(s, gallery)
     require_same(contract, gallery.contract_fingerprint)
-    return _Search(gallery, ix, tf, _table(app, contract, fair), fair)
+    chosen = _table(app, contract, fair, gallery, s)
+    return _Search(gallery, ix, tf, chosen.table, fair, chosen.name, chosen.in_domain)
 
 
 # A calibrated search re-ranks the best raw candidates; it widens the raw search until no
@@ -521,6 +606,8 @@ def _search_in(
             ],
             "threshold": round(threshold, 6),
             **({} if search.fair is None else {"calibration": search.fair.name}),
+            "threshold_table": search.threshold_table,
+            "threshold_in_domain": search.threshold_in_domain,
             **(context or {}),
         },
     )
@@ -547,4 +634,6 @@ def _search_in(
         quality,
         review_case=case_id,
         calibration=RAW if search.fair is None else search.fair.name,
+        threshold_table=search.threshold_table,
+        threshold_in_domain=search.threshold_in_domain,
     )

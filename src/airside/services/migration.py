@@ -68,11 +68,13 @@ class MigrationReport:
 
 
 def analyzer_for_model(settings: Settings, model: str) -> FaceAnalyzer:
-    """The analyzer these settings describe with ``model`` as the embedder (``dlib``: the
-    bundled ResNet). Registered models are checked against their manifests."""
+    """The analyzer these settings describe with ``model`` as the embedder (``sface``: the
+    default; ``dlib``: dlib's ResNet; ``fused``: both). Model files are checked against
+    their manifests or published digests."""
     from airside.vision.factory import default_analyzer
 
-    name = None if model.strip().lower() == "dlib" else model.strip()
+    name = model.strip()
+    name = name.lower() if name.lower() in ("dlib", "fused") else name
     return default_analyzer(settings.model_copy(update={"embedder_model": name}))
 
 

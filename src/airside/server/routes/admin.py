@@ -21,7 +21,13 @@ from airside.errors import AirsideError
 from airside.governance.principals import Principal
 from airside.server.auth import Caller, Service, allowed
 from airside.server.work import Pool
-from airside.services import calibration_service, model_admin, principal_admin, retention
+from airside.services import (
+    calibration_service,
+    gallery_calibration,
+    model_admin,
+    principal_admin,
+    retention,
+)
 
 router = APIRouter(tags=["admin"])
 
@@ -248,3 +254,26 @@ async def build_calibration(
     summary = await pool.run(calibration_service.build_from_gallery, app, who, name,
                              params=params)  # fmt: skip
     return _finite(summary.as_dict())
+
+
+# -- a gallery's own FMR table (services/gallery_calibration.py) ---------------------------
+
+
+@router.get("/galleries/{name}/calibration",
+            summary="The gallery's own FMR table, fitted on its subjects, if any")  # fmt: skip
+async def show_gallery_table(name: str, app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
+    found = await pool.run(gallery_calibration.gallery_table, app, who, name)
+    return {"installed": None if found is None else _finite(found.as_dict())}
+
+
+@router.post("/galleries/{name}/calibration", status_code=201,
+             summary="Fit the gallery's own FMR table on its enrolled subjects")  # fmt: skip
+async def fit_gallery_table(name: str, app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
+    summary = await pool.run(gallery_calibration.fit_gallery_table, app, who, name)
+    return _finite(summary.as_dict())
+
+
+@router.delete("/galleries/{name}/calibration",
+               summary="Stop using the gallery's own FMR table")  # fmt: skip
+async def remove_gallery_table(name: str, app: Service, who: Caller, pool: Pool) -> dict[str, bool]:
+    return {"removed": await pool.run(gallery_calibration.remove_gallery_table, app, who, name)}

@@ -26,6 +26,10 @@ class GalleryIn(BaseModel):
     retain_seconds: int | None = Field(None, gt=0)
     fmr: float | None = Field(None, gt=0, lt=1, description="The FMR target of decisions")
     quality_bar: float | None = Field(None, ge=0, le=100)
+    embedder: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="sface (default), dlib, fused (high-assurance 1:1) or a registered model",
+    )  # fmt: skip
 
 
 def _page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
@@ -44,7 +48,7 @@ async def create_gallery(
     info = await pool.run(
         galleries.create_gallery, app, who, body.name, body.purpose,
         quality_bar=body.quality_bar, fmr_target=body.fmr, retain_seconds=body.retain_seconds,
-        retain_until=body.retain_until, departs=body.departs,
+        retain_until=body.retain_until, departs=body.departs, embedder=body.embedder,
     )  # fmt: skip
     return info.as_dict()
 
