@@ -164,6 +164,14 @@ REFUSED_ONLY: dict[str, tuple[Callable[[World], list[str]], str, str]] = {
         lambda w: ["calibrate", "--gallery", "boarding", "--table", "--remove"],
         "calibration.remove_gallery", "tests/test_gallery_calibration.py (needs one fitted)",
     ),
+    "calibrate --gallery --own": (
+        lambda w: ["calibrate", "--gallery", "boarding", "--own"], "calibration.build",
+        "tests/test_gallery_fair_calibration.py (needs 100 people)",
+    ),
+    "calibrate --gallery --own --remove": (
+        lambda w: ["calibrate", "--gallery", "boarding", "--own", "--remove"],
+        "calibration.remove", "tests/test_gallery_fair_calibration.py (needs one fitted)",
+    ),
     "gallery migrate": (
         lambda w: ["gallery", "migrate", "boarding", "--to", "tiny"], "gallery.migrate",
         "tests/test_migration.py",

@@ -20,6 +20,7 @@ from airside.cli.render import emit_json, esc, fail, out, progress, say
 from airside.errors import AirsideError
 
 if TYPE_CHECKING:
+    from airside.biometrics.fair_calibration import FitParams
     from airside.governance.principals import Principal
     from airside.services.app import Airside
 
@@ -378,6 +379,15 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                 "calibration.",
             ),
         ] = False,
+        own: Annotated[
+            bool,
+            typer.Option(
+                "--own",
+                help="With --gallery: the gallery's own fair calibration, used by decisions "
+                "against that gallery only (with --remove / --show: remove or describe it), "
+                "instead of the one for every gallery of the model.",
+            ),
+        ] = False,
         local_clusters: Annotated[
             int, typer.Option(help="Stage 1: regions of the embedding (k-means).")
         ] = 40,
@@ -390,8 +400,9 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         face: FaceOpt = "central",
         workers: WorkersOpt = None,
     ) -> None:
-        """Build the model's label-free fair calibration (docs/fairness.md), or with --gallery
-        NAME --table the gallery's own FMR table (docs/thresholds.md); admin only."""
+        """Build the model's label-free fair calibration (docs/fairness.md), with --gallery
+        NAME --own the gallery's own, or with --gallery NAME --table the gallery's own FMR
+        table (docs/thresholds.md); admin only."""
         from airside.biometrics.fair_calibration import FitParams
         from airside.cli.state import state
         from airside.services import calibration_service as svc
@@ -400,14 +411,18 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         result: dict[str, Any]
         try:
             chosen = sum([identities is not None, gallery is not None, remove, show])
-            if chosen != 1 and not table:
+            if chosen != 1 and not (table or own):
                 raise ValueError("give exactly one of --identities, --gallery, --remove, --show")
+            if table and own:
+                raise ValueError("give at most one of --table, --own")
             params = FitParams(
                 local_clusters=local_clusters, dims=dims, clusters=clusters, restarts=restarts
             )
             app_, principal = st.airside, st.principal
             if table:
                 result = _gallery_table(app_, principal, gallery, identities, remove, show)
+            elif own:
+                result = _gallery_fair(app_, principal, gallery, identities, remove, show, params)
             elif remove:
                 result = {"removed": svc.remove(app_, principal)}
             elif show:
@@ -449,6 +464,12 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             say(out, "gallery table removed" if result["removed"] else "the gallery had none")
         elif table and "installed" in result and result["installed"] is None:
             say(out, "the gallery has no table of its own: it decides with the model's")
+        elif own and "removed" in result:
+            say(out, "the gallery's own fair calibration removed" if result["removed"]
+                else "the gallery had none")  # fmt: skip
+        elif own and "installed" in result and result["installed"] is None:
+            say(out, "the gallery has no fair calibration of its own: it decides with the "
+                "model's, if one is installed")  # fmt: skip
         elif "removed" in result:
             say(out, "fair calibration removed" if result["removed"] else "none was installed")
         elif "installed" in result and result["installed"] is None:
@@ -474,3 +495,20 @@ def _gallery_table(
         found = gsvc.gallery_table(app_, principal, gallery)
         return {"installed": None if found is None else found.as_dict()}
     return gsvc.fit_gallery_table(app_, principal, gallery).as_dict()
+
+
+def _gallery_fair(
+    app_: Airside, principal: Principal, gallery: str | None, identities: Path | None,
+    remove: bool, show: bool, params: FitParams,
+) -> dict[str, Any]:  # fmt: skip
+    """``calibrate --gallery NAME --own [--remove | --show]``."""
+    from airside.services import calibration_service as svc
+
+    if gallery is None or identities is not None or (remove and show):
+        raise ValueError("--own needs --gallery, and at most one of --remove, --show")
+    if remove:
+        return {"removed": svc.remove_own(app_, principal, gallery)}
+    if show:
+        found = svc.installed_own(app_, principal, gallery)
+        return {"installed": None if found is None else found.as_dict()}
+    return svc.build_from_gallery(app_, principal, gallery, params=params, own=True).as_dict()

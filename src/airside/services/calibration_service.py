@@ -10,7 +10,10 @@ is read, accepted or stored here. It can be built
 - from a gallery's enrolled subjects (``airside calibrate --gallery NAME``): distinct
   people, so every cross pair is an impostor pair, captured by the deployment's own
   cameras. Templates are decrypted and taken out of the gallery's transform in memory only;
-  the calibration keeps aggregates, never a template.
+  the calibration keeps aggregates, never a template. With ``own=True`` the same fit is
+  kept as the gallery's own (a row of ``gallery_fair_calibrations``, replaced by a refit,
+  deleted with the gallery) instead of the contract-wide file: decisions against that
+  gallery use it first (``services/matching.py``), other galleries are unaffected.
 
 Fitting, building or removing either changes what every later score means, so each is an
 administrator action (``calibration.fit``, ``calibration.build``, ``calibration.remove``),
@@ -23,11 +26,13 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from airside.biometrics.calibration import CalibrationTable, deployed_calibration_path
 from airside.biometrics.fair_calibration import (
@@ -47,6 +52,8 @@ from airside.governance.principals import Principal
 from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
+from airside.services.gallery_view import GalleryView
+from airside.store.tables import GalleryFairCalibration
 from airside.store.tables import Template as TemplateRow
 from airside.vision.contract import EmbeddingContract, require_same
 
@@ -54,6 +61,22 @@ FIT_TABLE = "calibration.fit"
 BUILD = "calibration.build"
 REMOVE = "calibration.remove"
 SHOW = "calibration.show"
+# How results and records name a gallery's own fair calibration:
+# "gallery:<gallery>/<method>:<fingerprint>" (the contract-wide one: "<method>:<fingerprint>").
+OWN_PREFIX = "gallery:"
+
+
+@dataclass
+class OwnFairCalibration(FairCalibration):
+    """A gallery's own fair calibration: the same calibration, named after its gallery in
+    results and records; fitted on the gallery's own subjects, its table is in the domain
+    the gallery decides in."""
+
+    gallery: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{OWN_PREFIX}{self.gallery}/{super().name}"
 
 
 @dataclass
@@ -249,10 +272,14 @@ def build_from_gallery(
     gallery_name: str,
     *,
     params: FitParams | None = None,
+    own: bool = False,
 ) -> CalibrationSummary:
     """Fit and install a fair calibration from a gallery's enrolled templates: each
     subject is a different person, so pairs of subjects are impostor pairs (and a
-    subject's several templates, genuine pairs)."""
+    subject's several templates, genuine pairs).
+
+    ``own``: keep it as the gallery's own (replacing an earlier one), audited in the same
+    transaction as its row, instead of installing it for every gallery of the contract."""
     gallery = authorize_gallery(app, principal, BUILD, gallery_name)
     contract = app.analyzer.contract
     try:
@@ -271,6 +298,8 @@ def build_from_gallery(
             stored = app.template_protector.decode(rows, dim, gallery.name)
         vectors = tf.inverse(stored)  # in memory only, for the fit
         identities = [str(r.subject_id) for r in rows]
+        if own:
+            return _build_own(app, principal, gallery, vectors, identities, contract, params)
         return _build(
             app,
             principal,
@@ -284,8 +313,163 @@ def build_from_gallery(
         )
     except (AirsideError, ValueError) as e:
         err = e if isinstance(e, AirsideError) else CalibrationSetError(str(e))
-        app.audit_refusal(principal, BUILD, err, purpose=gallery.purpose, gallery=gallery.name)
+        app.audit_refusal(
+            principal, BUILD, err, purpose=gallery.purpose, gallery=gallery.name,
+            extra={"scope": "gallery"} if own else None,
+        )  # fmt: skip
         raise err from None
+
+
+def _own(cal: FairCalibration, gallery: str) -> OwnFairCalibration:
+    fields = {k: getattr(cal, k) for k in cal.__dataclass_fields__}
+    return OwnFairCalibration(**fields, gallery=gallery)
+
+
+def _build_own(
+    app: Airside,
+    principal: Principal,
+    gallery: GalleryView,
+    vectors: np.ndarray,
+    identities: Sequence[str],
+    contract: EmbeddingContract,
+    params: FitParams | None,
+) -> CalibrationSummary:
+    cal = fit_fair_calibration(
+        vectors, identities, contract, source=f"{OWN_PREFIX}{gallery.name}", params=params,
+        table_fitter=_fitter,
+    )  # fmt: skip
+    del vectors
+    own = _own(cal, gallery.name)
+    summary = summarise(own, f"{OWN_PREFIX}{gallery.name}")
+    # The row keeps the fit's aggregates only: centroids of regions of at least
+    # ``min_cluster_identities`` people (each weighing the same), a mean vector and a
+    # projection, two statistics per region, the FMR table of calibrated scores. Never a
+    # template (tests/test_gallery_fair_calibration.py compares it with the enrolled ones).
+    fair_json = json.dumps(cal.to_json(), separators=(",", ":"))
+    with app.session() as s:
+        s.execute(
+            delete(GalleryFairCalibration).where(GalleryFairCalibration.gallery_id == gallery.id)
+        )
+        s.add(
+            GalleryFairCalibration(
+                gallery_id=gallery.id,
+                model=cal.model,
+                fair_json=fair_json,
+                subjects=cal.identities,
+                fitted_at=datetime.now(UTC),
+                fitted_by=principal.name,
+            )
+        )
+        audit.append(
+            s,
+            principal,
+            BUILD,
+            decision="built",
+            purpose=gallery.purpose,
+            gallery=gallery.name,
+            result={
+                "scope": "gallery",
+                "calibration": summary.name,
+                "model": summary.model,
+                "source": summary.source,
+                "images": summary.images,
+                "identities": summary.identities,
+                "impostor_pairs": summary.impostor_pairs,
+            },
+        )
+    return summary
+
+
+def _parse_own(gallery: str, fair_json: str) -> OwnFairCalibration:
+    try:
+        cal = FairCalibration.from_json(json.loads(fair_json))
+    except ValueError as e:  # JSONDecodeError included
+        raise CalibrationSetError(
+            f"gallery {gallery!r}: unreadable fair calibration of its own ({e}); rebuild it "
+            "or remove it"
+        ) from None
+    return _own(cal, gallery)
+
+
+# Parsed once per fit: (gallery id, gallery name, model, fitted at) -> the calibration.
+_OWN_CACHE: dict[tuple[int, str, str, str], OwnFairCalibration] = {}
+_OWN_CACHE_SIZE = 64
+
+
+def own_fair_calibration(s: Session, gallery: GalleryView) -> OwnFairCalibration | None:
+    """The gallery's own fair calibration, if one is fitted for the gallery's contract (for
+    decisions already authorised; the caller's transaction). Its JSON is read and parsed
+    again only after a refit."""
+    row = s.execute(
+        select(GalleryFairCalibration.model, GalleryFairCalibration.fitted_at).where(
+            GalleryFairCalibration.gallery_id == gallery.id
+        )
+    ).one_or_none()
+    if row is None or row[0] != gallery.contract_fingerprint:
+        return None
+    key = (gallery.id, gallery.name, str(row[0]), str(row[1]))
+    cal = _OWN_CACHE.get(key)
+    if cal is None:
+        text = s.scalar(
+            select(GalleryFairCalibration.fair_json).where(
+                GalleryFairCalibration.gallery_id == gallery.id
+            )
+        )
+        if text is None:  # removed meanwhile
+            return None
+        cal = _parse_own(gallery.name, text)
+        if len(_OWN_CACHE) >= _OWN_CACHE_SIZE:
+            _OWN_CACHE.clear()
+        _OWN_CACHE[key] = cal
+    return cal
+
+
+def has_own_in(s: Session, gallery: GalleryView) -> bool:
+    """Whether ``gallery`` has a fair calibration of its own for its contract (the caller's
+    transaction; the governance report)."""
+    model = s.scalar(
+        select(GalleryFairCalibration.model).where(GalleryFairCalibration.gallery_id == gallery.id)
+    )
+    return model == gallery.contract_fingerprint
+
+
+def installed_own(
+    app: Airside, principal: Principal, gallery_name: str
+) -> CalibrationSummary | None:
+    """The gallery's own fair calibration, described (``None``: it has none)."""
+    gallery = authorize_gallery(app, principal, SHOW, gallery_name)
+    with app.session(readonly=True) as s:
+        row = s.get(GalleryFairCalibration, gallery.id)
+        if row is None:
+            return None
+        return summarise(_parse_own(gallery.name, row.fair_json), f"{OWN_PREFIX}{gallery.name}")
+
+
+def remove_own(app: Airside, principal: Principal, gallery_name: str) -> bool:
+    """Stop applying the gallery's own fair calibration (decisions against it go back to
+    the contract-wide one, if any, else raw similarities). Audited; ``False`` when the
+    gallery had none."""
+    gallery = authorize_gallery(app, principal, REMOVE, gallery_name)
+    with app.session() as s:
+        row = s.get(GalleryFairCalibration, gallery.id)
+        if row is None:
+            return False
+        try:
+            name: str | None = _parse_own(gallery.name, row.fair_json).name
+        except CalibrationSetError:
+            name = None  # an unreadable one can still be removed
+        model = row.model
+        s.delete(row)
+        audit.append(
+            s,
+            principal,
+            REMOVE,
+            decision="removed",
+            purpose=gallery.purpose,
+            gallery=gallery.name,
+            result={"scope": "gallery", "calibration": name, "model": model},
+        )
+    return True
 
 
 def installed(app: Airside, principal: Principal) -> CalibrationSummary | None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from airside.governance import access, audit
 from airside.governance.principals import Principal
-from airside.services import audit_service, gallery_calibration
+from airside.services import audit_service, calibration_service, gallery_calibration
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.services.gallery_view import view_of
@@ -49,6 +49,9 @@ class GalleryGovernance:
     table_fitted_at: str | None = None
     table_subjects: int | None = None
     subjects_needed_for_table: int = 0
+    # Whether the gallery has a fair calibration of its own (services/calibration_service.py):
+    # its table, fitted on the gallery's subjects, then sets the thresholds (in domain).
+    own_fair_calibration: bool = False
 
 
 @dataclass
@@ -64,13 +67,14 @@ class GovernanceReport:
 
     @property
     def without_in_domain_table(self) -> list[dict[str, Any]]:
-        """Galleries that decide with a table fitted elsewhere, and whether each holds
-        enough subjects to fit its own."""
+        """Galleries that decide with a table fitted elsewhere (neither an FMR table nor a
+        fair calibration of their own), and whether each holds enough subjects to fit its
+        own."""
         return [
             {"gallery": g.name, "subjects": g.subjects, "needed": g.subjects_needed_for_table,
              "can_fit": g.subjects >= g.subjects_needed_for_table}
             for g in self.galleries
-            if not g.in_domain_table
+            if not (g.in_domain_table or g.own_fair_calibration)
         ]  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
@@ -135,6 +139,7 @@ def build_report(app: Airside, principal: Principal, recent: int = 20) -> Govern
                 else:
                     kinds[b.kind] = kinds.get(b.kind, 0) + 1
             thresholds = gallery_calibration.status_in(s, view_of(g))
+            own_fair = calibration_service.has_own_in(s, view_of(g))
             rows.append(
                 GalleryGovernance(
                     g.name, g.purpose, g.contract_fingerprint, int(n_s), int(n_t), kinds,
@@ -144,6 +149,7 @@ def build_report(app: Airside, principal: Principal, recent: int = 20) -> Govern
                     in_domain_table=thresholds.in_domain, table_fitted_at=thresholds.fitted_at,
                     table_subjects=thresholds.fitted_subjects,
                     subjects_needed_for_table=thresholds.subjects_needed,
+                    own_fair_calibration=own_fair,
                 )
             )  # fmt: skip
 
@@ -218,11 +224,14 @@ Audit chain: {% if r.audit.ok %}<span class="ok">intact</span>{% else %}
 <h2>Thresholds</h2>
 <p>A gallery decides with its own FMR table when one was fitted on its subjects (in the
 domain it decides in); otherwise with the deployment's or the one shipped with the model,
-fitted on other photos, whose FMR can be several times its label here.</p>
+fitted on other photos, whose FMR can be several times its label here. A gallery's own fair
+calibration, fitted on its subjects, sets its thresholds before either.</p>
 <table><tr><th>gallery</th><th>table</th><th>subjects now</th><th>fitted on</th></tr>
 {% for g in r.galleries %}<tr><td>{{ g.name }}</td>
 <td>{% if g.in_domain_table %}<span class="ok">its own</span> (fitted {{ g.table_fitted_at }})
-{% else %}<span class="bad">none of its own</span>{% endif %}</td><td>{{ g.subjects }}</td>
+{% else %}<span class="bad">none of its own</span>{% endif %}{% if g.own_fair_calibration %};
+<span class="ok">its own fair calibration</span>, whose table decides{% endif %}</td>
+<td>{{ g.subjects }}</td>
 <td>{% if g.in_domain_table %}{{ g.table_subjects }} subjects{% elif g.subjects >=
 g.subjects_needed_for_table %}enough subjects to fit one ({{ g.subjects_needed_for_table }}
 needed){% else %}too few subjects to fit one ({{ g.subjects_needed_for_table }}

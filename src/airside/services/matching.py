@@ -25,6 +25,7 @@ from airside.governance.principals import Principal
 from airside.governance.template_protection import StoredTemplate
 from airside.services.app import Airside
 from airside.services.authz import authorize, authorize_gallery
+from airside.services.calibration_service import OwnFairCalibration, own_fair_calibration
 from airside.services.captures import Capture, ImageSource, Refusal, capture, embed_captures
 from airside.services.gallery_calibration import ORIGIN_PREFIX, table_of
 from airside.services.gallery_view import GalleryView
@@ -49,7 +50,8 @@ class VerifyResult:
     fmr_target: float
     qualities: list[float] = field(default_factory=list)
     # Which calibration produced ``score`` (and ``threshold``): "none" for the raw similarity
-    # against the model's table, else the fair calibration's name (docs/fairness.md).
+    # against the model's table, else the fair calibration's name (docs/fairness.md):
+    # "gallery:<gallery>/<name>" for a gallery's own.
     calibration: str = RAW
     # Which FMR -> threshold table set ``threshold`` (``_table``): "gallery:<name>" (the
     # gallery's own, fitted on its subjects: in the domain it decides in), "deployment"
@@ -115,10 +117,31 @@ class IdentifyResult:
         }
 
 
-def _fair(app: Airside, contract: EmbeddingContract) -> FairCalibration | None:
-    """The fair calibration installed for ``contract`` (``airside calibrate``), if any:
-    scores are then calibrated before thresholding, and thresholds come from its table."""
-    return load_fair_calibration(contract, app.settings.data_dir)
+def _own_fair(
+    app: Airside, contract: EmbeddingContract, gallery: GalleryView, s: Session | None = None
+) -> FairCalibration | None:
+    """The gallery's own fair calibration, if one is fitted for the gallery's contract and
+    that is ``contract`` (``s``: the caller's transaction, where it has one)."""
+    if gallery.contract_fingerprint != contract.fingerprint:
+        return None
+    if s is None:
+        with app.session(readonly=True) as own_s:
+            return own_fair_calibration(own_s, gallery)
+    return own_fair_calibration(s, gallery)
+
+
+def _fair(
+    app: Airside,
+    contract: EmbeddingContract,
+    gallery: GalleryView | None = None,
+    s: Session | None = None,
+) -> FairCalibration | None:
+    """The fair calibration of a decision, if any: for one against ``gallery``, the
+    gallery's own (services/calibration_service.py) first, then the one installed for
+    ``contract``. Scores are then calibrated before thresholding, and thresholds come from
+    its table."""
+    own = None if gallery is None else _own_fair(app, contract, gallery, s)
+    return own if own is not None else load_fair_calibration(contract, app.settings.data_dir)
 
 
 @dataclass(frozen=True)
@@ -147,8 +170,9 @@ def _table(
 ) -> _Thresholds:
     """The table that sets a decision's threshold: the first of
 
-    1. the fair calibration's own table, when one is installed for ``contract``: scores are
-       then calibrated, and only a table fitted on calibrated scores may threshold them;
+    1. the fair calibration's own table, when one applies (``_fair``: the gallery's own, in
+       its domain, else the one installed for ``contract``): scores are then calibrated, and
+       only a table fitted on calibrated scores may threshold them;
     2. the gallery's own table (decisions against a gallery), fitted label-free on its
        subjects for its contract: in the domain it decides in (services/gallery_calibration);
     3. the deployment's table in the data directory;
@@ -156,7 +180,9 @@ def _table(
 
     ``s``: the caller's transaction, where it has one (the gallery's table is read there)."""
     if fair is not None and fair.table is not None:
-        return _Thresholds(fair.table, f"fair:{fair.name}")
+        # A gallery's own was fitted on its subjects: in the domain it decides in.
+        in_domain = isinstance(fair, OwnFairCalibration)
+        return _Thresholds(fair.table, f"fair:{fair.name}", in_domain=in_domain)
     if gallery is not None and gallery.contract_fingerprint == contract.fingerprint:
         if s is None:
             with app.session(readonly=True) as own_s:
@@ -279,7 +305,7 @@ def verify_subject(
     fmr_target = gallery.fmr_target if fmr is None else fmr
     try:
         analyzer = app.analyzer_for(gallery.contract_fingerprint)
-        fair = _fair(app, analyzer.contract)
+        fair = _fair(app, analyzer.contract, gallery)
         chosen = _table(app, analyzer.contract, fair, gallery)
         threshold = chosen.threshold_for(fmr_target)
         with app.session() as s:
@@ -363,7 +389,7 @@ def identify(
         analyzer = app.analyzer_for(gallery.contract_fingerprint)
         contract = analyzer.contract
         with app.session() as s:
-            search = _prepare_search(app, s, gallery, contract, _fair(app, contract))
+            search = _prepare_search(app, s, gallery, contract, _fair(app, contract, gallery, s))
         cap = _capture(app, probe, policy, analyzer)
     except AirsideError as e:
         app.audit_refusal(principal, "identify", e, purpose=gallery.purpose, gallery=gallery.name)
@@ -425,9 +451,9 @@ def identify_many(
     ``result[i][j]`` is probe ``i`` in gallery ``j``.
 
     Each search is checked, audited and reviewed as :func:`identify` does (one record per
-    probe and gallery), but the batch is one transaction, and the fair calibration is
-    looked up once for it, not once per face: a camera identifies a few faces a frame for
-    months."""
+    probe and gallery), but the batch is one transaction, and the fair calibrations are
+    looked up once for it (the contract's once, each gallery's own once), not once per
+    face: a camera identifies a few faces a frame for months."""
     if k < 1:
         raise ValueError("k must be at least 1")
     galleries = [authorize_gallery(app, principal, "identify", g, purpose) for g in gallery_names]
@@ -435,12 +461,15 @@ def identify_many(
     try:
         with app.session() as s:
             searches = []
-            fair: FairCalibration | None = None
+            wide: FairCalibration | None = None
             for i, gallery in enumerate(galleries):
                 preparing = gallery
                 if i == 0:
-                    fair = _fair(app, contract)
-                searches.append(_prepare_search(app, s, gallery, contract, fair))
+                    wide = _fair(app, contract)
+                fair = _own_fair(app, contract, gallery, s)
+                searches.append(
+                    _prepare_search(app, s, gallery, contract, wide if fair is None else fair)
+                )
             preparing = None
             vecs = [_probe_vector(p.embedding, contract) for p in probes]
             out = []

@@ -461,3 +461,26 @@ class GalleryCalibration(Base):
     impostor_pairs: Mapped[int] = mapped_column(Integer, nullable=False)
     fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     fitted_by: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
+class GalleryFairCalibration(Base):
+    """A gallery's own label-free fair calibration, fitted on its enrolled subjects
+    (services/calibration_service.py, ``build_from_gallery(..., own=True)``): decisions
+    against the gallery use it before the contract-wide one. Aggregates only (the
+    calibration's JSON: centroids of regions of at least five people, a mean and a
+    projection, per-region score statistics, the FMR table), no template. Goes with its
+    gallery."""
+
+    __tablename__ = "gallery_fair_calibrations"
+
+    gallery_id: Mapped[int] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    # The embedding contract fingerprint it was fitted for: used only while it is the
+    # gallery's.
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    fair_json: Mapped[str] = mapped_column(Text, nullable=False)
+    # Distinct subjects of the gallery at fit time.
+    subjects: Mapped[int] = mapped_column(Integer, nullable=False)
+    fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    fitted_by: Mapped[str] = mapped_column(String(200), nullable=False)

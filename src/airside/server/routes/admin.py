@@ -256,6 +256,38 @@ async def build_calibration(
     return _finite(summary.as_dict())
 
 
+# -- a gallery's own fair calibration (services/calibration_service.py, own=True) -----------
+
+
+@router.get("/galleries/{name}/fair-calibration",
+            summary="The gallery's own fair calibration, if any")  # fmt: skip
+async def show_gallery_fair(name: str, app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
+    found = await pool.run(calibration_service.installed_own, app, who, name)
+    return {"installed": None if found is None else _finite(found.as_dict())}
+
+
+@router.post(
+    "/galleries/{name}/fair-calibration", status_code=201,
+    summary="Fit the gallery's own fair calibration on its enrolled subjects (used by "
+    "decisions against this gallery only)",
+)  # fmt: skip
+async def build_gallery_fair(
+    name: str, app: Service, who: Caller, pool: Pool, body: FitIn | None = None
+) -> dict[str, Any]:
+    fit = body or FitIn()
+    params = FitParams(local_clusters=fit.local_clusters, clusters=fit.clusters, dims=fit.dims,
+                       restarts=fit.restarts)  # fmt: skip
+    summary = await pool.run(calibration_service.build_from_gallery, app, who, name,
+                             params=params, own=True)  # fmt: skip
+    return _finite(summary.as_dict())
+
+
+@router.delete("/galleries/{name}/fair-calibration",
+               summary="Stop applying the gallery's own fair calibration")  # fmt: skip
+async def remove_gallery_fair(name: str, app: Service, who: Caller, pool: Pool) -> dict[str, bool]:
+    return {"removed": await pool.run(calibration_service.remove_own, app, who, name)}
+
+
 # -- a gallery's own FMR table (services/gallery_calibration.py) ---------------------------
 
 
