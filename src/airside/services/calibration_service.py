@@ -281,8 +281,9 @@ def build_from_gallery(
     ``own``: keep it as the gallery's own (replacing an earlier one), audited in the same
     transaction as its row, instead of installing it for every gallery of the contract."""
     gallery = authorize_gallery(app, principal, BUILD, gallery_name)
-    contract = app.analyzer.contract
     try:
+        # The gallery's own model (a gallery of dlib's ResNet in an SFace installation).
+        contract = app.analyzer_for(gallery.contract_fingerprint).contract
         require_same(contract, gallery.contract_fingerprint)
         dim = EmbeddingContract.from_json(gallery.contract_json).dim
         with app.session() as s:
