@@ -57,9 +57,11 @@ class Airside:
         self.db = Database(self.settings.db_url)
         self._analyzer_factory = analyzer_factory
         self._analyzer: FaceAnalyzer | None = None
-        # Analyzers of other embedding contracts, by fingerprint: galleries created with
-        # another embedder (dlib's, the fused one) keep working (``analyzer_for``).
+        # Analyzers of other embedders, by name: galleries created with another embedder
+        # (dlib's, the fused one) keep working (``analyzer_for``). Built under their own
+        # lock: loading models takes seconds, and must not hold up searches meanwhile.
         self._other_analyzers: dict[str, FaceAnalyzer] = {}
+        self._other_lock = threading.Lock()
         self._indexes: dict[int, GalleryIndex] = {}
         self._lock = threading.RLock()
         self._signer: Signer | None = None
@@ -97,24 +99,19 @@ class Airside:
         default = self.analyzer
         if default.contract.fingerprint == fingerprint:
             return default
-        with self._lock:
-            known = self._other_analyzers.get(fingerprint)
-            if known is not None:
-                return known
-            name = _embedder_named_by(fingerprint)
-            if name is not None and name != self.settings.embedder_model:
-                try:
-                    other = self.analyzer_named(name)
-                except NotFoundError as e:  # a registered model since removed
-                    raise ContractMismatchError(
-                        f"templates of {fingerprint} were made by model {name!r}, which this "
-                        f"installation no longer has ({e}): migrate the gallery to the "
-                        "current model, or register that model again",
-                        details={"next": "gallery.migrate"},
-                    ) from None
-                if other.contract.fingerprint == fingerprint:
-                    self._other_analyzers[fingerprint] = other
-                    return other
+        name = _embedder_named_by(fingerprint)
+        if name is not None and name != self.settings.embedder_model:
+            try:
+                other = self.analyzer_named(name)
+            except NotFoundError as e:  # a registered model since removed
+                raise ContractMismatchError(
+                    f"templates of {fingerprint} were made by model {name!r}, which this "
+                    f"installation no longer has ({e}): migrate the gallery to the "
+                    "current model, or register that model again",
+                    details={"next": "gallery.migrate"},
+                ) from None
+            if other.contract.fingerprint == fingerprint:
+                return other
         raise ContractMismatchError(
             f"templates of {fingerprint} cannot be made with this installation's models "
             f"(embedder {self.settings.embedder_model!r} makes "
@@ -132,12 +129,11 @@ class Airside:
             return self.analyzer
         from airside.vision.factory import default_analyzer
 
-        with self._lock:
-            for known in self._other_analyzers.values():
-                if _embedder_named_by(known.contract.fingerprint) == name:
-                    return known
-            other = default_analyzer(self.settings.model_copy(update={"embedder_model": name}))
-            self._other_analyzers[other.contract.fingerprint] = other
+        with self._other_lock:
+            other = self._other_analyzers.get(name)
+            if other is None:
+                settings = self.settings.model_copy(update={"embedder_model": name})
+                other = self._other_analyzers[name] = default_analyzer(settings)
             return other
 
     @property

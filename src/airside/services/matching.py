@@ -305,10 +305,11 @@ def verify_subject(
     fmr_target = gallery.fmr_target if fmr is None else fmr
     try:
         analyzer = app.analyzer_for(gallery.contract_fingerprint)
-        fair = _fair(app, analyzer.contract, gallery)
-        chosen = _table(app, analyzer.contract, fair, gallery)
-        threshold = chosen.threshold_for(fmr_target)
         with app.session() as s:
+            # The gallery's own calibrations are read in this transaction, not in two more.
+            fair = _fair(app, analyzer.contract, gallery, s)
+            chosen = _table(app, analyzer.contract, fair, gallery, s)
+            threshold = chosen.threshold_for(fmr_target)
             subj = s.scalar(select(Subject).where(Subject.reference == subject_ref))
             if subj is None:
                 raise NotFoundError(f"no subject {subject_ref!r}")
