@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-fast test-postgres bench lint typecheck clean serve
+.PHONY: demo test test-fast test-postgres bench bench-scale fuzz lint typecheck clean serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -85,6 +85,19 @@ test-postgres: $(TSTAMP)
 bench: $(TSTAMP)
 	$(BIN)/pip install --quiet --no-deps face_recognition
 	$(BIN)/python -m airside.bench --json reports/bench.json
+
+# 1:N search at 100k, 1M and 10M templates: FAISS exact (fp32, fp16), HNSW (usearch),
+# milvus-lite and a NumPy brute-force baseline, on LFW View 1 faces (../shared/data) plus
+# synthetic distractors (docs/scale.md). Sizes over --budget-s are extrapolated, marked.
+# LFW embeddings are cached under ~/.cache/airside/bench-scale (0600), never in reports/.
+bench-scale: $(TSTAMP)
+	$(BIN)/python -m airside.bench_scale --json reports/bench-scale.json $(BENCH_SCALE_ARGS)
+
+# Hardening (issue 18): 10,000 hostile image inputs through enrolment, verification and
+# identification (services and HTTP), then the structured loaders (scenes, cameras.toml, CSV,
+# models, JSON bodies); the image run's summary goes to reports/fuzz-images.json.
+fuzz: $(TSTAMP)
+	AIRSIDE_FUZZ_N=10000 AIRSIDE_FUZZ_REPORT=1 $(BIN)/python -m pytest -q tests/test_fuzz_images.py tests/test_fuzz_structured.py -p no:randomly
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check src tests

@@ -65,7 +65,9 @@ _STORE_INCIDENTAL = {
     # the HTTP layer's own rules (sessions, limits, uploads, scenes) and the CLI's audit
     # classification: the services under them are the same on both engines
     "test_api_cameras.py", "test_api_limits.py", "test_api_quality.py", "test_api_scenes.py",
-    "test_api_session.py", "test_state_changes_audited.py",
+    "test_api_session.py", "test_state_changes_audited.py", "test_api_fuzz.py",
+    # fuzzing of decoders and loaders: the services' store calls are incidental there too
+    "test_fuzz_images.py", "test_fuzz_structured.py",
 }  # fmt: skip
 
 

@@ -39,16 +39,20 @@ class Server:
 
 
 @contextmanager
-def running(airside: Airside, **app_options: Any) -> Iterator[Server]:
-    """``app_options`` go to ``create_app`` (e.g. ``cameras_file``)."""
+def running(
+    airside: Airside, *, uvicorn_options: dict[str, Any] | None = None, **app_options: Any
+) -> Iterator[Server]:
+    """``app_options`` go to ``create_app`` (e.g. ``cameras_file``); ``uvicorn_options``
+    replace the server's (``server.serving.uvicorn_options``: TLS, trusted proxies)."""
     admin = principal_admin.ensure_local_admin(airside)
     names = {p.name for p in principal_admin.list_principals(airside, admin)}
     if "api-admin" not in names:  # a data directory served before (a restart)
         principal_admin.add_principal(airside, admin, "api-admin", "admin", [])
     admin_key = principal_admin.issue_key(airside, admin, "api-admin").secret
     port = free_port()
+    options = uvicorn_options or {"log_level": "warning", "access_log": False}
     config = uvicorn.Config(create_app(airside, **app_options), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False)  # fmt: skip
+                            **options)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -58,7 +62,8 @@ def running(airside: Airside, **app_options: Any) -> Iterator[Server]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Server(f"http://127.0.0.1:{port}", airside, admin, admin_key)
+        scheme = "https" if options.get("ssl_certfile") else "http"
+        yield Server(f"{scheme}://127.0.0.1:{port}", airside, admin, admin_key)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

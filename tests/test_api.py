@@ -51,6 +51,16 @@ def test_the_openapi_document_is_served(server: Server) -> None:
     assert "/api/v1/galleries/{name}/identify" in doc["paths"]
 
 
+def test_a_gallery_is_created_on_the_index_the_body_names(admin: object) -> None:
+    c = admin
+    body = {"name": "national", "purpose": "seamless-travel", "index": "hnsw"}
+    res = c.post("/api/v1/galleries", json=body)
+    assert res.status_code == 201, res.text
+    assert res.json()["index"] == "hnsw"
+    bad = c.post("/api/v1/galleries", json={**body, "name": "n2", "index": "lsh"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM
+
+
 def test_a_gallery_is_created_enrolled_into_and_searched(
     admin: object, astronaut: np.ndarray, hopper: np.ndarray
 ) -> None:

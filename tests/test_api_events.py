@@ -47,6 +47,9 @@ FAST = {
     "webhook_retry_base_s": 0.3,
     "webhook_retry_max_s": 2.0,
     "webhook_timeout_s": 3.0,
+    # The webhook receivers here listen on this machine, which is refused by default
+    # (governance/outbound.py; tests/test_hardening.py attacks that).
+    "outbound_allow": "127.0.0.1/32",
 }
 
 

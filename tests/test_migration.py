@@ -213,3 +213,30 @@ def test_the_cli_migrates_from_a_csv_of_fresh_images(
     rep = json.loads(res.stdout)
     assert (rep["target"], rep["reenrolled"]) == ("travel-v2", ["astro"])
     assert [r["subject"] for r in rep["recapture"]] == ["grace"]
+
+
+def test_a_gallery_on_milvus_migrates_into_its_own_milvus_collection(
+    app: Airside, tiny: FaceAnalyzer, photos: dict[str, Path]
+) -> None:
+    pytest.importorskip("milvus_lite", reason="milvus-lite is a test extra (make test)")
+    from airside.services.gallery_view import get_gallery
+
+    galleries.create_gallery(app, ADMIN, "national", "seamless-travel", index="milvus")
+    enrolment.enrol(app, ADMIN, "national", "astro", [photos["astro"]], BasisInput("consent"))
+    migrate_gallery(app, ADMIN, "national", "tiny", images={"astro": [photos["astro"]]})
+    with app.session() as s:
+        old, new = (
+            app.index(s, get_gallery(s, "national")),
+            app.index(s, get_gallery(s, "national@tiny")),
+        )
+        new_ids = list(
+            s.scalars(
+                select(TemplateRow.id).where(
+                    TemplateRow.gallery_id == get_gallery(s, "national@tiny").id
+                )
+            )
+        )
+    assert (old.kind, new.kind) == ("milvus", "milvus")
+    assert old.collection != new.collection
+    rows = app.milvus_client().query(new.collection, ids=new_ids, output_fields=["id"])
+    assert [r["id"] for r in rows] == new_ids

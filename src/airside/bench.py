@@ -275,7 +275,7 @@ def _percentiles(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> tup
 def bench_search(sizes: list[int], dim: int = 128) -> list[dict[str, Any]]:
     import faiss
 
-    from airside.biometrics.index import GalleryIndex
+    from airside.biometrics.index import ExactIndex
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -289,11 +289,11 @@ def bench_search(sizes: list[int], dim: int = 128) -> list[dict[str, Any]]:
         dtypes: tuple[Literal["float32", "float16"], ...] = ("float32", "float16")
         for dtype in dtypes:
             before = _rss_bytes()
-            ix = GalleryIndex(dim, dtype)
+            ix = ExactIndex(dim, dtype)
             ix.add(np.arange(n, dtype=np.int64), x)
             rss = _rss_bytes() - before
 
-            def search(q: np.ndarray, ix: GalleryIndex = ix) -> object:
+            def search(q: np.ndarray, ix: ExactIndex = ix) -> object:
                 return ix.search(q[None, :], 10)
 
             p50, p99 = _percentiles(search, queries)

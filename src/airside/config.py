@@ -69,6 +69,20 @@ class Settings(BaseSettings):
     model_cache: Path = Field(default_factory=default_model_cache)
     database_url: str | None = None
     index_dtype: Literal["float32", "float16"] = "float32"
+    # Which index answers a gallery's searches when the gallery names none (docs/scale.md):
+    # "auto" is exact below ``ann_from`` templates and "pq" (product-quantised scan with
+    # exact re-scoring) from there; "milvus" keeps the vectors in a Milvus collection
+    # (``milvus_uri``); "hnsw" only where a measurement on the deployment's templates says
+    # its recall holds.
+    index: Literal["auto", "exact", "pq", "hnsw", "milvus"] = "auto"
+    ann_from: int = Field(200_000, ge=1)
+    # A Milvus cluster (``http://host:19530``, ``https://...``) or a milvus-lite file
+    # (``.../milvus.db``). Empty: a milvus-lite file in the data directory (one machine).
+    milvus_uri: str = ""
+    milvus_token: SecretStr | None = None
+    # Collections are named ``<prefix>_g<gallery id>_<transform tag>``: several
+    # installations can share one cluster.
+    milvus_prefix: str = Field("airside", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     default_fmr: float = Field(1e-3, gt=0, lt=1)
     default_quality_bar: float = Field(40.0, ge=0, le=100)
@@ -167,6 +181,21 @@ class Settings(BaseSettings):
     # "mqtts://" for TLS); unset: no MQTT. Topics start with ``mqtt_topic_prefix``.
     mqtt_url: str | None = None
     mqtt_topic_prefix: str = Field("airside", min_length=1, max_length=100)
+    # Hardening (docs/security.md). Failed API-key or session attempts: after
+    # ``auth_fail_limit`` from one client address within ``auth_fail_window_s``, that address
+    # is refused (429, Retry-After) for ``auth_lockout_s``, even with a valid key. Counted
+    # per server process. The client address is the TCP peer, or, only from the proxies
+    # listed in ``trusted_proxies`` (comma-separated addresses), X-Forwarded-For's.
+    auth_fail_limit: int = Field(10, ge=1)
+    auth_fail_window_s: float = Field(60.0, gt=0)
+    auth_lockout_s: float = Field(300.0, gt=0)
+    trusted_proxies: str = ""
+    # Outbound URLs (webhooks, camera streams) may not point at this machine (loopback),
+    # link-local addresses (169.254.0.0/16: cloud metadata; fe80::/10), the unspecified,
+    # multicast or reserved addresses: ``allow_private_urls`` lifts the rule,
+    # ``outbound_allow`` lists host names or CIDRs allowed despite it (comma-separated).
+    allow_private_urls: bool = False
+    outbound_allow: str = ""
 
     @field_validator("data_dir", mode="before")
     @classmethod

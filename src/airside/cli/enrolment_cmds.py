@@ -140,7 +140,9 @@ def _read_enrol_csv(path: Path, default: BasisInput | None, default_ref: str | N
                     img = path.parent / img
                 rows.append(EnrolRow(rec["subject"] or "", img, b))
         except UnicodeDecodeError:
-            raise AirsideError(f"{path}: not UTF-8 text", code="bad_csv") from None
+            raise AirsideError(
+                f"{path}: after line {reader.reader.line_num}: not UTF-8 text", code="bad_csv"
+            ) from None
         except csv.Error as e:  # e.g. a field over csv.field_size_limit() (131,072)
             raise AirsideError(
                 f"{path}: line {reader.reader.line_num}: not a valid CSV file ({e})", code="bad_csv"

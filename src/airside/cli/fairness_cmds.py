@@ -29,12 +29,21 @@ def _group_column(path: Path, column: str) -> list[str]:
     """One value of ``column`` per data row of a CSV (a missing column is refused)."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        cols = list(reader.fieldnames or [])
-        if column not in cols:
+        try:
+            cols = list(reader.fieldnames or [])
+            if column not in cols:
+                raise ValueError(
+                    f"{path}: no group column {column!r} (columns: {', '.join(cols) or 'none'})"
+                )
+            return [(row.get(column) or "").strip() for row in reader]
+        except UnicodeDecodeError:
             raise ValueError(
-                f"{path}: no group column {column!r} (columns: {', '.join(cols) or 'none'})"
-            )
-        return [(row.get(column) or "").strip() for row in reader]
+                f"{path}, after line {reader.reader.line_num}: not UTF-8 text"
+            ) from None
+        except csv.Error as e:  # a field over csv.field_size_limit(), a stray quote...
+            raise ValueError(
+                f"{path}, line {reader.reader.line_num}: not a valid CSV file ({e})"
+            ) from None
 
 
 def _fmt_rate(rate: float | None, ci: list[float] | None, k: int, n: int) -> str:

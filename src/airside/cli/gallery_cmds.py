@@ -46,6 +46,13 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
                 "(dlib + SFace, high-assurance 1:1) or a registered model."
             ),
         ] = None,
+        index: Annotated[
+            str | None,
+            typer.Option(
+                help="What answers its searches: exact, pq (approximate, for millions), "
+                "hnsw or milvus (AIRSIDE_MILVUS_URI). Default: AIRSIDE_INDEX, auto by size."
+            ),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Create a gallery bound to a purpose, a retention and an embedding model."""
@@ -63,6 +70,7 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
                 retain_until=local_time(retain_until),
                 departs=local_time(departs),
                 embedder=embedder,
+                index=index,
             )
         except (AirsideError, ValueError) as e:
             fail(e, as_json)
@@ -109,7 +117,9 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
         if as_json:
             emit_json([r.as_dict() for r in rows])
             return
-        t = Table("gallery", "purpose", "subjects", "templates", "quality bar", "FMR", "model")
+        t = Table(
+            "gallery", "purpose", "subjects", "templates", "quality bar", "FMR", "model", "index"
+        )
         for r in rows:
             t.add_row(
                 esc(r.name),
@@ -119,5 +129,6 @@ def register(app: typer.Typer, gallery_app: typer.Typer) -> None:
                 f"{r.quality_bar:g}",
                 f"{r.fmr_target:g}",
                 esc(r.contract),
+                esc(r.index),
             )
         out.print(t)

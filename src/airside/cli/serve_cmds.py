@@ -26,24 +26,34 @@ def register(app: typer.Typer) -> None:
                 "(docs/cameras.md). Cameras added over the API are written to it."
             ),
         ] = None,
+        tls_cert: Annotated[
+            Path | None, typer.Option(help="Serve HTTPS: the certificate (PEM, chain first).")
+        ] = None,
+        tls_key: Annotated[
+            Path | None,
+            typer.Option(help="The certificate's private key (PEM; mode 0600, its owner's)."),
+        ] = None,
     ) -> None:
         """Serve the HTTP API (docs/api.md): /api/v1, /api/docs, /healthz, /metrics."""
         import uvicorn
 
         from airside.server.app import create_app
+        from airside.server.serving import uvicorn_options
 
         st = state(ctx)
         try:
+            options = uvicorn_options(st.airside.settings, tls_cert=tls_cert, tls_key=tls_key)
             # The server's operator provisions the cameras' principals and keys.
             api = create_app(
                 st.airside,
                 cameras_file=cameras,
                 camera_actor=st.principal if cameras is not None else None,
             )
-        except AirsideError as e:  # a bad cameras file: refused before serving
+        except AirsideError as e:  # a bad cameras file or TLS key: refused before serving
             fail(e, False)
-        say(err, f"Airside API on http://{esc(host)}:{port}/api/docs (Ctrl-C stops)")
+        scheme = "https" if tls_cert is not None else "http"
+        say(err, f"Airside API on {scheme}://{esc(host)}:{port}/api/docs (Ctrl-C stops)")
         if cameras is not None:
             n = len(api.state.cameras.names())
             say(err, f"{n} camera(s) from {esc(str(cameras))}")
-        uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(api, host=host, port=port, **options)

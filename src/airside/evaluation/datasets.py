@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,21 @@ def _truthy(value: str, row: int, path: Path) -> bool:
     raise ValueError(f"{path}, line {row}: 'same' must be 1/0 or true/false, got {value!r}")
 
 
+def _csv_text(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 are refused, naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text") from None
+
+
 def _open_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]]]:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_csv_text(path), newline=""))
+    try:
         cols = list(reader.fieldnames or [])
         missing = [c for c in required if c not in cols]
         if missing:
@@ -46,6 +57,10 @@ def _open_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[d
                 f"{path}: missing column(s) {', '.join(missing)} (found {', '.join(cols)})"
             )
         rows = [dict(r) for r in reader]
+    except csv.Error as e:  # a field over csv.field_size_limit(), a stray quote...
+        raise ValueError(
+            f"{path}, line {reader.reader.line_num}: not a valid CSV file ({e})"
+        ) from None
     if not rows:
         raise ValueError(f"{path}: no rows")
     return cols, rows

@@ -19,7 +19,9 @@ from fastapi import FastAPI
 from airside.governance import audit as audit_log
 from airside.governance.principals import Principal
 from airside.server import console_pages, events_out, problems
+from airside.server.auth_guard import AuthGuard
 from airside.server.cameras.supervisor import CameraSupervisor
+from airside.server.headers import SecurityHeaders, install_docs
 from airside.server.limits import UploadLimit
 from airside.server.metrics import AUDIT_APPEND_SECONDS, CAMERAS
 from airside.server.middleware import RequestMetrics
@@ -80,7 +82,7 @@ def create_app(
         version="1",
         summary="Consent-first biometric identity and safety analytics",
         openapi_url=f"{API}/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by headers.install_docs, under its own CSP
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -88,12 +90,15 @@ def create_app(
     app.state.ready = False
     app.state.pool = WorkPool(workers, st.server_queue, st.server_deadline_s)
     app.state.cameras = supervisor
+    app.state.auth_guard = AuthGuard(st.auth_fail_limit, st.auth_fail_window_s, st.auth_lockout_s)
     app.add_middleware(UploadLimit, max_bytes=int(st.server_max_upload_mb * 1024 * 1024))
+    app.add_middleware(SecurityHeaders)  # on every answer, a refused upload's too
     app.add_middleware(RequestMetrics)  # outermost: it times whatever the others answer
     problems.install(app)
     app.include_router(health.router)
     for area in (session, galleries, matching, subjects, review, events, cameras, camera_workers,
                  audit, admin):  # fmt: skip
-        app.include_router(area.router, prefix=API)
+        app.include_router(area.router, prefix=API, responses=problems.API_PROBLEMS)
     console_pages.install(app)
+    install_docs(app, "/api/docs", f"{API}/openapi.json")
     return app

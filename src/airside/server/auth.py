@@ -5,13 +5,16 @@ There is no local-user fallback over the network: every request names its princi
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import math
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from airside.errors import AccessDenied
 from airside.governance.principals import Principal
+from airside.server.auth_guard import FAILURE_CODES, AuthGuard
 from airside.services import console_sessions, principal_admin
 from airside.services.app import Airside
 from airside.services.authz import authorize
@@ -38,6 +41,55 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def client_address(request: Request) -> str:
+    """The caller's address: the TCP peer's (the server trusts X-Forwarded-For only from
+    the proxies in ``trusted_proxies``; uvicorn applies it, server/serving.py)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+T = TypeVar("T")
+
+
+async def guarded(request: Request, check: Callable[..., T], *args: Any) -> T:
+    """Run a credential ``check`` for this request's client address, unless the address is
+    locked out after failed attempts (429 with Retry-After; server/auth_guard.py)."""
+    guard: AuthGuard | None = getattr(request.app.state, "auth_guard", None)
+    if guard is None:
+        return await run_in_threadpool(check, *args)
+    address = client_address(request)
+    wait = guard.locked_for(address)
+    if wait > 0:
+        raise AccessDenied(
+            "too many failed sign-in attempts from this address: try again later",
+            code="too_many_attempts",
+            details={"retry_after": math.ceil(wait)},
+        )
+    try:
+        return await run_in_threadpool(check, *args)
+    except AccessDenied as e:
+        if e.code in FAILURE_CODES:
+            failures = guard.failed(address)
+            if failures:
+                lockout = AccessDenied(
+                    f"{failures} failed attempts from {address} within "
+                    f"{guard.window_s:g} s: locked out for {guard.lockout_s:g} s",
+                    code="too_many_attempts",
+                )
+                await run_in_threadpool(
+                    airside_of(request).audit_refusal, principal_admin.ANONYMOUS, "auth.lockout",
+                    lockout,
+                    extra={"client": address, "failures": failures,
+                           "lockout_s": guard.lockout_s},
+                )  # fmt: skip
+        raise
+
+
+def _no_key() -> Principal:
+    raise AccessDenied(
+        "this route needs an API key (Authorization: Bearer <key>)", code="missing_key"
+    )
+
+
 async def principal(request: Request) -> Principal:
     """The authenticated principal of this request (401 problem otherwise): an API key, or
     the console's session cookie, with its CSRF token on anything that changes state."""
@@ -46,10 +98,8 @@ async def principal(request: Request) -> Principal:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             return await session_principal(request, token)
-        raise AccessDenied(
-            "this route needs an API key (Authorization: Bearer <key>)", code="missing_key"
-        )
-    return await run_in_threadpool(principal_admin.authenticate, airside_of(request), key)
+        return await guarded(request, _no_key)  # 429 while the address is locked out
+    return await guarded(request, principal_admin.authenticate, airside_of(request), key)
 
 
 async def session_principal(request: Request, token: str) -> Principal:
@@ -57,7 +107,7 @@ async def session_principal(request: Request, token: str) -> Principal:
     is refused (403, audited): another site can make a browser send the cookie, but cannot
     read the token to send with it."""
     app = airside_of(request)
-    active = await run_in_threadpool(console_sessions.resolve, app, token)
+    active = await guarded(request, console_sessions.resolve, app, token)
     if request.method not in SAFE_METHODS and not console_sessions.csrf_ok(
         active, request.headers.get(CSRF_HEADER)
     ):

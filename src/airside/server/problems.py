@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airside.errors import AirsideError
@@ -28,6 +30,7 @@ STATUS_OF: dict[str, int] = {
     "missing_key": 401, "bad_key": 401, "key_revoked": 401, "key_expired": 401,
     "unknown_principal": 401, "principal_disabled": 401,
     "session_ended": 401, "session_expired": 401, "csrf_failed": 403,
+    "too_many_attempts": 429,
     # what they may do
     "forbidden": 403, "role_mismatch": 403, "out_of_scope": 403, "purpose_mismatch": 403,
     # what they asked about
@@ -52,7 +55,7 @@ STATUS_OF: dict[str, int] = {
     "contract_mismatch": 409, "same_contract": 409, "bad_calibration_set": 422,
     "too_few_subjects": 422,
     "bad_request": 400, "audit_chain_broken": 409, "bad_scene": 422, "no_scene_file": 409,
-    "no_picture": 502, "keys_exist": 409,
+    "no_picture": 502, "keys_exist": 409, "url_not_allowed": 422,
     # the installation's keys (governance/key_source.py): the server's setup, not the caller
     "insecure_key_file": 500, "missing_secret": 500,
     # moving and keeping the store (services/store_transfer.py, services/backup.py)
@@ -64,7 +67,38 @@ STATUS_OF: dict[str, int] = {
     "pg_tools_missing": 500,
     # the server
     "overloaded": 503, "not_ready": 503, "deadline": 503, "cannot_write": 500,
+    "index_unavailable": 503,
 }  # fmt: skip
+
+
+class Problem(BaseModel):
+    """An error's body (RFC 9457), as ``problem`` writes it; some carry more members
+    (``fields``, ``details``, ``refused``, ``reasons``, ``incident``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of problems with ``statuses``, for a route or a router."""
+    schema = Problem.model_json_schema()
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": {PROBLEM: {"schema": schema}}}
+        for status in statuses
+    }
+
+
+# What any route of the API may answer, whatever it does: a body that cannot be parsed
+# (400), a missing or bad key (401), a caller without the right (403), a thing not found
+# (404), a state that forbids it (409), a body over the limit (413), an upload that is not
+# an image (415), fields that are not valid (422), a locked-out address (429), a server
+# too busy or still starting (503).
+API_PROBLEMS = documented(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 
 
 HTTP_CODES = {401: "missing_key", 404: "not_found", 405: "method_not_allowed",
@@ -110,7 +144,7 @@ def from_error(error: AirsideError) -> JSONResponse:
     if reasons:
         extra["reasons"] = reasons
     headers = None
-    if status == 503:
+    if status in (429, 503):
         headers = {"Retry-After": str(error.details.get("retry_after", 1))}
     return problem(status, code, str(error), headers=headers, **extra)
 
@@ -136,6 +170,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
+            400: "bad_request",  # e.g. a JSON body that is not UTF-8 ("error parsing the body")
             404: "not_found",
             405: "method_not_allowed",
             401: "missing_key",

@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from prometheus_client import Counter
 
+from airside.errors import AirsideError
+from airside.governance import outbound
 from airside.server.events_out import event_payload
 from airside.server.metrics import REGISTRY
 from airside.services import webhooks
@@ -114,12 +116,16 @@ class Deliverer:
         status: int | None = None
         error: str | None = None
         try:
+            # Checked again now: the name may have been re-pointed since (DNS rebinding).
+            await asyncio.to_thread(outbound.check_url, self.airside.settings, due.url)
             res = await client.post(due.url, content=body, headers=headers)
             status = res.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except httpx.HTTPError as e:
             error = f"{type(e).__name__}: {e}"
+        except AirsideError as e:  # url_not_allowed: not sent, retried as a failure
+            error = f"{e.code}: {e}"
         ms = (time.perf_counter() - started) * 1000
         outcome = await asyncio.to_thread(
             webhooks.record_attempt,

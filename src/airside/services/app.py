@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from airside.biometrics.calibration import CalibrationTable, load_calibration
-from airside.biometrics.index import GalleryIndex
+from airside.biometrics.index import ExactIndex, GalleryIndex, HnswIndex, PqIndex, kind_of
 from airside.config import Settings
 from airside.errors import AirsideError, ContractMismatchError, NotFoundError
 from airside.governance import audit, key_source, pseudonyms, registry_seal
@@ -31,7 +31,7 @@ from airside.governance.witness import Witness, default_witness_path
 from airside.private_files import prepare_data_dir
 from airside.store import notifications
 from airside.store.db import Database
-from airside.store.tables import Gallery, Template
+from airside.store.tables import Gallery, Template, TemplateRemoval
 from airside.vision.analyzer import FaceAnalyzer
 from airside.vision.contract import EmbeddingContract
 
@@ -249,15 +249,27 @@ class Airside:
     def index_with_transform(
         self, session: Session, gallery: GalleryView
     ) -> tuple[GalleryIndex, GalleryTransform]:
-        """The index and the transform its vectors are in: search with ``tf.forward(q)``."""
+        """The index and the transform its vectors are in: search with ``tf.forward(q)``.
+
+        In step with the store: removals journalled since the index's revision are
+        replayed, newer templates added, and a count that still disagrees (a row deleted
+        behind the services' back) is reconciled id by id. Nothing is rebuilt unless the
+        gallery was re-keyed or changes kind (``auto`` crossing ``ann_from``). A Milvus
+        collection outlives the process: a new process reconciles it instead of
+        re-uploading it. Call it in a writing unit of work for Milvus galleries: writers
+        are serialised (store/db.py), so no removal can commit between the read of the
+        store and the write to the shared collection."""
         row = session.execute(
-            select(Gallery.revision, Gallery.transform_seed, Gallery.transform_key_id).where(
-                Gallery.id == gallery.id
-            )
+            select(
+                Gallery.revision,
+                Gallery.transform_seed,
+                Gallery.transform_key_id,
+                Gallery.index_kind,
+            ).where(Gallery.id == gallery.id)
         ).first()
         if row is None:
             raise NotFoundError(f"gallery {gallery.name!r} no longer exists")
-        revision, seed_blob, seed_key_id = row
+        revision, seed_blob, seed_key_id, chosen_kind = row
         with self._lock:
             ix = self._indexes.get(gallery.id)
             tf_ix = self._index_transforms.get(gallery.id)
@@ -265,33 +277,202 @@ class Airside:
                 return ix, tf_ix
             contract = EmbeddingContract.from_json(gallery.contract_json)
             tf = self.template_protector.transform(gallery.id, seed_blob, seed_key_id, contract.dim)
-            if ix is not None and tf_ix is not None and tf_ix.tag == tf.tag:
-                self._load(session, gallery, ix, contract.dim, newer_than=ix.max_id)
-                total = session.scalar(
+            total = int(
+                session.scalar(
                     select(func.count())
                     .select_from(Template)
                     .where(Template.gallery_id == gallery.id)
                 )
-                if total == len(ix):
-                    ix.revision = revision
-                    return ix, tf
-            ix = GalleryIndex(contract.dim, self.settings.index_dtype)
-            self._load(session, gallery, ix, contract.dim, newer_than=0)
+                or 0
+            )
+            kind = self._index_kind(chosen_kind, total, ix, contract)
+            if ix is not None and tf_ix is not None and tf_ix.tag == tf.tag and kind_of(ix) == kind:
+                self._catch_up(session, gallery, ix, contract.dim, revision, total)
+            else:
+                ix = self._new_index(kind, gallery.id, tf, contract.dim)
+                if kind == "milvus":
+                    self._reconcile(session, gallery, ix, contract.dim)
+                    self._drop_other_collections(gallery.id, ix)
+                else:
+                    self._load(session, gallery, ix, contract.dim, newer_than=0)
+                    if self._milvus_in_use():  # left Milvus: no stale copy stays there
+                        self._drop_other_collections(gallery.id, ix)
             ix.revision = revision
             self._indexes[gallery.id] = ix
             self._index_transforms[gallery.id] = tf
             return ix, tf
 
-    def _load(
-        self, session: Session, gallery: GalleryView, ix: GalleryIndex, dim: int, newer_than: int
+    def index_after_commit(self, session: Session, gallery: GalleryView) -> None:
+        """Bring the gallery's index up to what was just committed. The store is the truth
+        and the commit stands: a Milvus that does not answer now is caught up later (the
+        next search, or ``sync_shared_indexes`` on the purge scheduler's next tick); a
+        removed template cannot match meanwhile, since a hit is only a match through its
+        row in the store."""
+        try:
+            self.index_with_transform(session, gallery)
+        except AirsideError as e:
+            if e.code != "index_unavailable":
+                raise
+            log.warning("gallery %s: index not brought up to date now: %s", gallery.id, e)
+
+    def sync_shared_indexes(self) -> int:
+        """Bring every Milvus-backed gallery's collection up to the store (journalled
+        removals first); returns how many galleries were checked. Run by the purge
+        scheduler, so removals reach Milvus even where nobody searches."""
+        from airside.services.gallery_view import view_of
+
+        checked = 0
+        with self.session() as s:  # writing: the collection is written under the lock
+            for row in s.scalars(select(Gallery).order_by(Gallery.id)):
+                if (row.index_kind or self.settings.index) != "milvus":
+                    continue
+                self.index_with_transform(s, view_of(row))
+                checked += 1
+        return checked
+
+    def _index_kind(
+        self,
+        chosen: str | None,
+        templates: int,
+        current: GalleryIndex | None,
+        contract: EmbeddingContract,
+    ) -> str:
+        """The gallery's own choice, else the setting; ``auto`` is exact below ``ann_from``
+        templates and PQ with exact re-scoring from there (back to exact only below half of
+        it, so a gallery hovering at the line is not rebuilt back and forth). Not HNSW:
+        measured on face embeddings, a graph loses the mate at a million (docs/scale.md)."""
+        kind = chosen or self.settings.index
+        if kind != "auto":
+            return kind
+        if contract.model_id.startswith("dlib"):
+            # dlib's scores crowd into a narrow band (impostors 0.85 +- 0.03): 4-bit codes
+            # lost 5 points of rank-1 at 1M (docs/scale.md), so its galleries stay exact.
+            return "exact"
+        line = self.settings.ann_from
+        if current is not None and kind_of(current) == "pq":
+            return "pq" if templates >= line // 2 else "exact"
+        return "pq" if templates >= line else "exact"
+
+    def _new_index(
+        self, kind: str, gallery_id: int, tf: GalleryTransform, dim: int
+    ) -> GalleryIndex:
+        if kind == "exact":
+            return ExactIndex(dim, self.settings.index_dtype)
+        if kind == "pq":
+            return PqIndex(dim)
+        if kind == "hnsw":
+            return HnswIndex(dim)
+        if kind == "milvus":
+            from airside.biometrics import milvus_index
+
+            return milvus_index.MilvusIndex(
+                self.milvus_client(), self.milvus_collection(gallery_id, tf), dim
+            )
+        raise ValueError(f"unknown index kind {kind!r}")
+
+    def milvus_client(self) -> Any:
+        """The Milvus this installation keeps vectors in: ``milvus_uri``, or a milvus-lite
+        file in the data directory (one machine, and the tests)."""
+        from airside.biometrics import milvus_index
+
+        s = self.settings
+        uri = s.milvus_uri or str(s.data_dir / "milvus" / "milvus.db")
+        token = s.milvus_token.get_secret_value() if s.milvus_token is not None else None
+        return milvus_index.connect(uri, token)
+
+    def milvus_collection(self, gallery_id: int, tf: GalleryTransform) -> str:
+        """``<prefix>_g<id>_<tag>``: a re-keyed gallery gets a new collection (its vectors
+        are in the new transform), and the old one is dropped once the new one is full."""
+        return f"{self._milvus_gallery_prefix(gallery_id)}{tf.tag[:16] if tf.tag else 'plain'}"
+
+    def _milvus_in_use(self) -> bool:
+        s = self.settings
+        return bool(s.milvus_uri) or (s.data_dir / "milvus" / "milvus.db").exists()
+
+    def _milvus_gallery_prefix(self, gallery_id: int) -> str:
+        return f"{self.settings.milvus_prefix}_g{gallery_id}_"
+
+    def _drop_other_collections(self, gallery_id: int, keep: GalleryIndex) -> None:
+        from airside.biometrics import milvus_index
+
+        client = self.milvus_client()
+        keep_name = getattr(keep, "collection", None)
+        for name in milvus_index.collections_with_prefix(
+            client, self._milvus_gallery_prefix(gallery_id)
+        ):
+            if name != keep_name:
+                client.drop_collection(name)
+
+    def _catch_up(
+        self,
+        session: Session,
+        gallery: GalleryView,
+        ix: GalleryIndex,
+        dim: int,
+        revision: int,
+        total: int,
     ) -> None:
-        rows = [
-            StoredTemplate(*r)
-            for r in session.execute(
-                select(*StoredTemplate.columns()).where(
-                    Template.gallery_id == gallery.id, Template.id > newer_than
+        removed = list(
+            session.scalars(
+                select(TemplateRemoval.template_id).where(
+                    TemplateRemoval.gallery_id == gallery.id,
+                    TemplateRemoval.revision > ix.revision,
+                    TemplateRemoval.revision <= revision,
                 )
             )
+        )
+        newer_than = ix.max_id
+        if removed:
+            ix.remove(removed)
+            # SQLite may hand a removed highest id to the next template: fetch from there.
+            newer_than = min(newer_than, min(removed) - 1)
+        self._load(session, gallery, ix, dim, newer_than=newer_than)
+        if len(ix) != total:
+            log.warning(
+                "the index of gallery %s disagreed with the store (%d vs %d templates): "
+                "reconciling it template by template",
+                gallery.id,
+                len(ix),
+                total,
+            )
+            self._reconcile(session, gallery, ix, dim)
+
+    def _reconcile(
+        self, session: Session, gallery: GalleryView, ix: GalleryIndex, dim: int
+    ) -> None:
+        """Make the index hold exactly the gallery's templates, id by id (for an index
+        that outlived this process, or one a writer with database access went around)."""
+        stored = np.fromiter(
+            session.scalars(select(Template.id).where(Template.gallery_id == gallery.id)),
+            dtype=np.int64,
+        )
+        held = ix.ids()
+        extra = np.setdiff1d(held, stored)
+        if extra.size:
+            ix.remove(extra)
+        missing = np.setdiff1d(stored, held)
+        for start in range(0, missing.size, 10_000):
+            self._load(session, gallery, ix, dim, only=missing[start : start + 10_000])
+        if stored.size:
+            ix.max_id = max(ix.max_id, int(stored.max()))
+
+    def _load(
+        self,
+        session: Session,
+        gallery: GalleryView,
+        ix: GalleryIndex,
+        dim: int,
+        newer_than: int = 0,
+        only: np.ndarray | None = None,
+    ) -> None:
+        where = [Template.gallery_id == gallery.id]
+        if only is not None:
+            where.append(Template.id.in_([int(i) for i in only]))
+        else:
+            where.append(Template.id > newer_than)
+        rows = [
+            StoredTemplate(*r)
+            for r in session.execute(select(*StoredTemplate.columns()).where(*where))
         ]
         if rows:
             ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
@@ -349,7 +530,11 @@ class Airside:
 
         self._refresh_pending.discard(gallery_id)
         try:
-            with self.session(readonly=True) as s:
+            with self._lock:
+                loaded = self._indexes.get(gallery_id)
+            shared = loaded is not None and kind_of(loaded) == "milvus"
+            # A shared collection is written under the writers' lock (index_with_transform).
+            with self.session(readonly=not shared) as s:
                 row = s.get(Gallery, gallery_id)
                 if row is None:  # the gallery was deleted
                     self.forget_index(gallery_id)

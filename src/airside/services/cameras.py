@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from airside.errors import AirsideError, ConflictError
-from airside.governance import audit
+from airside.governance import audit, outbound
 from airside.governance.principals import Principal
 from airside.services import principal_admin
 from airside.services.app import Airside
@@ -55,6 +55,14 @@ def change(
         raise
     with app.session() as s:
         audit.append(s, who, action, decision="done", result=extra)
+
+
+def check_source(app: Airside, source: str, *, remote: bool = False) -> None:
+    """Raise ``url_not_allowed`` when a camera's stream URL points at this machine or at a
+    link-local address (governance/outbound.py). A file, a folder or ``camera:N`` is not a
+    URL; a remote camera's source is opened by its worker, on another machine."""
+    if not remote and "://" in source:
+        outbound.check_url(app.settings, source, field="source")
 
 
 def _covered(scopes: list[tuple[str, str]], gallery: str) -> bool:

@@ -201,7 +201,7 @@ def _index_added(app: Airside, gallery: GalleryView, added: list[tuple[int, np.n
     """Bring the in-memory index up to date with what was just committed."""
     if added:
         with app.session() as s:
-            app.index(s, gallery)
+            app.index_after_commit(s, gallery)
 
 
 def enrol(

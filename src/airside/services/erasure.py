@@ -37,6 +37,7 @@ from airside.governance.principals import Principal
 from airside.governance.signing import Signer
 from airside.services.app import Airside
 from airside.services.authz import authorize
+from airside.services.template_removal import by_gallery, remove_templates
 from airside.store.tables import (
     Event,
     Gallery,
@@ -136,11 +137,7 @@ def _delete_templates(session: Session, template_rows: list[tuple[int, int, str]
     """Delete templates; bump the revision of each gallery touched. Returns gallery names."""
     if not template_rows:
         return []
-    gallery_ids = sorted({g for _, g, _ in template_rows})
-    session.execute(delete(Template).where(Template.id.in_([t for t, _, _ in template_rows])))
-    session.execute(
-        update(Gallery).where(Gallery.id.in_(gallery_ids)).values(revision=Gallery.revision + 1)
-    )
+    remove_templates(session, by_gallery([(t, g) for t, g, _ in template_rows]))
     return sorted({name for _, _, name in template_rows})
 
 
@@ -174,7 +171,7 @@ def _sync_indexes(app: Airside, gallery_names: list[str]) -> None:
 
     with app.session() as s:
         for name in gallery_names:
-            app.index(s, get_gallery(s, name))
+            app.index_after_commit(s, get_gallery(s, name))
     app.db.compact_wal()
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from airside.biometrics.index import INDEX_KINDS
 from airside.errors import AirsideError, ConflictError
 from airside.governance import access, audit
 from airside.governance.access import GalleryRef
@@ -17,7 +18,8 @@ from airside.services.authz import authorize
 from airside.store.tables import Gallery, Template
 
 # "@" names a migrated copy: ``G@model`` (services/migration.py).
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._@\-]{0,199}$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:._@\-]{0,199}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class GalleryInfo:
     templates: int
     retain_seconds: int | None = None
     retain_until: str | None = None
+    # What the gallery chose ("exact", "hnsw", "milvus"), or the installation's setting.
+    index: str = "auto"
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -57,6 +61,7 @@ def create_gallery(
     retain_until: datetime | None = None,
     departs: datetime | None = None,
     embedder: str | None = None,
+    index: str | None = None,
 ) -> GalleryInfo:
     """Create a purpose-bound gallery. Retention: ``retain_seconds`` caps a template's age,
     ``retain_until`` ends the whole gallery; ``departs`` (a flight's departure) sets
@@ -65,8 +70,11 @@ def create_gallery(
 
     ``embedder`` (default: the settings') binds the gallery to that model's embedding
     contract for good: ``sface``, ``dlib``, ``fused`` (both, for high-assurance 1:1) or a
-    registered model."""
+    registered model. ``index`` (default: the settings', ``auto`` by size) chooses what
+    answers its searches: ``exact``, ``hnsw`` or ``milvus`` (docs/scale.md)."""
     authorize(app, principal, "gallery.create")
+    if index is not None and index not in INDEX_KINDS:
+        raise ValueError(f"index must be one of {', '.join(INDEX_KINDS)} (not {index!r})")
     validate_gallery_name(name)
     if not purpose.strip():
         raise ValueError("a gallery needs a purpose")
@@ -94,6 +102,7 @@ def create_gallery(
             fmr_target=fmr,
             retain_seconds=retain_seconds,
             retain_until=retain_until,
+            index_kind=index,
         )
         s.add(g)
         s.flush()
@@ -110,6 +119,7 @@ def create_gallery(
                 "fmr_target": fmr,
                 "retain_seconds": retain_seconds,
                 "retain_until": retain_until.isoformat() if retain_until else None,
+                "index": index or app.settings.index,
             },
         )
     return GalleryInfo(
@@ -122,6 +132,7 @@ def create_gallery(
         0,
         retain_seconds,
         retain_until.isoformat() if retain_until else None,
+        index or app.settings.index,
     )
 
 
@@ -178,6 +189,7 @@ def list_galleries(app: Airside, principal: Principal) -> list[GalleryInfo]:
                 int(tcounts.get(g.id, 0)),
                 g.retain_seconds,
                 g.retain_until.isoformat() if g.retain_until else None,
+                g.index_kind or app.settings.index,
             )
             for g in s.scalars(select(Gallery).order_by(Gallery.name))
         ]

@@ -638,6 +638,7 @@ def _search_in(
             **({} if search.fair is None else {"calibration": search.fair.name}),
             "threshold_table": search.threshold_table,
             "threshold_in_domain": search.threshold_in_domain,
+            "index": ix.kind,  # which index answered (biometrics/index.py)
             **(context or {}),
         },
     )

@@ -22,6 +22,7 @@ images continues into the same new gallery.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,21 +100,33 @@ def images_from_dir(folder: Path) -> dict[str, list[Path]]:
 
 def images_from_csv(path: Path) -> dict[str, list[Path]]:
     """A CSV with columns subject,image (image paths relative to the CSV's folder)."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    out: dict[str, list[Path]] = {}
+    try:
         cols = set(reader.fieldnames or [])
         if not {"subject", "image"} <= cols:
             raise ValueError(f"{path}: needs columns subject,image (found {sorted(cols)})")
-        out: dict[str, list[Path]] = {}
         for row in reader:
             subject = (row["subject"] or "").strip()
             raw = (row["image"] or "").strip()
             if not subject or not raw:
-                raise ValueError(f"{path}: every row needs a subject and an image")
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: every row needs a subject and an image"
+                )
             image = Path(raw)
             out.setdefault(subject, []).append(
                 image if image.is_absolute() else path.parent / image
             )
+    except csv.Error as e:  # a field over csv.field_size_limit(), a stray quote...
+        raise ValueError(
+            f"{path}, line {reader.reader.line_num}: not a valid CSV file ({e})"
+        ) from None
     if not out:
         raise ValueError(f"{path}: no rows")
     return out
@@ -329,7 +342,7 @@ def _run(
         )
     if report.reenrolled:
         with app.session() as s:
-            app.index(s, get_gallery(s, target))
+            app.index_after_commit(s, get_gallery(s, target))
 
 
 def _create_like(s: Session, source: GalleryView, name: str, contract: EmbeddingContract) -> None:
@@ -346,6 +359,7 @@ def _create_like(s: Session, source: GalleryView, name: str, contract: Embedding
             fmr_target=source.fmr_target,
             retain_seconds=row.retain_seconds,
             retain_until=row.retain_until,
+            index_kind=row.index_kind,  # a national gallery stays on its index (Milvus...)
         )
     )
     s.flush()

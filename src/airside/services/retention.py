@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from airside.governance import audit
@@ -16,6 +16,7 @@ from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.services.events import purge_events
+from airside.services.template_removal import remove_templates
 from airside.store.tables import AuditRecord, Gallery, Template
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,7 @@ def run_purge(
             report.galleries[g.name] = len(ids)
             if dry_run:
                 continue
-            s.execute(delete(Template).where(Template.id.in_(ids)))
-            s.execute(
-                update(Gallery).where(Gallery.id == g.id).values(revision=Gallery.revision + 1)
-            )
+            remove_templates(s, {g.id: ids})
             audit.append(
                 s,
                 principal,
@@ -125,7 +123,7 @@ def run_purge(
 
         with app.session() as s:
             for name in touched:
-                app.index(s, get_gallery(s, name))
+                app.index_after_commit(s, get_gallery(s, name))
         app.db.compact_wal()
     return report
 
@@ -161,6 +159,7 @@ class PurgeScheduler:
         while not self._stop.wait(self.interval):
             try:
                 run_purge(self.app, SYSTEM)
+                self.app.sync_shared_indexes()
                 self.runs += 1
             except Exception:  # keep the host process alive; the next tick retries
                 log.exception("scheduled purge failed")

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from airside.errors import AirsideError, ConflictError, NotFoundError
-from airside.governance import access, audit, pseudonyms
+from airside.governance import access, audit, outbound, pseudonyms
 from airside.governance.principals import SYSTEM, Principal
 from airside.governance.template_protection import event_crop_aad
 from airside.services.app import Airside
@@ -203,6 +203,7 @@ def add_webhook(
                     "a letter or digit", code="validation", details={"field": "name"},
                 )  # fmt: skip
             url = _check_url(url)
+            outbound.check_url(app.settings, url)  # not this machine, not cloud metadata
             cams = _check_list(cameras, "cameras")
             kinds = _check_list(types, "types")
             secret = SECRET_PREFIX + secrets.token_urlsafe(32)

@@ -97,10 +97,31 @@ class Gallery(Base):
     transform_seed: Mapped[bytes | None] = mapped_column(LargeBinary)
     transform_key_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Which index answers its searches ("exact", "hnsw", "milvus"; biometrics/index.py).
+    # NULL: the installation's setting (AIRSIDE_INDEX, "auto" by size).
+    index_kind: Mapped[str | None] = mapped_column(String(16))
 
     templates: Mapped[list[Template]] = relationship(
         back_populates="gallery", cascade="all, delete-orphan"
     )
+
+
+class TemplateRemoval(Base):
+    """A template removed from a gallery, and the gallery revision that removed it.
+
+    Every index (each process's in-memory one, the shared Milvus collection) replays the
+    removals after the revision it last synchronised, instead of being rebuilt: an erasure
+    in a 100M gallery costs one delete per template, not a reload. Holds ids only."""
+
+    __tablename__ = "template_removals"
+    __table_args__ = (Index("ix_template_removals_gallery_revision", "gallery_id", "revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), nullable=False
+    )
+    template_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class Template(Base):

@@ -193,6 +193,9 @@ def parse_cameras(text: str, *, source: str = "cameras.toml") -> list[CameraConf
     cameras: list[CameraConfig] = []
     seen: set[str] = set()
     for i, table in enumerate(tables):
+        if not isinstance(table, dict):  # camera = [1, "x"]: an array of values, not tables
+            raise CameraConfigError("cameras are [[camera]] tables", source=source,
+                                    line=where.line(("camera",)), field="camera")  # fmt: skip
         name = table.get("name") if isinstance(table.get("name"), str) else None
         try:
             cam = CameraConfig.model_validate(table)

@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 
 from airside.errors import AirsideError
 from airside.server.auth import Caller, Service
+from airside.server.routes import ROW_ID_MAX
 from airside.server.work import Pool
 from airside.services import audit_service, governance_report, published_reports
 
@@ -39,7 +40,7 @@ async def export(
     app: Service,
     who: Caller,
     pool: Pool,
-    since: Annotated[int, Query(ge=1, description="First record to export")] = 1,
+    since: Annotated[int, Query(ge=1, le=ROW_ID_MAX, description="First record to export")] = 1,
 ) -> FileResponse:
     # A private directory (0700) of our own: the export holds personal data, and goes
     # when the response is sent (or at once, when the export is refused).
@@ -117,5 +118,6 @@ async def list_reports(app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
 async def read_report(name: str, app: Service, who: Caller, pool: Pool) -> HTMLResponse:
     html: str = await pool.run(published_reports.read_report, app, who, name)
     # Shown as a document of its own: no script runs, nothing is fetched, it cannot frame.
-    csp = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    csp = ("sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+           "frame-ancestors 'self'")  # fmt: skip
     return HTMLResponse(html, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})

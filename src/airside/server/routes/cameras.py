@@ -48,6 +48,7 @@ def _add(app: Airside, who: Principal, sup: CameraSupervisor, body: CameraConfig
     about = {"source": safe_spec(body.source), "galleries": list(body.galleries),
              "enabled": body.enabled}  # fmt: skip
     with camera_admin.change(app, who, "camera.add", body.name, about) as audited:
+        camera_admin.check_source(app, body.source, remote=body.remote)
         status, persisted = sup.add(body, who)
         audited["persisted"] = persisted
     return {**status, "persisted": persisted}
@@ -75,6 +76,7 @@ async def edit_camera(
             if body.name != name:
                 raise AirsideError("a camera's name cannot change: remove it and add another",
                                    code="validation", details={"field": "name"})  # fmt: skip
+            camera_admin.check_source(app, body.source, remote=body.remote)
             status, persisted = sup.replace(body)
             audited["persisted"] = persisted
         return {**status, "persisted": persisted}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -17,13 +18,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
 from airside.errors import AirsideError, NotFoundError
 from airside.governance.principals import Principal
 from airside.server.auth import SESSION_COOKIE, Caller, Service, allowed, presented_key
 from airside.server.events_out import event_payload, head_watch
+from airside.server.routes import ROW_ID_MAX, RowId
 from airside.server.work import Pool
 from airside.services import console_sessions, events, principal_admin, webhooks
 from airside.services.app import Airside
@@ -44,7 +46,21 @@ Type = Annotated[
     str | None,
     Query(alias="type", max_length=40, description="Only events of this type (identity, ...)"),
 ]
-Since = Annotated[datetime | None, Query(description="Only events started at or after this")]
+
+
+def _iso_time(value: object) -> object:
+    """Refuse a bare number: pydantic would read it as Unix seconds (``since=2026`` as a
+    moment of 1970), where the API takes an ISO 8601 date-time (docs/api.md)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+(\.[0-9]*)?\s*", value):
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-12-03T08:00:00Z")
+    return value
+
+
+Since = Annotated[
+    datetime | None,
+    BeforeValidator(_iso_time),
+    Query(description="Only events started at or after this (ISO 8601)"),
+]
 
 
 def _validation(e: ValueError) -> AirsideError:
@@ -79,7 +95,7 @@ async def list_events(
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}},
 )
-async def evidence(event_id: int, app: Service, who: Caller, pool: Pool) -> Response:
+async def evidence(event_id: RowId, app: Service, who: Caller, pool: Pool) -> Response:
     crop = await pool.run(events.event_crop, app, who, event_id)
     if crop is None:
         raise NotFoundError(
@@ -159,7 +175,8 @@ async def stream(
         str | None, Header(description="The id of the last event received (resume)")
     ] = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Resume after this event id (for EventSource)")
+        int | None,
+        Query(ge=0, le=ROW_ID_MAX, description="Resume after this event id (for EventSource)"),
     ] = None,
 ) -> StreamingResponse:
     """Each event is one SSE message: ``id`` is the event id, ``data`` the event as JSON.
@@ -171,7 +188,7 @@ async def stream(
             resume = int(last_event_id.strip())
         except ValueError:
             resume = -1
-        if resume < 0:
+        if not 0 <= resume <= ROW_ID_MAX:
             raise AirsideError("Last-Event-ID must be an event id (an integer >= 0)",
                                code="validation", details={"field": "Last-Event-ID"})  # fmt: skip
     try:
@@ -237,7 +254,7 @@ async def deliveries(
     who: Caller,
     pool: Pool,
     webhook: Annotated[str | None, Query(max_length=100)] = None,
-    event: Annotated[int | None, Query(ge=0)] = None,
+    event: Annotated[int | None, Query(ge=0, le=ROW_ID_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=webhooks.MAX_LIST)] = 100,
 ) -> dict[str, Any]:
     found = await pool.run(

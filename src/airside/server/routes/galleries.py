@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
+from airside.errors import AirsideError
 from airside.governance.consent import BasisInput
 from airside.governance.principals import Principal
 from airside.server.auth import Caller, Service, allowed
@@ -19,8 +20,8 @@ router = APIRouter(tags=["galleries"])
 
 
 class GalleryIn(BaseModel):
-    name: str = Field(examples=["boarding-KE123-2026-12-03"])
-    purpose: str = Field(examples=["boarding:KE123"])
+    name: str = Field(examples=["boarding-KE123-2026-12-03"], pattern=galleries.NAME_PATTERN)
+    purpose: str = Field(examples=["boarding:KE123"], pattern=r"\S", max_length=200)
     departs: datetime | None = Field(None, description="Departure: templates are purged after it")
     retain_until: datetime | None = None
     retain_seconds: int | None = Field(None, gt=0)
@@ -30,6 +31,9 @@ class GalleryIn(BaseModel):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="sface (default), dlib, fused (high-assurance 1:1) or a registered model",
     )  # fmt: skip
+    index: Literal["exact", "pq", "hnsw", "milvus"] | None = Field(
+        None, description="What answers its searches (default: the installation's, auto by size)"
+    )
 
 
 def _page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
@@ -45,11 +49,15 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 async def create_gallery(
     body: GalleryIn, app: Service, who: Annotated[Principal, allowed("gallery.create")], pool: Pool
 ) -> dict[str, object]:
-    info = await pool.run(
-        galleries.create_gallery, app, who, body.name, body.purpose,
-        quality_bar=body.quality_bar, fmr_target=body.fmr, retain_seconds=body.retain_seconds,
-        retain_until=body.retain_until, departs=body.departs, embedder=body.embedder,
-    )  # fmt: skip
+    try:
+        info = await pool.run(
+            galleries.create_gallery, app, who, body.name, body.purpose,
+            quality_bar=body.quality_bar, fmr_target=body.fmr,
+            retain_seconds=body.retain_seconds, retain_until=body.retain_until,
+            departs=body.departs, embedder=body.embedder, index=body.index,
+        )  # fmt: skip
+    except ValueError as e:  # a value the service refuses (a retention end already past...)
+        raise AirsideError(str(e), code="validation") from None
     return info.as_dict()
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from airside.governance.principals import Principal
 from airside.server.auth import Caller, Service
+from airside.server.routes import RowId
 from airside.server.work import Pool, WorkPool
 from airside.services import review
 from airside.services.app import Airside
@@ -35,7 +36,7 @@ async def list_cases(
 
 
 @router.get("/review/{case_id}", summary="One review case, with its votes")
-async def get_case(case_id: int, app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
+async def get_case(case_id: RowId, app: Service, who: Caller, pool: Pool) -> dict[str, Any]:
     return (await pool.run(review.get_case, app, who, case_id)).as_dict()
 
 
@@ -49,13 +50,13 @@ async def _vote(
 
 @router.post("/review/{case_id}/confirm", summary="Confirm a hit (two make it actionable)")
 async def confirm(
-    case_id: int, app: Service, who: Caller, pool: Pool, body: VoteIn | None = None
+    case_id: RowId, app: Service, who: Caller, pool: Pool, body: VoteIn | None = None
 ) -> dict[str, Any]:
     return await _vote(app, who, pool, case_id, "confirm", body)
 
 
 @router.post("/review/{case_id}/reject", summary="Reject a hit: the case closes")
 async def reject(
-    case_id: int, app: Service, who: Caller, pool: Pool, body: VoteIn | None = None
+    case_id: RowId, app: Service, who: Caller, pool: Pool, body: VoteIn | None = None
 ) -> dict[str, Any]:
     return await _vote(app, who, pool, case_id, "reject", body)

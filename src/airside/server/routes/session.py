@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from airside.server.auth import SESSION_COOKIE, Caller, Service
+from airside.server.auth import SESSION_COOKIE, Caller, Service, guarded
 from airside.services import console_sessions
 
 router = APIRouter(tags=["console session"])
@@ -26,7 +26,7 @@ class SignIn(BaseModel):
 async def sign_in(
     body: SignIn, request: Request, response: Response, app: Service
 ) -> dict[str, Any]:
-    signed = await run_in_threadpool(console_sessions.sign_in, app, body.key)
+    signed = await guarded(request, console_sessions.sign_in, app, body.key)
     ttl = int((signed.expires_at - datetime.now(UTC)).total_seconds())
     response.set_cookie(
         SESSION_COOKIE,
