@@ -341,3 +341,22 @@ def test_an_erasure_made_while_milvus_was_unreachable_reaches_it_on_the_next_syn
     assert _in_backend(app, ix, ids) == set(ids)  # still there: nobody synced yet
     assert app.sync_shared_indexes() == 1  # the purge scheduler's tick
     assert _in_backend(app, ix, ids) == set()
+
+
+def test_auto_keeps_galleries_of_dlib_exact_at_any_size(
+    tmp_path: Path, analyzer: FaceAnalyzer
+) -> None:
+    """dlib's scores crowd into a narrow band that 4-bit codes blur (docs/scale.md: PQ lost
+    5 points of rank-1 at 1M), so ``auto`` never moves a dlib gallery off exact search."""
+    from dataclasses import replace
+
+    app = Airside(
+        Settings(data_dir=tmp_path / "auto", ann_from=2), analyzer_factory=lambda _s: analyzer
+    )
+    try:
+        dlib = replace(analyzer.contract, model_id="dlib-resnet")
+        assert app._index_kind(None, 10**6, None, dlib) == "exact"
+        assert app._index_kind(None, 10**6, None, analyzer.contract) == "pq"
+        assert app._index_kind("pq", 10, None, dlib) == "pq"  # a gallery's own choice stands
+    finally:
+        app.close()
