@@ -333,6 +333,14 @@ def test_invalid_toml_names_the_line() -> None:
     assert e.line == line_of(text, "type = intrusion") and "not valid TOML" in e.problem
 
 
+def test_a_key_repeated_on_the_last_line_names_that_line() -> None:
+    # tomllib finds this only once the whole text is read and says "at end of document"
+    text = BASE + '\n[[rules]]\ntype = "intrusion"\nzone = "apron"\nzone = "apron"'  # no final newline
+    e = refused(text)
+    assert e.line == len(text.rstrip().splitlines()) and "not valid TOML" in e.problem
+    assert "end of document" not in e.problem
+
+
 def test_a_scene_needs_a_camera() -> None:
     e = refused(BASE.replace('camera = "cam-1"', ""))
     assert "needs camera" in e.problem

@@ -12,6 +12,7 @@ camera whose frame size changes keeps its zones and lines.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -794,19 +795,30 @@ def _rule(
 # loading
 
 
+def toml_error_where(e: tomllib.TOMLDecodeError, text: str) -> tuple[str, int]:
+    """The problem and its 1-based line from ``tomllib``'s error, which before Python 3.14
+    carries the place only inside its message, and says "at end of document" for a problem
+    found once the whole text was read (a repeated key on the last line, say): that is the
+    last line holding anything."""
+    msg = str(e)
+    line = getattr(e, "lineno", None)
+    m = re.search(r"\s*\(at line (\d+), column \d+\)", msg)
+    if m:
+        line = line or int(m.group(1))
+        msg = msg[: m.start()] + msg[m.end() :]
+    elif "(at end of document)" in msg:
+        msg = msg.replace(" (at end of document)", "")
+        line = line or len(text.rstrip().splitlines()) or 1
+    return msg, int(line) if line else 1
+
+
 def parse_scene(text: str, source: str = "scene") -> Scene:
     """Read and check a scene from TOML ``text``; raise :class:`SceneError` naming the line
     (``source`` is how messages name the file)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        msg = str(e)
-        line = getattr(e, "lineno", None)  # Python >= 3.14; the message has it before that
-        if line is None and "(at line " in msg:
-            try:
-                line = int(msg.split("(at line ")[1].split(",")[0])
-            except ValueError:
-                line = None
+        msg, line = toml_error_where(e, text)
         raise SceneError(f"not valid TOML: {msg}", source=source, line=line) from None
     c = _Checker(text, source)
     c.only(raw, ("camera", "zones", "lines", "calibration", "schedules", "rules"), (), "a scene")

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from airside.analytics.scene import _Locator as Locator
+from airside.analytics.scene import toml_error_where
 from airside.errors import AirsideError
 
 #: A camera's name: also its principal (``camera:<name>``) and its Prometheus label.
@@ -174,11 +175,8 @@ def parse_cameras(text: str, *, source: str = "cameras.toml") -> list[CameraConf
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
-        raise CameraConfigError(
-            f"not valid TOML: {problem}", source=source, line=int(m.group(1)) if m else None
-        ) from None
+        problem, line = toml_error_where(e, text)
+        raise CameraConfigError(f"not valid TOML: {problem}", source=source, line=line) from None
     where = Locator(text)
     for key in data:
         if key != "camera":
