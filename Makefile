@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-fast test-postgres bench bench-scale fuzz lint typecheck clean serve
+.PHONY: demo test test-fast test-postgres bench bench-scale fuzz crash soak lint typecheck clean serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -98,6 +98,21 @@ bench-scale: $(TSTAMP)
 # models, JSON bodies); the image run's summary goes to reports/fuzz-images.json.
 fuzz: $(TSTAMP)
 	AIRSIDE_FUZZ_N=10000 AIRSIDE_FUZZ_REPORT=1 $(BIN)/python -m pytest -q tests/test_fuzz_images.py tests/test_fuzz_structured.py -p no:randomly
+
+# Hardening (issue 18): a real `airside serve` with two camera workers on looping clips under
+# a steady mixed API load for 30 minutes; fails on RSS growth >= 5% after warm-up, fd or
+# thread growth, p99 more than doubling, or any error (src/airside/soak.py). Summary and
+# timeline in reports/soak.json; tests/test_soak.py runs a 2-minute version.
+soak: $(TSTAMP)
+	$(BIN)/python -m airside.soak --minutes 30 --json reports/soak.json
+
+# Hardening (issue 18): SIGKILL at 50 random steps of each operation that changes biometric
+# data or keys (batch enrolment, erasure, withdrawal, purge, key rotation, gallery rekey), on
+# SQLite and on PostgreSQL; the counts go to reports/crash.json (docs/reliability.md).
+crash: $(TSTAMP)
+	rm -f reports/crash.json
+	AIRSIDE_CRASH_KILLS=50 AIRSIDE_CRASH_REPORT=$(CURDIR)/reports/crash.json $(BIN)/python -m pytest -q tests/test_crash_consistency.py
+	AIRSIDE_TEST_STORE=postgresql AIRSIDE_CRASH_KILLS=50 AIRSIDE_CRASH_REPORT=$(CURDIR)/reports/crash.json $(BIN)/python -m pytest -q tests/test_crash_consistency.py
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check src tests

@@ -186,6 +186,39 @@ def database_env(data_dir: Path) -> dict[str, str]:
     return {} if dbs is None else {"AIRSIDE_DATABASE_URL": dbs.for_dir(data_dir)}
 
 
+class DatabaseCopies:
+    """Where each run's store is: SQLite in its data directory (copied with it), or, on
+    PostgreSQL, a database of its own copied from the template's (CREATE DATABASE ...
+    TEMPLATE), named to the child through AIRSIDE_DATABASE_URL."""
+
+    def __init__(self, admin: Any) -> None:
+        self._admin = admin
+        self._names: list[str] = []
+        self.template = self._create() if admin is not None else None
+
+    def _create(self, template: str | None = None) -> str:
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+
+        name = f"airside_t_{secrets.token_hex(6)}"
+        copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
+        with self._admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+        self._names.append(name)
+        return str(self._admin.url.set(database=name).render_as_string(hide_password=False))
+
+    def copy(self) -> str | None:
+        return self._create(self.template) if self.template else None
+
+    def drop(self) -> None:
+        from sqlalchemy import text
+
+        if self._admin is not None:
+            with self._admin.connect() as conn:
+                for name in self._names:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def _pg_admin() -> Iterator[Any]:
     """On PostgreSQL, an autocommit engine on the server's maintenance database (CREATE

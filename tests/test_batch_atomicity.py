@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -18,8 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
-from tests.conftest import ON_POSTGRES, png_bytes, register
+from tests.conftest import ON_POSTGRES, DatabaseCopies, png_bytes, register
 
 from airside.config import DetectorSettings, Settings
 from airside.errors import ConflictError
@@ -90,41 +88,9 @@ def test_with_skip_refused_the_conflicting_row_is_listed_and_the_rest_enrolled(
         assert set(s.scalars(select(Subject.reference))) == {"PNR-OTHER", "PNR-1", "PNR-2"}
 
 
-class _Stores:
-    """Where each run's store is: SQLite in its data directory (copied with it), or, on
-    PostgreSQL, a database of its own copied from the template's (CREATE DATABASE ...
-    TEMPLATE), named to the child through AIRSIDE_DATABASE_URL."""
-
-    def __init__(self, admin: Any) -> None:
-        self._admin = admin
-        self._names: list[str] = []
-        self.template = self._create() if admin is not None else None
-
-    def _create(self, template: str | None = None) -> str:
-        from sqlalchemy import text
-
-        name = f"airside_t_{secrets.token_hex(6)}"
-        copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
-        with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
-        self._names.append(name)
-        return str(self._admin.url.set(database=name).render_as_string(hide_password=False))
-
-    def copy(self) -> str | None:
-        return self._create(self.template) if self.template else None
-
-    def drop(self) -> None:
-        from sqlalchemy import text
-
-        if self._admin is not None:
-            with self._admin.connect() as conn:
-                for name in self._names:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture(scope="module")
-def stores(_pg_admin: Any) -> Iterator[_Stores]:
-    st = _Stores(_pg_admin)
+def stores(_pg_admin: Any) -> Iterator[DatabaseCopies]:
+    st = DatabaseCopies(_pg_admin)
     yield st
     st.drop()
 
@@ -142,7 +108,7 @@ def _settings(data_dir: Path, url: str | None) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def template_dir(tmp_path_factory: pytest.TempPathFactory, stores: _Stores) -> Path:
+def template_dir(tmp_path_factory: pytest.TempPathFactory, stores: DatabaseCopies) -> Path:
     """A data directory with the officer and the gallery, copied for each run."""
     path = tmp_path_factory.mktemp("batch") / "data"
     app = Airside(_settings(path, stores.template))
@@ -202,7 +168,7 @@ def _state(data_dir: Path, url: str | None) -> tuple[dict[str, tuple[int, int]],
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all", "skip"])
 def test_sigkill_at_random_points_leaves_whole_units(
-    template_dir: Path, stores: _Stores, tmp_path: Path, mode: str
+    template_dir: Path, stores: DatabaseCopies, tmp_path: Path, mode: str
 ) -> None:
     full = tmp_path / "full"
     shutil.copytree(template_dir, full)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from airside.governance.principals import Principal
 from airside.services import enrolment, erasure, galleries, matching
 from airside.services.app import Airside
 from airside.services.audit_service import verify_chain as audit_verify
-from airside.store.tables import AuditRecord, LegalBasis, Subject, Template
+from airside.store.tables import AuditRecord, ErasureRequest, LegalBasis, Subject, Template
 
 DPO = Principal("dpo", "admin")
 
@@ -340,3 +341,77 @@ def test_a_refusal_about_an_unknown_reference_records_no_reference(app: Airside)
         rec = s.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1)).one()
     assert rec.action == "subject.erase" and rec.decision == "refused:not_found"
     assert LONG_REF not in rec.result and "subject" not in json.loads(rec.result)
+
+
+def _cut_short(app: Airside, action: str, reference: str, purpose: str | None = None) -> None:
+    """The state a process killed between recording the request and erasing leaves: the
+    request is committed, nothing of the subject is erased yet."""
+    reason = "erasure request" if purpose is None else f"withdrawal of basis for {purpose}"
+    erasure._request(app, DPO, action, reference, reason, purpose)
+
+
+def test_an_erasure_cut_short_is_completed_by_the_next_start(
+    app: Airside, enrolled: dict[str, object], astronaut: np.ndarray
+) -> None:
+    _cut_short(app, "subject.erase", "PNR-1")
+    assert template_traces(app, "PNR-1")["vectors"]  # nothing erased yet
+    (receipt,) = erasure.complete_pending(app)
+    assert receipt.subject == "PNR-1" and receipt.templates == 2
+    with app.session() as s:
+        assert s.scalar(select(Subject).where(Subject.reference == "PNR-1")) is None
+        last = s.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc())).first()
+    assert last is not None and last.action == "subject.erase" and last.actor == DPO.name
+    assert json.loads(last.result)["resumed"] is True
+    res = matching.identify(app, DPO, "boarding", png_bytes(astronaut))
+    assert all(c.subject != "PNR-1" for c in res.candidates)
+    assert erasure.complete_pending(app) == []  # done once
+    assert audit_verify(app, DPO).ok
+
+
+def test_a_withdrawal_cut_short_is_completed_for_its_purpose_only(
+    app: Airside, enrolled: dict[str, object]
+) -> None:
+    _cut_short(app, "consent.withdraw", "PNR-1", "seamless-travel")
+    (receipt,) = erasure.complete_pending(app)
+    assert receipt.kind == "consent.withdraw" and receipt.galleries == ["seamless"]
+    assert len(template_traces(app, "PNR-1")["vectors"]) == 1  # boarding stays
+
+
+def test_a_pending_request_whose_subject_was_erased_since_is_dropped(
+    app: Airside, enrolled: dict[str, object]
+) -> None:
+    _cut_short(app, "subject.erase", "PNR-1")
+    erasure.erase_subject(app, DPO, "PNR-1")  # asked again, and done, before the restart
+    assert erasure.complete_pending(app) == []
+    with app.session() as s:
+        assert s.scalar(select(ErasureRequest)) is None
+
+
+def test_a_completed_or_refused_erasure_leaves_no_request_naming_the_subject(
+    app: Airside, enrolled: dict[str, object]
+) -> None:
+    erasure.erase_subject(app, DPO, "PNR-1")
+    with pytest.raises(ConsentError):
+        erasure.withdraw_basis(app, DPO, "PNR-2", "seamless-travel")
+    with pytest.raises(NotFoundError):
+        erasure.erase_subject(app, DPO, "PNR-404")
+    with app.session() as s:
+        assert s.scalars(select(ErasureRequest)).all() == []
+
+
+def test_the_server_completes_erasures_cut_short_when_it_starts(
+    app: Airside, enrolled: dict[str, object]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from airside.server.app import create_app
+
+    _cut_short(app, "subject.erase", "PNR-1")
+    with TestClient(create_app(app)):
+        for _ in range(100):
+            with app.session() as s:
+                if s.scalar(select(ErasureRequest)) is None:
+                    break
+            time.sleep(0.1)
+    with app.session() as s:
+        assert s.scalar(select(Subject).where(Subject.reference == "PNR-1")) is None

@@ -334,8 +334,9 @@ def test_invalid_toml_names_the_line() -> None:
 
 
 def test_a_key_repeated_on_the_last_line_names_that_line() -> None:
-    # tomllib finds this only once the whole text is read and says "at end of document"
-    text = BASE + '\n[[rules]]\ntype = "intrusion"\nzone = "apron"\nzone = "apron"'  # no final newline
+    # Without a final newline, tomllib finds it only once the whole text is read, and says
+    # "at end of document"
+    text = BASE + '\n[[rules]]\ntype = "intrusion"\nzone = "apron"\nzone = "apron"'
     e = refused(text)
     assert e.line == len(text.rstrip().splitlines()) and "not valid TOML" in e.problem
     assert "end of document" not in e.problem

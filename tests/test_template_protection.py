@@ -344,6 +344,55 @@ def test_rotation_keeps_scores_and_retires_the_old_key(
     assert audit_verify(protected, ADMIN).ok
 
 
+def test_a_rotation_killed_before_making_its_key_active_resumes_under_that_key(
+    make_app: Callable[..., Airside],
+    protected: Airside,
+    astronaut: np.ndarray,
+    hopper: np.ndarray,
+    probe: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airside.services import template_keys
+
+    enrol_two(protected, astronaut, hopper)
+    before = scores(protected, "g", probe)
+    ring_path = protected.template_protector.keyring_path
+    old_id = read_keyring(ring_path).active
+    writes: list[int] = []
+    real_write = template_keys.write_keyring
+
+    def dies_at_the_second_write(*args: Any, **kwargs: Any) -> None:
+        writes.append(1)
+        if len(writes) == 2:  # 1: the staged key; 2: making it active
+            raise SystemExit("killed")
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(template_keys, "write_keyring", dies_at_the_second_write)
+    with pytest.raises(SystemExit):
+        rotate_keys(protected, ADMIN)
+    monkeypatch.setattr(template_keys, "write_keyring", real_write)
+    ring = read_keyring(ring_path)
+    (staged,) = set(ring.keys) - {old_id}
+    assert ring.active == old_id and {r.key_id for r in stored_rows(protected)} == {staged}
+
+    nxt = make_app(template_protection="on")  # the next start
+    enrolment.enrol(nxt, ADMIN, "g", "PNR-3", [jpeg_bytes(hopper, 60)], CONSENT)  # old key
+    before = scores(nxt, "g", probe)
+    rep = rotate_keys(nxt, ADMIN, retire_old=True)
+    assert rep.key_id == staged and not rep.created and rep.templates == 1
+    assert list(read_keyring(ring_path).keys) == [staged]
+    assert {r.key_id for r in stored_rows(nxt)} == {staged}
+    assert_same_scores(before, scores(make_app(template_protection="on"), "g", probe))
+    with nxt.session() as s:
+        last = s.scalars(
+            select(AuditRecord)
+            .where(AuditRecord.action == "keys.rotate")
+            .order_by(AuditRecord.seq.desc())
+        ).first()
+    assert last is not None and json.loads(last.result)["resumed"] is True
+    assert audit_verify(nxt, ADMIN).ok
+
+
 def test_legacy_plain_rows_stay_readable_and_are_protected_later(
     make_app: Callable[..., Airside], astronaut: np.ndarray, hopper: np.ndarray, probe: bytes
 ) -> None:

@@ -818,8 +818,8 @@ def parse_scene(text: str, source: str = "scene") -> Scene:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        msg, line = toml_error_where(e, text)
-        raise SceneError(f"not valid TOML: {msg}", source=source, line=line) from None
+        msg, at = toml_error_where(e, text)
+        raise SceneError(f"not valid TOML: {msg}", source=source, line=at) from None
     c = _Checker(text, source)
     c.only(raw, ("camera", "zones", "lines", "calibration", "schedules", "rules"), (), "a scene")
     if "camera" not in raw:

@@ -31,6 +31,7 @@ from typer.core import TyperGroup
 from airside.cli.render import emit_json, err, esc, fail, say
 from airside.errors import AirsideError
 from airside.private_files import open_private, private_dir
+from airside.store.faults import store_fault
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
 LOG_NAME = "logs/errors.log"
@@ -56,9 +57,9 @@ class GuardedGroup(TyperGroup):
         except OSError as e:
             if e.errno == errno.EPIPE:
                 raise  # stdout closed by a pager or `head`: Typer exits quietly
-            internal_error(ctx, command, e, as_json)
+            _fault_or_internal(ctx, command, e, as_json)
         except Exception as e:
-            internal_error(ctx, command, e, as_json)
+            _fault_or_internal(ctx, command, e, as_json)
         finally:
             threading.excepthook = previous_hook
 
@@ -74,6 +75,15 @@ class GuardedGroup(TyperGroup):
             words.append(a)
             group = commands[a]
         return " ".join(words) or "airside"
+
+
+def _fault_or_internal(ctx: Any, command: str, error: BaseException, as_json: bool) -> NoReturn:
+    """A fault of the store's surroundings (its server unreachable, a full disk) is an
+    error with a code, printed on one line (store/faults.py); anything else is a bug."""
+    fault = store_fault(error)
+    if fault is not None:
+        fail(fault, as_json)
+    internal_error(ctx, command, error, as_json)
 
 
 def internal_error(ctx: Any, command: str, error: BaseException, as_json: bool) -> NoReturn:

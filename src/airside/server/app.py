@@ -40,6 +40,7 @@ from airside.server.routes import (
 )
 from airside.server.work import WorkPool
 from airside.services.app import Airside
+from airside.services.retention import PurgeScheduler
 
 API = "/api/v1"
 
@@ -65,12 +66,16 @@ def create_app(
             audit_log.APPEND_OBSERVERS.append(AUDIT_APPEND_SECONDS.observe)
         CAMERAS.add(supervisor)
         await asyncio.to_thread(supervisor.start, camera_actor)
+        # Retention, and erasures a crash cut short (completed at once), as in every
+        # long-running process.
+        purger = PurgeScheduler(airside).start()
         app.state.ready = True
         try:
             async with events_out.running(app):  # event streams' watcher, webhooks, MQTT
                 yield
         finally:
             app.state.ready = False
+            await asyncio.to_thread(purger.stop)
             await asyncio.to_thread(supervisor.stop)
             CAMERAS.discard(supervisor)
             if AUDIT_APPEND_SECONDS.observe in audit_log.APPEND_OBSERVERS:

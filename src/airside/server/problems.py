@@ -16,9 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airside.errors import AirsideError
+from airside.store.faults import store_fault
 
 log = logging.getLogger("airside.server")
 
@@ -68,6 +70,8 @@ STATUS_OF: dict[str, int] = {
     # the server
     "overloaded": 503, "not_ready": 503, "deadline": 503, "cannot_write": 500,
     "index_unavailable": 503,
+    # the store's surroundings (store/faults.py): its server down or restarting, a full disk
+    "store_unavailable": 503, "disk_full": 507,
 }  # fmt: skip
 
 
@@ -97,8 +101,8 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # (400), a missing or bad key (401), a caller without the right (403), a thing not found
 # (404), a state that forbids it (409), a body over the limit (413), an upload that is not
 # an image (415), fields that are not valid (422), a locked-out address (429), a server
-# too busy or still starting (503).
-API_PROBLEMS = documented(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+# too busy or still starting, or its store unreachable (503), a full disk (507).
+API_PROBLEMS = documented(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 507)
 
 
 HTTP_CODES = {401: "missing_key", 404: "not_found", 405: "method_not_allowed",
@@ -180,11 +184,28 @@ def install(app: FastAPI) -> None:
             exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
         )
 
+    async def _store_or_disk(_req: Request, exc: Exception) -> JSONResponse:
+        # The store's server down or restarting, or a full disk: a code the caller can act
+        # on (503 with Retry-After, 507), not an incident (store/faults.py).
+        fault = store_fault(exc)
+        if fault is not None:
+            log.warning("%s: %s", fault.code, type(exc).__name__)
+            return from_error(fault)
+        return unexpected(exc)
+
+    app.add_exception_handler(DBAPIError, _store_or_disk)
+    app.add_exception_handler(OSError, _store_or_disk)
+
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
-        incident = secrets.token_hex(4)
-        # Type and location only: a database error's message quotes what it was writing.
-        log.error("incident %s: unexpected %s", incident, type(exc).__name__,
-                  exc_info=(type(exc), exc, None))  # fmt: skip
-        return problem(500, "internal_error", f"unexpected error (incident {incident})",
-                       incident=incident)  # fmt: skip
+        return unexpected(exc)
+
+
+def unexpected(exc: BaseException) -> JSONResponse:
+    """A bug: a 500 naming an incident; the traceback goes to the log without messages."""
+    incident = secrets.token_hex(4)
+    # Type and location only: a database error's message quotes what it was writing.
+    log.error("incident %s: unexpected %s", incident, type(exc).__name__,
+              exc_info=(type(exc), exc, None))  # fmt: skip
+    return problem(500, "internal_error", f"unexpected error (incident {incident})",
+                   incident=incident)  # fmt: skip

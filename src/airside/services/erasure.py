@@ -24,6 +24,7 @@ receipt they hold).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ from airside.services.app import Airside
 from airside.services.authz import authorize
 from airside.services.template_removal import by_gallery, remove_templates
 from airside.store.tables import (
+    ErasureRequest,
     Event,
     Gallery,
     LegalBasis,
@@ -182,59 +184,70 @@ def _log_and_sign(
     receipt: ErasureReceipt,
     action: str,
     decision: str,
+    resumed: bool = False,
 ) -> None:
     """Seal the receipt, log its digest and counts, name that record and sign."""
     receipt.seal()
+    result = receipt.audit_result()
+    if resumed:  # carried out by the next start, after the process that took it died
+        result["resumed"] = True
     rec = audit.append(
         session,
         principal,
         action,
         decision=decision,
         purpose=receipt.purpose,
-        result=receipt.audit_result(),
+        result=result,
     )
     receipt.audit_seq = rec.seq
     receipt.sign(signer)
 
 
+def _request(
+    app: Airside,
+    principal: Principal,
+    action: str,
+    reference: str,
+    reason: str,
+    purpose: str | None = None,
+) -> int:
+    """Record the request (committed) before carrying it out; its id."""
+    with app.session() as s:
+        _subject(s, reference)  # an unknown subject is refused, not queued
+        req = ErasureRequest(
+            action=action,
+            reference=reference,
+            purpose=purpose,
+            reason=reason,
+            actor=principal.name,
+            role=principal.role,
+        )
+        s.add(req)
+        s.flush()
+        return req.id
+
+
+def _drop_request(app: Airside, request: int) -> None:
+    with app.session() as s:
+        s.execute(delete(ErasureRequest).where(ErasureRequest.id == request))
+
+
 def erase_subject(
     app: Airside, principal: Principal, reference: str, reason: str = "erasure request"
 ) -> ErasureReceipt:
-    """Remove every trace of a subject's biometrics; returns a signed receipt."""
+    """Remove every trace of a subject's biometrics; returns a signed receipt.
+
+    The request is committed first: if the process dies before the erasure commits, the
+    next start completes it (:func:`complete_pending`)."""
     authorize(app, principal, "subject.erase")
     try:
         signer = app.signer  # a key that cannot be used refuses before anything is erased
-        with app.session() as s:
-            subj = _subject(s, reference)
-            ps = pseudonyms.pseudonym(subj.audit_salt)
-            rows = [
-                (t, g, n)
-                for t, g, n in s.execute(
-                    select(Template.id, Template.gallery_id, Gallery.name)
-                    .join(Gallery, Gallery.id == Template.gallery_id)
-                    .where(Template.subject_id == subj.id)
-                ).all()
-            ]
-            galleries = _delete_templates(s, rows)
-            n_events = _delete_events(s, subj.id)
-            n_cases = _pseudonymise_cases(s, reference, ps)
-            n_bases = len(
-                s.scalars(select(LegalBasis.id).where(LegalBasis.subject_id == subj.id)).all()
-            )
-            s.execute(delete(LegalBasis).where(LegalBasis.subject_id == subj.id))
-            s.execute(delete(Subject).where(Subject.id == subj.id))
-            receipt = ErasureReceipt(
-                subject=reference,
-                erased_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                templates=len(rows),
-                galleries=galleries,
-                legal_bases=n_bases,
-                audit_seq=0,
-                reason=reason,
-                events=n_events,
-                review_cases=n_cases,
-            )
-            _log_and_sign(s, principal, signer, receipt, "subject.erase", "erased")
+        request = _request(app, principal, "subject.erase", reference, reason)
+        try:
+            receipt, galleries = _erase(app, principal, signer, request, reference, reason)
+        except AirsideError:
+            _drop_request(app, request)  # refused (erased meanwhile): nothing to resume
+            raise
     except AirsideError as e:
         app.audit_refusal(principal, "subject.erase", e, about=reference)
         raise
@@ -242,63 +255,170 @@ def erase_subject(
     return receipt
 
 
+def _erase(
+    app: Airside,
+    principal: Principal,
+    signer: Signer,
+    request: int,
+    reference: str,
+    reason: str,
+    resumed: bool = False,
+) -> tuple[ErasureReceipt, list[str]]:
+    with app.session() as s:
+        subj = _subject(s, reference)
+        ps = pseudonyms.pseudonym(subj.audit_salt)
+        rows = [
+            (t, g, n)
+            for t, g, n in s.execute(
+                select(Template.id, Template.gallery_id, Gallery.name)
+                .join(Gallery, Gallery.id == Template.gallery_id)
+                .where(Template.subject_id == subj.id)
+            ).all()
+        ]
+        galleries = _delete_templates(s, rows)
+        n_events = _delete_events(s, subj.id)
+        n_cases = _pseudonymise_cases(s, reference, ps)
+        n_bases = len(
+            s.scalars(select(LegalBasis.id).where(LegalBasis.subject_id == subj.id)).all()
+        )
+        s.execute(delete(LegalBasis).where(LegalBasis.subject_id == subj.id))
+        s.execute(delete(Subject).where(Subject.id == subj.id))
+        s.execute(delete(ErasureRequest).where(ErasureRequest.id == request))
+        receipt = ErasureReceipt(
+            subject=reference,
+            erased_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            templates=len(rows),
+            galleries=galleries,
+            legal_bases=n_bases,
+            audit_seq=0,
+            reason=reason,
+            events=n_events,
+            review_cases=n_cases,
+        )
+        _log_and_sign(s, principal, signer, receipt, "subject.erase", "erased", resumed)
+    return receipt, galleries
+
+
 def withdraw_basis(
     app: Airside, principal: Principal, reference: str, purpose: str
 ) -> ErasureReceipt:
     """Withdraw the subject's basis for ``purpose`` and, in the same transaction, erase their
     templates and events from every gallery of that purpose that no other basis still
-    covers. Returns a signed receipt, like erasure."""
-    from airside.governance.consent import covering_basis
-
+    covers. Returns a signed receipt, like erasure; recorded first, like erasure, so a
+    withdrawal cut short is completed by the next start."""
     authorize(app, principal, "consent.withdraw", purpose=purpose)
     try:
         signer = app.signer
-        with app.session() as s:
-            subj = _subject(s, reference)
-            now = datetime.now(UTC)
-            bases = s.scalars(
-                select(LegalBasis).where(
-                    LegalBasis.subject_id == subj.id,
-                    LegalBasis.purpose == purpose,
-                    LegalBasis.withdrawn_at.is_(None),
-                )
-            ).all()
-            if not bases:
-                raise ConsentError(
-                    f"subject {reference!r} has no basis in force for purpose {purpose!r}",
-                    code="no_basis_to_withdraw",
-                )
-            for b in bases:
-                b.withdrawn_at = now
-            s.flush()
-            rows: list[tuple[int, int, str]] = []
-            n_events = 0
-            if covering_basis(s, subj, purpose) is None:
-                n_events = _delete_events(s, subj.id, purpose)
-                rows = [
-                    (t, g, n)
-                    for t, g, n in s.execute(
-                        select(Template.id, Template.gallery_id, Gallery.name)
-                        .join(Gallery, Gallery.id == Template.gallery_id)
-                        .where(Template.subject_id == subj.id, Gallery.purpose == purpose)
-                    ).all()
-                ]
-            galleries = _delete_templates(s, rows)
-            receipt = ErasureReceipt(
-                subject=reference,
-                erased_at=now.isoformat(timespec="seconds"),
-                templates=len(rows),
-                galleries=galleries,
-                legal_bases=len(bases),
-                audit_seq=0,
-                reason=f"withdrawal of basis for {purpose}",
-                events=n_events,
-                kind="consent.withdraw",
-                purpose=purpose,
-            )
-            _log_and_sign(s, principal, signer, receipt, "consent.withdraw", "withdrawn")
+        with app.session(readonly=True) as s:
+            _bases_in_force(s, _subject(s, reference), reference, purpose)
+        reason = f"withdrawal of basis for {purpose}"
+        request = _request(app, principal, "consent.withdraw", reference, reason, purpose)
+        try:
+            receipt, galleries = _withdraw(app, principal, signer, request, reference, purpose)
+        except AirsideError:
+            _drop_request(app, request)
+            raise
     except AirsideError as e:
         app.audit_refusal(principal, "consent.withdraw", e, purpose=purpose, about=reference)
         raise
     _sync_indexes(app, galleries)
     return receipt
+
+
+def _bases_in_force(
+    s: Session, subj: Subject, reference: str, purpose: str
+) -> Sequence[LegalBasis]:
+    bases = s.scalars(
+        select(LegalBasis).where(
+            LegalBasis.subject_id == subj.id,
+            LegalBasis.purpose == purpose,
+            LegalBasis.withdrawn_at.is_(None),
+        )
+    ).all()
+    if not bases:
+        raise ConsentError(
+            f"subject {reference!r} has no basis in force for purpose {purpose!r}",
+            code="no_basis_to_withdraw",
+        )
+    return bases
+
+
+def _withdraw(
+    app: Airside,
+    principal: Principal,
+    signer: Signer,
+    request: int,
+    reference: str,
+    purpose: str,
+    resumed: bool = False,
+) -> tuple[ErasureReceipt, list[str]]:
+    from airside.governance.consent import covering_basis
+
+    with app.session() as s:
+        subj = _subject(s, reference)
+        now = datetime.now(UTC)
+        bases = _bases_in_force(s, subj, reference, purpose)
+        for b in bases:
+            b.withdrawn_at = now
+        s.flush()
+        rows: list[tuple[int, int, str]] = []
+        n_events = 0
+        if covering_basis(s, subj, purpose) is None:
+            n_events = _delete_events(s, subj.id, purpose)
+            rows = [
+                (t, g, n)
+                for t, g, n in s.execute(
+                    select(Template.id, Template.gallery_id, Gallery.name)
+                    .join(Gallery, Gallery.id == Template.gallery_id)
+                    .where(Template.subject_id == subj.id, Gallery.purpose == purpose)
+                ).all()
+            ]
+        galleries = _delete_templates(s, rows)
+        s.execute(delete(ErasureRequest).where(ErasureRequest.id == request))
+        receipt = ErasureReceipt(
+            subject=reference,
+            erased_at=now.isoformat(timespec="seconds"),
+            templates=len(rows),
+            galleries=galleries,
+            legal_bases=len(bases),
+            audit_seq=0,
+            reason=f"withdrawal of basis for {purpose}",
+            events=n_events,
+            kind="consent.withdraw",
+            purpose=purpose,
+        )
+        _log_and_sign(s, principal, signer, receipt, "consent.withdraw", "withdrawn", resumed)
+    return receipt, galleries
+
+
+def complete_pending(app: Airside) -> list[ErasureReceipt]:
+    """Carry out every erasure and withdrawal that was recorded but cut short (the process
+    died before its transaction committed), as the principal who asked for it. Run at the
+    start of long-running processes and by every purge. A request whose subject is gone
+    (erased since) or whose basis is no longer in force is dropped: there is nothing left
+    to do. The receipts are signed as usual; their audit records say ``resumed``."""
+    with app.session(readonly=True) as s:
+        pending = [
+            (r.id, r.action, r.reference, r.purpose, r.reason, Principal(r.actor, r.role))
+            for r in s.scalars(select(ErasureRequest).order_by(ErasureRequest.id))
+        ]
+    if not pending:
+        return []
+    signer = app.signer
+    done: list[ErasureReceipt] = []
+    for rid, action, reference, purpose, reason, principal in pending:
+        try:
+            if action == "consent.withdraw" and purpose is not None:
+                receipt, galleries = _withdraw(
+                    app, principal, signer, rid, reference, purpose, resumed=True
+                )
+            else:
+                receipt, galleries = _erase(
+                    app, principal, signer, rid, reference, reason, resumed=True
+                )
+        except (NotFoundError, ConsentError):
+            _drop_request(app, rid)  # erased or withdrawn since: nothing left to do
+            continue
+        _sync_indexes(app, galleries)
+        done.append(receipt)
+    return done

@@ -15,6 +15,7 @@ from airside.governance import audit
 from airside.governance.principals import SYSTEM, Principal
 from airside.services.app import Airside
 from airside.services.authz import authorize
+from airside.services.erasure import complete_pending
 from airside.services.events import purge_events
 from airside.services.template_removal import remove_templates
 from airside.store.tables import AuditRecord, Gallery, Template
@@ -54,6 +55,8 @@ def purge(
 ) -> PurgeReport:
     """Delete every template past its gallery's retention, in one audited transaction."""
     authorize(app, principal, "purge")
+    if not dry_run:
+        complete_pending(app)  # erasures a crash cut short go first
     return run_purge(app, principal, now=now, dry_run=dry_run)
 
 
@@ -156,8 +159,13 @@ class PurgeScheduler:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
+        try:  # erasures a crash cut short are completed at start, not an interval later
+            complete_pending(self.app)
+        except Exception:
+            log.exception("completing interrupted erasures failed")
         while not self._stop.wait(self.interval):
             try:
+                complete_pending(self.app)
                 run_purge(self.app, SYSTEM)
                 self.app.sync_shared_indexes()
                 self.runs += 1

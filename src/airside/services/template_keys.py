@@ -7,6 +7,7 @@ neither changes a score. (docs/template_protection.md)
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 from contextlib import AbstractContextManager
@@ -34,7 +35,7 @@ from airside.governance.template_protection import (
     seed_aad,
 )
 from airside.services.app import Airside
-from airside.store.tables import Event, Gallery, Template
+from airside.store.tables import AuditRecord, Event, Gallery, Template
 from airside.vision.contract import EmbeddingContract
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,10 @@ def _rotate(
             write_keyring(ring.with_new_key(), exclusive=True)
             ring = read_keyring(ring_path)
             new_id = ring.active
+        elif created and (resumed := _interrupted_rotation(app, ring)) is not None:
+            # A rotation committed but died before making its key active: resume it. Only
+            # rows sealed under another key since (enrolled after the crash) are re-sealed.
+            new_id = resumed
         elif created:
             # The new key is written to the ring before any row uses it, but only *staged*:
             # other processes (which re-read a changed ring) keep sealing under the old
@@ -197,6 +202,8 @@ def _rotate(
             new_id = ring.active
         prot.set_ring(ring)
         assert new_id is not None
+        resuming = created and new_id in old_ring.keys and bool(old_ring.keys)
+        created = created and not resuming
         key = (new_id, ring.keys[new_id])
         try:
             with app.session() as s:
@@ -232,6 +239,7 @@ def _rotate(
                         "galleries": n_galleries,
                         "event_crops": n_crops,
                         "previous": previous,
+                        **({"resumed": True} if resuming else {}),
                     },
                 )
         except BaseException:
@@ -255,6 +263,23 @@ def _rotate(
         if retire_old:
             report.retired = _retire(app, prot, principal, ring)
     return report
+
+
+def _interrupted_rotation(app: Airside, ring: KeyRing) -> str | None:
+    """The key of a rotation that committed its re-encryption but was killed before making
+    the key active in the ring (the last ``keys.rotate`` record names it; it is still in
+    the ring, not active); None when there is none."""
+    with app.session(readonly=True) as s:
+        last = s.scalar(
+            select(AuditRecord.result)
+            .where(AuditRecord.action == "keys.rotate", AuditRecord.decision == "rotated")
+            .order_by(AuditRecord.seq.desc())
+            .limit(1)
+        )
+    if last is None:
+        return None
+    kid = json.loads(last).get("key_id")
+    return kid if isinstance(kid, str) and kid in ring.keys and kid != ring.active else None
 
 
 def _retire(

@@ -11,9 +11,11 @@ Every event recorded is queued for each destination in the transaction that reco
 (``events/outbox.py``). The server's deliverer claims due rows (``claim_due``: a lease,
 so that two servers on one store rarely send the same row twice), POSTs them and records
 each attempt (``record_attempt``): a 2xx removes the row, anything else schedules a retry
-with exponential back-off until ``webhook_max_attempts`` is spent. Every attempt is in the
-delivery log (``list_deliveries``). The deliverer acts on the administrator's
-configuration, not for a caller; a face crop it sends is audited (``webhook.crop``).
+with exponential back-off until ``webhook_max_attempts`` is spent. A destination gets each
+camera's events in order: an event waits while an older one of its camera is undelivered.
+Every attempt is in the delivery log (``list_deliveries``). The deliverer acts on the
+administrator's configuration, not for a caller; a face crop it sends is audited
+(``webhook.crop``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from airside.errors import AirsideError, ConflictError, NotFoundError
 from airside.governance import access, audit, outbound, pseudonyms
@@ -352,15 +354,36 @@ def has_due(app: Airside, now: datetime | None = None) -> bool:
 def claim_due(app: Airside, *, limit: int = 16, lease_s: float = 60.0) -> list[DueDelivery]:
     """Claim up to ``limit`` due deliveries, oldest event first: each is pushed
     ``lease_s`` ahead, so that if this process dies while sending it, it becomes due again
-    (at least once). A crop sent to a destination that asked for crops is audited here."""
+    (at least once). A crop sent to a destination that asked for crops is audited here.
+
+    In order per camera: a delivery is claimed only when no older event of its camera is
+    still to be delivered to its destination (being sent, or waiting for a retry), so a
+    destination receives each camera's events in the order they were recorded, even after
+    it was down for a while. Only a delivery given up on lets the next one go first."""
     now = datetime.now(UTC)
     out: list[DueDelivery] = []
+    earlier, earlier_event = aliased(WebhookOutbox), aliased(Event)
+    older_pending = (
+        select(earlier.id)
+        .join(earlier_event, earlier_event.id == earlier.event_id)
+        .where(
+            earlier.webhook_id == WebhookOutbox.webhook_id,
+            earlier.given_up_at.is_(None),
+            earlier.event_id < WebhookOutbox.event_id,
+            earlier_event.camera == Event.camera,
+        )
+        .exists()
+    )
     with app.session() as s:
         rows = s.execute(
             select(WebhookOutbox, Webhook, Event)
             .join(Webhook, Webhook.id == WebhookOutbox.webhook_id)
             .join(Event, Event.id == WebhookOutbox.event_id)
-            .where(WebhookOutbox.given_up_at.is_(None), WebhookOutbox.next_attempt_at <= now)
+            .where(
+                WebhookOutbox.given_up_at.is_(None),
+                WebhookOutbox.next_attempt_at <= now,
+                ~older_pending,
+            )
             .order_by(WebhookOutbox.event_id, WebhookOutbox.id)
             .limit(limit)
         ).all()

@@ -106,6 +106,26 @@ class Gallery(Base):
     )
 
 
+class ErasureRequest(Base):
+    """An erasure or withdrawal that was asked for and not yet carried out.
+
+    Committed before the erasure's own transaction and deleted by it: a process killed in
+    between leaves the request here, and the next start carries it out
+    (``services/erasure.complete_pending``). It names the subject only while the subject's
+    data still exists."""
+
+    __tablename__ = "erasure_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(40), nullable=False)
+    reference: Mapped[str] = mapped_column(String(200), nullable=False)
+    purpose: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    role: Mapped[str] = mapped_column(String(60), nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class TemplateRemoval(Base):
     """A template removed from a gallery, and the gallery revision that removed it.
 

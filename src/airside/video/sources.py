@@ -26,7 +26,11 @@ Files and streams fail differently, on purpose
     from [50 %, 100 %] of that, so many cameras that fail together do not reconnect in lock-step),
     and says ``stream_restored`` when *frames* flow again (a connection that opens and then
     delivers nothing is still the same outage).  ``stop()`` interrupts a back-off wait at once; a
-    blocking open or read returns within ``open_timeout_s`` / ``read_timeout_s``.
+    blocking open or read returns within ``open_timeout_s`` / ``read_timeout_s``.  The default
+    cap, ``MAX_BACKOFF_S`` (2 s), bounds how long a source that comes back waits to be tried
+    again, whatever the outage's length: frames flow within 5 s of its return (measured in
+    ``tests/test_faults.py``), when the camera refuses connections or answers an error while it
+    is away; one that swallows them silently adds up to ``open_timeout_s``.
 
 Timestamps (``Frame.pts``, seconds of *stream time*)
     Stream time starts at 0 with the first frame and is strictly increasing for the life of the
@@ -120,6 +124,11 @@ MIN_FRAME_STEP_S: Final = 1.0 / MAX_PLAUSIBLE_FPS
 MAX_PTS_JUMP_S: Final = 10.0
 #: Give up on a file (or drop a connection) after this many unreadable packets in a row.
 MAX_CONSECUTIVE_ERRORS: Final = 100
+#: The default cap of a live source's reconnection back-off: a camera that comes back after
+#: an outage of any length is tried again within this (jittered to 50-100 % of it), so frames
+#: flow again within seconds of its return. Probing a missing camera every 1-2 s costs one
+#: connection attempt.
+MAX_BACKOFF_S: Final = 2.0
 
 #: FFmpeg demuxers that will "open" things that are not video (a text file as ANSI art).
 _REJECTED_FORMATS: Final[frozenset[str]] = frozenset({"tty"})
@@ -858,7 +867,7 @@ def open_source(
     *,
     reconnect: bool = True,
     initial_backoff_s: float = 0.5,
-    max_backoff_s: float = 30.0,
+    max_backoff_s: float = MAX_BACKOFF_S,
     open_timeout_s: float = 10.0,
     read_timeout_s: float = 10.0,
     fps: float = 25.0,

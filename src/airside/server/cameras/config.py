@@ -175,8 +175,8 @@ def parse_cameras(text: str, *, source: str = "cameras.toml") -> list[CameraConf
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        problem, line = toml_error_where(e, text)
-        raise CameraConfigError(f"not valid TOML: {problem}", source=source, line=line) from None
+        problem, at = toml_error_where(e, text)
+        raise CameraConfigError(f"not valid TOML: {problem}", source=source, line=at) from None
     where = Locator(text)
     for key in data:
         if key != "camera":
