@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -343,11 +344,29 @@ def test_a_refusal_about_an_unknown_reference_records_no_reference(app: Airside)
     assert LONG_REF not in rec.result and "subject" not in json.loads(rec.result)
 
 
-def _cut_short(app: Airside, action: str, reference: str, purpose: str | None = None) -> None:
-    """The state a process killed between recording the request and erasing leaves: the
-    request is committed, nothing of the subject is erased yet."""
+def _cut_short(app: Airside, action: str, reference: str, purpose: str | None = None) -> int:
+    """The state a process killed two minutes ago, between recording the request and
+    erasing, leaves: the request is committed, nothing of the subject is erased yet."""
     reason = "erasure request" if purpose is None else f"withdrawal of basis for {purpose}"
-    erasure._request(app, DPO, action, reference, reason, purpose)
+    rid = erasure._request(app, DPO, action, reference, reason, purpose)
+    with app.session() as s:
+        req = s.get(ErasureRequest, rid)
+        assert req is not None
+        req.requested_at = datetime.now(UTC) - timedelta(minutes=2)
+    return rid
+
+
+def test_a_request_still_in_flight_is_left_to_the_process_that_made_it(
+    app: Airside, enrolled: dict[str, object]
+) -> None:
+    # Another server's scheduler runs between the request's commit and the erasure's: it
+    # must not take the erasure (and its receipt) away from the caller.
+    rid = erasure._request(app, DPO, "subject.erase", "PNR-1", "erasure request")
+    assert erasure.complete_pending(app) == []
+    receipt, _ = erasure._erase(app, DPO, app.signer, rid, "PNR-1", "erasure request")
+    assert receipt.templates == 2
+    with app.session() as s:
+        assert s.scalar(select(ErasureRequest)) is None
 
 
 def test_an_erasure_cut_short_is_completed_by_the_next_start(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -391,16 +391,30 @@ def _withdraw(
     return receipt, galleries
 
 
-def complete_pending(app: Airside) -> list[ErasureReceipt]:
+# A request younger than this may still be in the hands of the process that recorded it
+# (between its two transactions): only older ones are taken as cut short. An erasure's
+# transaction takes well under a second; a minute leaves room for a stalled one.
+IN_FLIGHT_S = 60.0
+
+
+def complete_pending(app: Airside, *, older_than_s: float = IN_FLIGHT_S) -> list[ErasureReceipt]:
     """Carry out every erasure and withdrawal that was recorded but cut short (the process
-    died before its transaction committed), as the principal who asked for it. Run at the
-    start of long-running processes and by every purge. A request whose subject is gone
-    (erased since) or whose basis is no longer in force is dropped: there is nothing left
-    to do. The receipts are signed as usual; their audit records say ``resumed``."""
+    died before its transaction committed), as the principal who asked for it. Run by the
+    purge scheduler of long-running processes (at start and every interval) and by every
+    purge. Only requests older than ``older_than_s`` are taken: a younger one may be in
+    flight in another process (0: the caller knows that no other process is working). A
+    request whose subject is gone (erased since) or whose basis is no longer in force is
+    dropped: there is nothing left to do. The receipts are signed as usual; their audit
+    records say ``resumed``."""
+    before = datetime.now(UTC) - timedelta(seconds=older_than_s)
     with app.session(readonly=True) as s:
         pending = [
             (r.id, r.action, r.reference, r.purpose, r.reason, Principal(r.actor, r.role))
-            for r in s.scalars(select(ErasureRequest).order_by(ErasureRequest.id))
+            for r in s.scalars(
+                select(ErasureRequest)
+                .where(ErasureRequest.requested_at <= before)
+                .order_by(ErasureRequest.id)
+            )
         ]
     if not pending:
         return []
