@@ -66,8 +66,8 @@ def create_app(
             audit_log.APPEND_OBSERVERS.append(AUDIT_APPEND_SECONDS.observe)
         CAMERAS.add(supervisor)
         await asyncio.to_thread(supervisor.start, camera_actor)
-        # Retention, and erasures a crash cut short (completed at once), as in every
-        # long-running process.
+        # Retention, and erasures a crash cut short (once a minute old: services/erasure),
+        # as in every long-running process.
         purger = PurgeScheduler(airside).start()
         app.state.ready = True
         try:

@@ -159,7 +159,7 @@ class PurgeScheduler:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        try:  # erasures a crash cut short are completed at start, not an interval later
+        try:  # erasures a crash cut short (a minute ago or more) go at start, not a tick later
             complete_pending(self.app)
         except Exception:
             log.exception("completing interrupted erasures failed")
