@@ -106,12 +106,16 @@ def test_every_enrolment_photo_is_new() -> None:
 @pytest.mark.slow  # ~2.5 minutes: a server, two camera workers and a steady load
 def test_a_two_minute_soak_passes(tmp_path: Path) -> None:
     # Inside the suite other tests share the cores, and one window's p99 can triple with
-    # them (seen): latency stability is `make soak`'s verdict, at 2x; this run keeps every
-    # other limit (memory, files, threads, errors, restarts) as it is.
+    # them (seen): latency stability is `make soak`'s verdict, at 2x. Memory too: in two
+    # minutes the allocator's high-water steps are not yet behind (seen in CI: the server
+    # +28 MB in one step between minutes 1 and 2, +6.5%; the 30-minute run: +0.56%), so
+    # this run allows 20%, which still fails a leak of ~0.35 MB a request (a decoded photo
+    # kept per request is 0.8 MB), and keeps the other limits (files, threads, errors,
+    # restarts) as they are.
     out = tmp_path / "soak.json"
     res = subprocess.run(
         [sys.executable, "-m", "airside.soak", "--minutes", "2", "--warmup-s", "30",
-         "--p99-ratio", "10", "--json", str(out)],
+         "--p99-ratio", "10", "--rss-limit", "20", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
@@ -125,7 +129,8 @@ def test_a_two_minute_soak_passes(tmp_path: Path) -> None:
     assert names == ["server", "camera gate-a", "camera gate-b"]
     for p in r["processes"]:
         assert p["ok"] and p["samples"] >= 10
-        assert 50 < p["rss_start_mb"] < 4000 and abs(p["rss_growth_pct"]) < 5
+        assert 50 < p["rss_start_mb"] < 4000 and abs(p["rss_growth_pct"]) < 20
         assert 0 < p["fds_start"] <= p["fds_max"] and 0 < p["threads_start"] <= p["threads_max"]
     assert all(r["cameras"][c]["state"] == "running" for c in ("gate-a", "gate-b"))
+    assert r["limits"]["rss_growth_pct"] == 20
     assert r["p99_ms_first"] > 0 and r["p99_ms_last"] <= 10 * r["p99_ms_first"]

@@ -577,6 +577,7 @@ def run(
     sample_s: float | None = None,
     workdir: Path | None = None,
     p99_ratio_limit: float = P99_RATIO_LIMIT,
+    rss_limit_pct: float = RSS_GROWTH_LIMIT_PCT,
 ) -> dict[str, Any]:
     duration = minutes * 60
     warmup = warmup_s if warmup_s is not None else max(30.0, 0.2 * duration)
@@ -663,6 +664,7 @@ def run(
             errors=load.errors,
             restarts=restarts,
             p99_ratio_limit=p99_ratio_limit,
+            rss_limit_pct=rss_limit_pct,
         )
         not_running = [cam for cam in CAMERAS if final_cams.get(cam, {}).get("state") != "running"]
         if not_running:
@@ -751,12 +753,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="seconds between samples (default: run/60, 2 to 10 s)")  # fmt: skip
     ap.add_argument("--p99-ratio", type=float, default=P99_RATIO_LIMIT,
                     help="largest last/first p99 that passes")  # fmt: skip
+    ap.add_argument("--rss-limit", type=float, default=RSS_GROWTH_LIMIT_PCT,
+                    help="largest RSS growth after warm-up that passes, in %%")  # fmt: skip
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     try:
         with _sigterm_as_interrupt():
             result = run(args.minutes, args.warmup_s, args.rate, args.threads, args.sample_s,
-                         p99_ratio_limit=args.p99_ratio)  # fmt: skip
+                         p99_ratio_limit=args.p99_ratio, rss_limit_pct=args.rss_limit)  # fmt: skip
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every process the soak started was stopped[/]")
         return 130
