@@ -98,10 +98,9 @@ def test_measuring_a_small_gallery_gives_every_key() -> None:
     model = fit_distractor_model(x, who)
     distractors = model.sample(3_000, np.random.default_rng(5))
     cfg = BenchConfig(latency_queries=50, latency_cap_s=2.0, sweep=(16, 64), online_n=20)
-    rows = measure_gallery(
-        "synthetic", 2_000, probes, distractors, ["exact-flat", "exact-fp16", "hnsw", "numpy"], cfg
-    )
-    assert [r["index"] for r in rows] == ["exact-flat", "exact-fp16", "hnsw", "numpy"]
+    names = ["exact-flat", "exact-fp16", "exact-int8", "ivf-pq", "hnsw", "numpy"]
+    rows = measure_gallery("synthetic", 2_000, probes, distractors, names, cfg)
+    assert [r["index"] for r in rows] == names
     for r in rows:
         assert set(r) >= ROW_KEYS, ROW_KEYS - set(r)
         assert r["size"] == 2_000 and r["queries"] >= 50
@@ -112,7 +111,12 @@ def test_measuring_a_small_gallery_gives_every_key() -> None:
     numpy_row = rows[-1]
     assert numpy_row["recall_at_1"] == 1.0
     assert numpy_row["fnir_at_fpir_0_003"] == flat["fnir_at_fpir_0_003"]
-    hnsw = rows[2]
+    int8 = rows[2]
+    assert int8["recall_at_1"] == 1.0 and 0.0 <= int8["certified_share"] <= 1.0
+    ivf = rows[3]
+    assert [p["nprobe"] for p in ivf["nprobe_sweep"]] == [16, 32, 64, 128, 256, 512]
+    assert ivf["nprobe_sweep"][-1]["recall_at_1"] >= 0.99  # every cell probed
+    hnsw = rows[4]
     assert hnsw["recall_at_1"] > 0.95
     assert [s["expansion_search"] for s in hnsw["expansion_sweep"]] == [16, 64]
     assert hnsw["online_removed"] == 20 and hnsw["online_insert_ms_per_template"] > 0

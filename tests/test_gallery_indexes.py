@@ -220,6 +220,26 @@ def test_auto_turns_approximate_from_the_configured_size(
         app.close()
 
 
+def test_exact_galleries_scan_int8_when_the_setting_says_so(
+    tmp_path: Path, analyzer: FaceAnalyzer, astronaut: np.ndarray, hopper: np.ndarray
+) -> None:
+    app = Airside(
+        Settings(data_dir=tmp_path / "int8", index_dtype="int8"),
+        analyzer_factory=lambda _s: analyzer,
+    )
+    try:
+        register(app, DPO)
+        _enrol_two(app, "exact", astronaut, hopper)
+        assert _loaded(app).kind == "exact-int8"
+        res = matching.identify(app, DPO, "national", jpeg_bytes(hopper, 70))
+        assert res.match and res.candidates[0].subject == "P-2"
+        assert _last_identify(app)["index"] == "exact-int8"
+        erasure.erase_subject(app, DPO, "P-2")
+        assert not matching.identify(app, DPO, "national", jpeg_bytes(hopper, 70)).match
+    finally:
+        app.close()
+
+
 def test_an_unknown_index_kind_is_refused(app: Airside) -> None:
     with pytest.raises(ValueError, match="index must be one of exact, pq, hnsw, milvus"):
         galleries.create_gallery(app, DPO, "national", "seamless-travel", index="lsh")

@@ -1,4 +1,5 @@
-"""The in-process gallery indexes: exact (FAISS flat, float32 or float16) and HNSW (usearch).
+"""The in-process gallery indexes: exact (FAISS flat, float32 or float16; an int8 scan proven
+equal to float32), PQ with exact re-scoring, and HNSW (usearch).
 
 Each kind answers the same Protocol; these tests hold every kind to it. Milvus is held to
 it in tests/test_milvus_index.py (it needs a Milvus)."""
@@ -10,7 +11,15 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from airside.biometrics.index import ExactIndex, GalleryIndex, HnswIndex, PqIndex, kind_of
+from airside.biometrics.index import (
+    ExactIndex,
+    GalleryIndex,
+    HnswIndex,
+    Int8ExactIndex,
+    PqIndex,
+    exact_index,
+    kind_of,
+)
 
 
 def unit(n: int, d: int = 128, seed: int = 0) -> np.ndarray:
@@ -21,6 +30,7 @@ def unit(n: int, d: int = 128, seed: int = 0) -> np.ndarray:
 KINDS: dict[str, Callable[[], GalleryIndex]] = {
     "exact-flat": lambda: ExactIndex(128, "float32"),
     "exact-fp16": lambda: ExactIndex(128, "float16"),
+    "exact-int8": lambda: Int8ExactIndex(128),
     "hnsw": lambda: HnswIndex(128),
     # Trained from 1,000 templates on (production: PQ_TRAIN_AT), so that the tests with
     # 2,000 templates search the codes, and those with fewer the exhaustive fallback.
@@ -113,7 +123,9 @@ def test_one_id_per_vector() -> None:
             make().add(np.arange(3), unit(2))
 
 
-@pytest.mark.parametrize(("kind", "limit"), [("exact-flat", 520), ("exact-fp16", 300), ("pq", 340)])
+@pytest.mark.parametrize(
+    ("kind", "limit"), [("exact-flat", 520), ("exact-fp16", 300), ("exact-int8", 680), ("pq", 340)]
+)
 def test_memory_per_template(kind: str, limit: int) -> None:
     ix = KINDS[kind]()
     ix.add(np.arange(1000), unit(1000))
@@ -167,6 +179,66 @@ def test_pq_re_encodes_once_removals_pile_up() -> None:
     ix.remove(np.arange(40, 100))  # over 1% of the gallery: codes re-encoded
     assert ix.stale_codes == 0
     assert [h.template_id for h in ix.search(x[200:201], 1)[0]] == [200]
+
+
+def _same_as_float32(ix: GalleryIndex, x: np.ndarray, q: np.ndarray, k: int) -> None:
+    """``ix`` returns exactly what FAISS flat float32 returns: ids in order, scores to 1e-5."""
+    ref = ExactIndex(x.shape[1], "float32")
+    ref.add(np.arange(len(x)), x)
+    for got, want in zip(ix.search(q, k), ref.search(q, k), strict=True):
+        assert [h.template_id for h in got] == [h.template_id for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+
+
+def test_int8_answers_exactly_what_float32_does_and_proves_most_answers() -> None:
+    x = np.concatenate([_face_like(15_000, 3_000, seed=20), unit(5_000, seed=21)])
+    q = np.concatenate([_face_like(150, 3_000, seed=20)[:100], unit(50, seed=22)])
+    ix = Int8ExactIndex(128)
+    for s in range(0, len(x), 4_000):  # grown in batches, as a gallery is
+        ix.add(np.arange(s, min(s + 4_000, len(x))), x[s : s + 4_000])
+    for k in (1, 10, 100):
+        _same_as_float32(ix, x, q, k)
+    assert ix.certified > 0.9 * (ix.certified + ix.fallbacks)
+    assert 0 < ix.code_error < 0.01  # measured on the codes, not assumed
+
+
+def test_int8_falls_back_to_the_float32_scan_when_the_proof_fails() -> None:
+    """Hundreds of templates whose scores lie closer together than the codes can tell
+    apart: the candidates cannot be proven to hold the best, so the float32 scan answers
+    and the result is still the exact one."""
+    rng = np.random.default_rng(23)
+    b, u = unit(2, seed=24)
+    u = u - (u @ b) * b
+    u /= np.linalg.norm(u)
+    theta = 0.5 + 1e-4 * rng.permutation(400)  # scores cos(theta), ~5e-5 apart
+    ties = np.cos(theta)[:, None] * b + np.sin(theta)[:, None] * u
+    x = np.concatenate([unit(3_000, seed=25), ties]).astype(np.float32)
+    ix = Int8ExactIndex(128)
+    ix.add(np.arange(len(x)), x)
+    _same_as_float32(ix, x, b[None, :].astype(np.float32), 5)
+    assert ix.fallbacks == 1 and ix.certified == 0
+
+
+def test_int8_widens_its_codes_for_a_vector_outside_them_and_stays_exact() -> None:
+    x = unit(2_000, seed=26)
+    ix = Int8ExactIndex(128)
+    ix.add(np.arange(2_000), x)
+    err = ix.code_error
+    spike = np.zeros((1, 128), np.float32)
+    spike[0, 7] = 3.0  # far outside every code's range (and not a unit vector)
+    ix.add(np.array([2_000]), spike)
+    assert ix.code_error <= 3.0 / 255 + 1e-6 and ix.code_error > err
+    both = np.concatenate([x, spike])
+    _same_as_float32(ix, both, np.concatenate([x[:20], spike / 3.0]), 3)
+    assert ix.search(spike / 3.0, 1)[0][0].template_id == 2_000
+
+
+def test_the_exact_index_setting_names_its_kind() -> None:
+    assert [exact_index(8, d).kind for d in ("float32", "float16", "int8")] == [
+        "exact-flat",
+        "exact-fp16",
+        "exact-int8",
+    ]
 
 
 def test_hnsw_recall_on_clustered_faces_like_data() -> None:

@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     # source file's digest: shared by every data directory, never biometric data.
     model_cache: Path = Field(default_factory=default_model_cache)
     database_url: str | None = None
-    index_dtype: Literal["float32", "float16"] = "float32"
+    # Exact galleries: "float32" (FAISS flat), "float16" (half the memory), or "int8": an
+    # 8-bit scan whose answer is proven equal to float32's per query (docs/scale.md).
+    index_dtype: Literal["float32", "float16", "int8"] = "float32"
     # Which index answers a gallery's searches when the gallery names none (docs/scale.md):
     # "auto" is exact below ``ann_from`` templates and "pq" (product-quantised scan with
     # exact re-scoring) from there; "milvus" keeps the vectors in a Milvus collection

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from airside.biometrics.calibration import CalibrationTable, load_calibration
-from airside.biometrics.index import ExactIndex, GalleryIndex, HnswIndex, PqIndex, kind_of
+from airside.biometrics.index import GalleryIndex, HnswIndex, PqIndex, exact_index, kind_of
 from airside.config import Settings
 from airside.errors import AirsideError, ContractMismatchError, NotFoundError
 from airside.governance import audit, key_source, pseudonyms, registry_seal
@@ -357,7 +357,7 @@ class Airside:
         self, kind: str, gallery_id: int, tf: GalleryTransform, dim: int
     ) -> GalleryIndex:
         if kind == "exact":
-            return ExactIndex(dim, self.settings.index_dtype)
+            return exact_index(dim, self.settings.index_dtype)
         if kind == "pq":
             return PqIndex(dim)
         if kind == "hnsw":
