@@ -86,9 +86,9 @@ bench: $(TSTAMP)
 	$(BIN)/pip install --quiet --no-deps face_recognition
 	$(BIN)/python -m airside.bench --json reports/bench.json
 
-# 1:N search at 100k, 1M and 10M templates: FAISS exact (fp32, fp16), HNSW (usearch),
-# milvus-lite and a NumPy brute-force baseline, on LFW View 1 faces (../shared/data) plus
-# synthetic distractors (docs/scale.md). Sizes over --budget-s are extrapolated, marked.
+# 1:N search at 100k, 1M and 10M templates: FAISS exact (fp32, fp16, proven int8), PQ,
+# IVF-PQ, HNSW (usearch), milvus-lite and a NumPy brute-force baseline, on LFW View 1
+# faces (../shared/data) plus synthetic distractors (docs/scale.md). Sizes over --budget-s are extrapolated, marked.
 # LFW embeddings are cached under ~/.cache/airside/bench-scale (0600), never in reports/.
 bench-scale: $(TSTAMP)
 	$(BIN)/python -m airside.bench_scale --json reports/bench-scale.json $(BENCH_SCALE_ARGS)

@@ -1,7 +1,8 @@
 """``make bench-scale``: 1:N search at 100k, 1M and 10M templates, every gallery index the
-product runs next to a NumPy brute-force baseline (what CompreFace and face_recognition
-do: ``scores = G @ q``, then ``argpartition``). Nothing is asserted; it prints and writes
-what it measures (docs/scale.md).
+product runs (exact float32, fp16 and the proven int8 scan, PQ, HNSW, milvus-lite) next to
+a NumPy brute-force baseline (what CompreFace and face_recognition do: ``scores = G @ q``,
+then ``argpartition``) and a benchmark-only IVF-PQ with a sweep of the cells probed.
+Nothing is asserted; it prints and writes what it measures (docs/scale.md).
 
     python -m airside.bench_scale [--quick] [--sizes 100000,1000000,10000000]
         [--embedders sface,dlib] [--budget-s 2700] [--json reports/bench-scale.json]
@@ -470,7 +471,8 @@ def build_index(
     chunk: int = 50_000,
     progress: Progress | None = None,
 ) -> Built:
-    """Build one index of ``name`` over the gallery through the product's own classes."""
+    """Build one index of ``name`` over the gallery through the product's own classes
+    (``numpy`` and ``ivf-pq`` are the benchmark's own)."""
     from airside.biometrics.index import ExactIndex, HnswIndex, Int8ExactIndex, PqIndex
 
     d = gallery.shape[1]
