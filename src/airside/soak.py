@@ -1,7 +1,8 @@
 """``make soak``: a steady mixed load on a real ``airside serve`` for a long time, watching
 the server and its camera workers for leaks (issue 18, "Hardening").
 
-    python -m airside.soak [--minutes 30] [--warmup-s N] [--rate 2] [--json reports/soak.json]
+    python -m airside.soak [--minutes 30] [--warmup-s N] [--rate 2] [--rss-limit 5]
+        [--p99-ratio 2] [--json reports/soak.json]
 
 What runs: ``airside serve`` as a subprocess on 127.0.0.1 (a free port, a fresh temporary
 data directory, deleted at the end), with two camera workers (``gate-a``, ``gate-b``) that
@@ -29,7 +30,7 @@ the models are loaded:
   the first ``k`` after warm-up, ``k`` = 10% of the post-warm-up samples (at least 3, at
   most half of them). Medians, not single samples: the allocator returns memory in bursts
   and one sample taken mid-request is noise, while a leak moves the whole tail. Limit:
-  under ``RSS_GROWTH_LIMIT_PCT`` (5%).
+  under ``RSS_GROWTH_LIMIT_PCT`` (5%; ``--rss-limit``).
 * **File descriptors and threads**: the most seen after warm-up minus the count at the end
   of warm-up, per process. Tolerance ``FD_TOLERANCE`` (8: a keep-alive connection or a
   SQLite journal open during a sample) and ``THREAD_TOLERANCE`` (4: AnyIO's thread pool
