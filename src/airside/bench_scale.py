@@ -728,19 +728,26 @@ def measure_gallery(
     return rows
 
 
-def _ivf_sweep(
-    index: Searchable, queries: F32, ref_ids: I64, probes: Probes, cfg: BenchConfig
-) -> dict[str, Any]:
-    """Recall and latency of the IVF at each breadth in IVF_PROBES."""
+def _breadth_sweep(
+    index: Searchable,
+    attr: str,
+    values: Sequence[int],
+    queries: F32,
+    ref_ids: I64,
+    probes: Probes,
+    cfg: BenchConfig,
+) -> list[dict[str, Any]]:
+    """Recall and latency with the index's search breadth ``attr`` (HNSW's
+    ``expansion_search``, IVF's ``nprobe``) at each of ``values``; the caller restores it."""
     sweep = []
-    for nprobe in IVF_PROBES:
-        index.nprobe = nprobe  # type: ignore[attr-defined]
+    for value in values:
+        setattr(index, attr, value)
         ids, scores = top1(index, queries)
         acc = accuracy(ids, scores, ref_ids, probes)
         p50, p99, n_q = latency_ms(index, queries, min(300, cfg.latency_queries), 20.0)
         sweep.append(
             {
-                "nprobe": nprobe,
+                attr: value,
                 "recall_at_1": acc["recall_at_1"],
                 "recall_at_1_mated": acc["recall_at_1_mated"],
                 "rank1": acc["rank1"],
@@ -750,6 +757,14 @@ def _ivf_sweep(
                 "queries": n_q,
             }
         )
+    return sweep
+
+
+def _ivf_sweep(
+    index: Searchable, queries: F32, ref_ids: I64, probes: Probes, cfg: BenchConfig
+) -> dict[str, Any]:
+    """Recall and latency of the IVF at each breadth in IVF_PROBES."""
+    sweep = _breadth_sweep(index, "nprobe", IVF_PROBES, queries, ref_ids, probes, cfg)
     index.nprobe = IVF_NPROBE  # type: ignore[attr-defined]
     return {"nlist": index.nlist, "nprobe": IVF_NPROBE, "nprobe_sweep": sweep}  # type: ignore[attr-defined]
 
@@ -765,24 +780,7 @@ def _hnsw_extras(
     """Recall and latency at other search breadths, then online inserts and deletes."""
     from airside.biometrics.index import HNSW_EXPANSION_SEARCH
 
-    sweep = []
-    for ef in cfg.sweep:
-        index.expansion_search = ef  # type: ignore[attr-defined]
-        ids, scores = top1(index, queries)
-        acc = accuracy(ids, scores, ref_ids, probes)
-        p50, p99, n_q = latency_ms(index, queries, min(300, cfg.latency_queries), 20.0)
-        sweep.append(
-            {
-                "expansion_search": ef,
-                "recall_at_1": acc["recall_at_1"],
-                "recall_at_1_mated": acc["recall_at_1_mated"],
-                "rank1": acc["rank1"],
-                "fnir_at_fpir_0_003": acc["fnir_at_fpir_0_003"],
-                "p50_ms": round(p50, 4),
-                "p99_ms": round(p99, 4),
-                "queries": n_q,
-            }
-        )
+    sweep = _breadth_sweep(index, "expansion_search", cfg.sweep, queries, ref_ids, probes, cfg)
     index.expansion_search = HNSW_EXPANSION_SEARCH  # type: ignore[attr-defined]
     # Online: add templates one at a time (new ids, perturbed copies of gallery rows), then
     # remove as many existing ones, no rebuild.
